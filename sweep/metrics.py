@@ -1,0 +1,167 @@
+"""The one reader of the OD API's event files.
+
+Training (``model_lib_v2.train_loop``) writes ``<model_dir>/train/events.out.tfevents.*`` and the
+eval job writes ``<model_dir>/eval/events.out.tfevents.*``; both hold TF2 tensor summaries.
+Trials, ``sweep status``, reports and tests all read metrics through this module, so a number
+in a report is the number in the event file.
+
+It parses the TFRecord framing itself instead of importing TensorFlow (an 8 s import) or
+TensorBoard's loader (which imports TensorFlow when it is installed), and stops cleanly at a
+record that is still being written.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+# Tags the OD API writes (model_lib_v2); the names are the OD API's own.
+TOTAL_LOSS = "Loss/total_loss"
+CLASSIFICATION_LOSS = "Loss/classification_loss"
+LOCALIZATION_LOSS = "Loss/localization_loss"
+REGULARIZATION_LOSS = "Loss/regularization_loss"
+LEARNING_RATE = "learning_rate"
+STEPS_PER_SEC = "steps_per_sec"
+MAP = "DetectionBoxes_Precision/mAP"
+MAP50 = "DetectionBoxes_Precision/mAP@.50IOU"
+MAP75 = "DetectionBoxes_Precision/mAP@.75IOU"
+AR100 = "DetectionBoxes_Recall/AR@100"
+
+TRAIN_TAGS = (TOTAL_LOSS, CLASSIFICATION_LOSS, LOCALIZATION_LOSS, REGULARIZATION_LOSS,
+              LEARNING_RATE, STEPS_PER_SEC)
+EVAL_TAGS = (MAP, MAP50, MAP75, AR100)
+
+
+@dataclass(frozen=True)
+class Scalar:
+    """One summary value: the stream every consumer reads."""
+
+    step: int
+    tag: str
+    value: float
+    wall_time: float
+
+
+def _records(path: Path) -> Iterator[bytes]:
+    """Yield complete TFRecord payloads; a torn tail (file being written) ends the stream."""
+    with open(path, "rb") as f:
+        while True:
+            header = f.read(12)
+            if len(header) < 12:
+                return
+            (length,) = struct.unpack("<Q", header[:8])
+            payload = f.read(length)
+            footer = f.read(4)
+            if len(payload) < length or len(footer) < 4:
+                return
+            yield payload
+
+
+def _value_of(value) -> float | None:  # noqa: ANN001 - a tensorboard Summary.Value proto
+    if value.HasField("simple_value"):
+        return float(value.simple_value)
+    if value.HasField("tensor"):
+        t = value.tensor
+        if t.float_val:
+            return float(t.float_val[0])
+        if t.double_val:
+            return float(t.double_val[0])
+        if t.int64_val:
+            return float(t.int64_val[0])
+        if t.int_val:
+            return float(t.int_val[0])
+        if t.tensor_content:
+            # 1 = DT_FLOAT, 2 = DT_DOUBLE, 3 = DT_INT32, 9 = DT_INT64 (types.proto)
+            fmt = {1: "<f", 2: "<d", 3: "<i", 9: "<q"}.get(t.dtype)
+            if fmt and len(t.tensor_content) == struct.calcsize(fmt):
+                return float(struct.unpack(fmt, t.tensor_content)[0])
+    return None
+
+
+def event_files(event_dir: Path) -> list[Path]:
+    """Event files of one directory, oldest first (a resumed job adds a new file)."""
+    if not event_dir.is_dir():
+        return []
+    return sorted(event_dir.glob("events.out.tfevents.*"), key=lambda p: (p.stat().st_mtime, p.name))
+
+
+def read_scalars(event_dir: Path | str, tags: Iterable[str] | None = None) -> list[Scalar]:
+    """All scalar summaries in ``event_dir`` (e.g. ``<model_dir>/eval``), in file order."""
+    from tensorboard.compat.proto import event_pb2  # protobuf only; no TensorFlow
+
+    wanted = set(tags) if tags is not None else None
+    out: list[Scalar] = []
+    for path in event_files(Path(event_dir)):
+        for payload in _records(path):
+            event = event_pb2.Event()
+            try:
+                event.ParseFromString(payload)
+            except Exception:  # noqa: BLE001 - a corrupt record must not kill a status call
+                continue
+            if not event.HasField("summary"):
+                continue
+            for value in event.summary.value:
+                if wanted is not None and value.tag not in wanted:
+                    continue
+                v = _value_of(value)
+                if v is not None:
+                    out.append(Scalar(int(event.step), value.tag, v, float(event.wall_time)))
+    return out
+
+
+def by_step(scalars: Iterable[Scalar]) -> dict[int, dict[str, float]]:
+    """``{step: {tag: value}}``; a later write of the same (step, tag) wins (a retried chunk)."""
+    table: dict[int, dict[str, float]] = {}
+    for s in scalars:
+        table.setdefault(s.step, {})[s.tag] = s.value
+    return dict(sorted(table.items()))
+
+
+@dataclass(frozen=True)
+class TrialMetrics:
+    """What one trial's event files say: train curve, eval curve, and the latest of each."""
+
+    train: dict[int, dict[str, float]]
+    eval: dict[int, dict[str, float]]
+    train_wall: tuple[float, float] | None  # first and last wall time of train summaries
+
+    @property
+    def last_train_step(self) -> int | None:
+        return max(self.train) if self.train else None
+
+    @property
+    def last_eval_step(self) -> int | None:
+        return max(self.eval) if self.eval else None
+
+    def last_train(self) -> dict[str, float]:
+        return self.train[max(self.train)] if self.train else {}
+
+    def last_eval(self) -> dict[str, float]:
+        return self.eval[max(self.eval)] if self.eval else {}
+
+    def best_eval(self, tag: str = MAP, mode: str = "max") -> tuple[int, dict[str, float]] | None:
+        """The eval step that is best by ``tag`` (NaN never wins)."""
+        rows = [(s, r) for s, r in self.eval.items() if tag in r and not math.isnan(r[tag])]
+        if not rows:
+            return None
+        pick = max if mode == "max" else min
+        return pick(rows, key=lambda sr: sr[1][tag])
+
+
+def read_trial(model_dir: Path | str) -> TrialMetrics:
+    """Metrics of one OD API ``model_dir`` (train/ and eval/ subfolders)."""
+    model_dir = Path(model_dir)
+    train_scalars = read_scalars(model_dir / "train")
+    walls = [s.wall_time for s in train_scalars]
+    return TrialMetrics(
+        train=by_step(train_scalars),
+        eval=by_step(read_scalars(model_dir / "eval")),
+        train_wall=(min(walls), max(walls)) if walls else None,
+    )
+
+
+def is_finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
