@@ -1,0 +1,161 @@
+"""The processes a trial runs: the OD API training job and its eval job.
+
+    python -m sweep.worker train --pipeline P --model-dir D ...
+    python -m sweep.worker eval  --pipeline P --model-dir D ...
+
+``train`` is ``model_lib_v2.train_loop`` as ``model_main_tf2.py`` calls it: it resumes from the
+newest checkpoint in the model_dir, so a retried trial continues where it was killed.
+
+``eval`` is the eval job: like ``model_lib_v2.eval_continuously`` it builds the model once and
+runs ``model_lib_v2.eager_eval_loop`` (COCO detection metrics) on each new checkpoint, but it
+polls every second instead of every 180-300 s, skips the untrained step-0 checkpoint, skips
+checkpoints it already evaluated (so a restarted eval job does not redo work), exits once the
+final step is evaluated, and records which checkpoint gave which metrics in
+``eval/evaluated.jsonl`` (the OD API keeps no "best" checkpoint; the trial keeps one from this).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+EVALUATED = "evaluated.jsonl"
+
+
+def _setup_tf(threads: int) -> None:
+    from sweep import odapi_compat
+
+    odapi_compat.patch()
+    import tensorflow as tf
+
+    if threads > 0:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, threads))
+
+
+def train(pipeline: Path, model_dir: Path, *, checkpoint_every: int, steps_per_iteration: int,
+          keep: int) -> None:
+    from object_detection import model_lib_v2
+
+    model_lib_v2.train_loop(
+        pipeline_config_path=str(pipeline),
+        model_dir=str(model_dir),
+        checkpoint_every_n=checkpoint_every,
+        checkpoint_max_to_keep=keep,
+        num_steps_per_iteration=steps_per_iteration,
+        record_summaries=False,  # only drops the per-step input-image summaries; scalars stay
+    )
+
+
+def read_evaluated(model_dir: Path) -> list[dict]:
+    """Checkpoints the eval job has evaluated: ``{"checkpoint", "step", "metrics", "time"}``."""
+    path = model_dir / "eval" / EVALUATED
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a torn last line from a killed eval job
+    return rows
+
+
+def evaluate(pipeline: Path, model_dir: Path, *, poll: float, eval_initial: bool,
+             timeout: float) -> None:
+    import tensorflow as tf
+    from object_detection import inputs, model_lib_v2
+    from object_detection.builders import model_builder, optimizer_builder
+    from object_detection.utils import config_util
+
+    configs = config_util.get_configs_from_pipeline_file(str(pipeline))
+    model_config = configs["model"]
+    eval_config = configs["eval_config"]
+    num_steps = configs["train_config"].num_steps
+    strategy = tf.compat.v2.distribute.get_strategy()
+    with strategy.scope():
+        model = model_builder.build(model_config=model_config, is_training=True)
+    eval_input = strategy.experimental_distribute_dataset(
+        inputs.eval_input(eval_config=eval_config,
+                          eval_input_config=configs["eval_input_configs"][0],
+                          model_config=model_config, model=model))
+    global_step = tf.Variable(0, trainable=False, dtype=tf.int64)
+    optimizer, _ = optimizer_builder.build(configs["train_config"].optimizer,
+                                           global_step=global_step)
+    writer = tf.summary.create_file_writer(str(model_dir / "eval"))
+    done = {row["checkpoint"] for row in read_evaluated(model_dir)}
+    last_new = time.time()
+    while True:
+        latest = tf.train.latest_checkpoint(str(model_dir))
+        if latest is None or Path(latest).name in done:
+            if time.time() - last_new > timeout:
+                print(f"eval: no new checkpoint for {timeout:.0f}s; exiting", flush=True)
+                return
+            time.sleep(poll)
+            continue
+        last_new = time.time()
+        ckpt = tf.train.Checkpoint(step=global_step, model=model, optimizer=optimizer)
+        if eval_config.use_moving_averages:
+            model_lib_v2._ensure_model_is_built(model, eval_input, eval_config.batch_size == 1)
+            optimizer.shadow_copy(model)
+        ckpt.restore(latest).expect_partial()
+        if eval_config.use_moving_averages:
+            optimizer.swap_weights()
+        step = int(global_step.numpy())
+        metrics: dict[str, float] = {}
+        if step > 0 or eval_initial:
+            t0 = time.time()
+            with writer.as_default():
+                result = model_lib_v2.eager_eval_loop(
+                    model, configs, eval_input, global_step=global_step)
+            writer.flush()
+            metrics = {k: float(v) for k, v in result.items()}
+            print(f"eval: step {step} {Path(latest).name} in {time.time() - t0:.1f}s "
+                  f"mAP={metrics.get('DetectionBoxes_Precision/mAP')}", flush=True)
+        done.add(Path(latest).name)
+        with open(model_dir / "eval" / EVALUATED, "a") as f:
+            f.write(json.dumps({"checkpoint": Path(latest).name, "step": step,
+                                "metrics": metrics, "time": time.time()}) + "\n")
+        if step >= num_steps:
+            return
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m sweep.worker",
+                                description="Run one OD API job of a sweep trial.")
+    p.add_argument("job", choices=["train", "eval"])
+    p.add_argument("--pipeline", type=Path, required=True)
+    p.add_argument("--model-dir", type=Path, required=True)
+    p.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0 = TF default)")
+    p.add_argument("--parent-pid", type=int, default=0,
+                   help="exit when this process is gone (the trial that owns this job)")
+    p.add_argument("--checkpoint-every", type=int, default=1000)
+    p.add_argument("--steps-per-iteration", type=int, default=100)
+    p.add_argument("--keep", type=int, default=3, help="checkpoints to keep (last N)")
+    p.add_argument("--poll", type=float, default=1.0)
+    p.add_argument("--eval-initial", action="store_true", help="also evaluate the step-0 checkpoint")
+    p.add_argument("--timeout", type=float, default=3600.0,
+                   help="eval: exit after this long without a new checkpoint")
+    a = p.parse_args(argv)
+    if a.parent_pid:
+        from sweep.process import watch_parent
+
+        watch_parent(a.parent_pid)
+    (a.model_dir / "eval").mkdir(parents=True, exist_ok=True)
+    _setup_tf(a.threads)
+    print(f"sweep.worker {a.job} pid={os.getpid()} "
+          f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}", flush=True)
+    if a.job == "train":
+        train(a.pipeline, a.model_dir, checkpoint_every=a.checkpoint_every,
+              steps_per_iteration=a.steps_per_iteration, keep=a.keep)
+    else:
+        evaluate(a.pipeline, a.model_dir, poll=a.poll, eval_initial=a.eval_initial,
+                 timeout=a.timeout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
