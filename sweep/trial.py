@@ -1,0 +1,324 @@
+"""One trial: render its pipeline.config, run the OD API train and eval jobs, turn what they
+write into results, and apply the failure policy. No Ray here: ``tune_backend`` wraps this in a
+Ray Tune Trainable, and tests can drive it directly.
+
+A result is produced after each evaluation (the eval job writes COCO metrics for a new
+checkpoint). Between evaluations the trial watches the train summaries for NaN/Inf loss and
+both processes for an abnormal exit.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sweep import errors, metrics
+from sweep.experiment import COMPLETED, FAILED, RUNNING, STOPPED, Experiment, TrialDir, write_json
+from sweep.process import ManagedProcess, start
+
+# Result keys reported to Ray Tune (and shown by `sweep status`), from the OD API's tags.
+RESULT_KEYS: dict[str, str] = {
+    metrics.TOTAL_LOSS: "total_loss",
+    metrics.CLASSIFICATION_LOSS: "classification_loss",
+    metrics.LOCALIZATION_LOSS: "localization_loss",
+    metrics.REGULARIZATION_LOSS: "regularization_loss",
+    metrics.LEARNING_RATE: "learning_rate",
+    metrics.STEPS_PER_SEC: "steps_per_sec",
+    metrics.MAP: "mAP",
+    metrics.MAP50: "mAP_50",
+    metrics.MAP75: "mAP_75",
+    metrics.AR100: "AR_100",
+}
+TRAIN_SOURCED = {metrics.TOTAL_LOSS, metrics.CLASSIFICATION_LOSS, metrics.LOCALIZATION_LOSS,
+                 metrics.REGULARIZATION_LOSS, metrics.LEARNING_RATE, metrics.STEPS_PER_SEC}
+
+
+def result_key(name: str) -> str:
+    """Ray result key for an OD API tag or a short name (``mAP`` or the full tag)."""
+    return RESULT_KEYS.get(name, name)
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """What every trial of a sweep shares (passed once to the Trainable)."""
+
+    experiment_root: Path
+    metric: str = metrics.MAP  # the OD API tag used to keep the best checkpoint
+    mode: str = "max"
+    eval_every: int = 0  # steps between evaluations; 0 = only at the end
+    keep_checkpoints: int = 3
+    threads: int = 1  # TF intra-op threads per process (the trial's CPUs)
+    max_failures: int = 2  # process restarts per trial (killed / OOM / crash)
+    poll: float = 1.0
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+
+def plan_steps(num_steps: int, eval_every: int) -> tuple[int, int]:
+    """``(checkpoint_every, steps_per_iteration)`` so that evaluations fall on checkpoints and
+    the last checkpoint is exactly ``num_steps`` (train_loop saves only every N steps, and the
+    eval job finishes at the final step).
+
+    >>> plan_steps(40, 20)
+    (20, 10)
+    >>> plan_steps(40, 0)
+    (40, 10)
+    >>> plan_steps(100, 30)  # 4 evaluations (every 25) is the nearest to 100/30 that divides
+    (25, 5)
+    """
+    if num_steps <= 0:
+        raise ValueError(f"num_steps must be > 0, got {num_steps}")
+    if eval_every <= 0 or eval_every >= num_steps:
+        every = num_steps
+    else:
+        # The number of evaluations closest to what was asked whose interval divides num_steps.
+        wanted = num_steps / eval_every
+        divisors = [d for d in range(1, num_steps + 1) if num_steps % d == 0]
+        n = min(divisors, key=lambda d: (abs(d - wanted), d))
+        every = num_steps // n
+    # Summaries are written once per iteration; iterate in chunks that divide the interval,
+    # at most 10 steps so a diverging loss is seen within 10 steps.
+    per_iter = max(d for d in range(1, min(every, 10) + 1) if every % d == 0)
+    return every, per_iter
+
+
+class TrialRunner:
+    """Runs one trial's processes in ``trials/<name>/`` and yields a result per evaluation."""
+
+    def __init__(self, spec: TrialSpec, name: str, params: Mapping[str, Any],
+                 gpu_ids: list[str] | None = None,
+                 render: Callable[[Path, Mapping[str, Any], Path], int] | None = None):
+        self.spec = spec
+        self.exp = Experiment(Path(spec.experiment_root))
+        self.dir: TrialDir = self.exp.trial(name)
+        self.params = dict(params)
+        self.gpu_ids = [str(g) for g in (gpu_ids or [])]
+        self._render = render or _render_pipeline
+        self.train_proc: ManagedProcess | None = None
+        self.eval_proc: ManagedProcess | None = None
+        self.num_steps = 0
+        self.reported_step = -1
+        self.failures = 0
+        self.started = time.time()
+        self.best_value: float | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Render (first time only), then start or resume the train and eval jobs."""
+        d = self.dir
+        d.path.mkdir(parents=True, exist_ok=True)
+        fresh = not d.pipeline_path.exists()
+        if fresh:
+            write_json(d.params_path, self.params)
+            self.num_steps = self._render(self.exp.base_pipeline, self.params, d.pipeline_path)
+        else:  # a restored or retried trial keeps what it was first given
+            self.params = d.params()
+            self.num_steps = _num_steps(d.pipeline_path)
+        status = d.status()
+        self.reported_step = int(status.get("reported_step", -1))
+        self.best_value = status.get("best_value")
+        d.update_status(
+            state=RUNNING, reason=None, num_steps=self.num_steps,
+            created_at=status.get("created_at", time.time()), started_at=time.time(),
+            attempts=int(status.get("attempts", 0)) + 1, node=socket.gethostname(),
+            node_ip=_node_ip(), pid=os.getpid(),
+            cuda_visible_devices=",".join(self.gpu_ids),
+        )
+        self.started = time.time() - float(status.get("elapsed", 0.0))
+        if not self._final_checkpoint_done():
+            self._start_train()
+        self._start_eval()
+
+    def _env(self) -> dict[str, str]:
+        # Each trial's processes see only the GPUs Ray gave this trial ("" = CPU only).
+        return {"CUDA_VISIBLE_DEVICES": ",".join(self.gpu_ids), "PYTHONUNBUFFERED": "1",
+                **self.spec.extra_env}
+
+    def _common_args(self) -> list[str]:
+        return ["--pipeline", str(self.dir.pipeline_path), "--model-dir", str(self.dir.path),
+                "--threads", str(self.spec.threads), "--parent-pid", str(os.getpid())]
+
+    def _start_train(self) -> None:
+        every, per_iter = plan_steps(self.num_steps, self.spec.eval_every)
+        self.train_proc = start(
+            "train", ["-m", "sweep.worker", "train", *self._common_args(),
+                      "--checkpoint-every", str(every), "--steps-per-iteration", str(per_iter),
+                      "--keep", str(self.spec.keep_checkpoints)],
+            self.dir.train_log, env=self._env())
+
+    def _start_eval(self) -> None:
+        self.eval_proc = start(
+            "eval", ["-m", "sweep.worker", "eval", *self._common_args(),
+                     "--poll", str(self.spec.poll)],
+            self.dir.eval_log, env=self._env())
+
+    def stop(self, state: str = STOPPED, reason: str | None = "stopped early by the scheduler"
+             ) -> None:
+        """End both processes (within seconds); a running trial is marked ``state``."""
+        for proc in (self.train_proc, self.eval_proc):
+            if proc is not None:
+                proc.terminate(grace=3.0)
+        status = self.dir.status()
+        if status.get("state") == RUNNING:
+            self.dir.update_status(state=state, reason=reason, ended_at=time.time(),
+                                   elapsed=time.time() - self.started)
+
+    # -- results ---------------------------------------------------------------------------
+    def next_result(self, timeout: float | None = None) -> dict[str, Any]:
+        """Block until the next evaluation (or a failure); return the Ray Tune result."""
+        deadline = None if timeout is None else time.time() + timeout
+        while True:
+            # Divergence first: a NaN loss can also crash a job, and a crash would be retried.
+            m = metrics.read_trial(self.dir.path)
+            loss = m.last_train().get(metrics.TOTAL_LOSS)
+            if loss is not None and not math.isfinite(loss):
+                return self._fail(errors.DIVERGED,
+                                  f"{metrics.TOTAL_LOSS} = {loss} at step {m.last_train_step}", m)
+            failed = self._check_processes()
+            if failed:
+                return failed
+            new = [s for s in m.eval if s > self.reported_step and s > 0]
+            if new:
+                return self._result(m, min(new))
+            if deadline is not None and time.time() > deadline:
+                raise TimeoutError(f"no evaluation of {self.dir.name} within {timeout}s")
+            time.sleep(self.spec.poll)
+
+    def _result(self, m: metrics.TrialMetrics, step: int) -> dict[str, Any]:
+        row = dict(m.eval[step])
+        train_row = m.train.get(step) or m.last_train()
+        out: dict[str, Any] = {"step": step, "trial_dir": str(self.dir.path),
+                               "wall_time": time.time() - self.started}
+        for tag, key in RESULT_KEYS.items():
+            source = train_row if tag in TRAIN_SOURCED else row
+            if tag in source:
+                out[key] = source[tag]
+        self.reported_step = step
+        self._keep_best(step, row.get(self.spec.metric, train_row.get(self.spec.metric)))
+        done = step >= self.num_steps
+        out["done"] = done
+        fields: dict[str, Any] = {"reported_step": step, "last_step": step,
+                                  "elapsed": out["wall_time"], "best_value": self.best_value}
+        if done:
+            self.stop_processes()
+            fields.update(state=COMPLETED, reason=None, ended_at=time.time())
+        self.dir.update_status(**fields)
+        return out
+
+    def _keep_best(self, step: int, value: float | None) -> None:
+        """Copy the checkpoint evaluated at ``step`` to ``best/`` when it beats the best so far."""
+        if value is None or not math.isfinite(value):
+            return
+        better = (self.best_value is None or
+                  (value > self.best_value if self.spec.mode == "max" else value < self.best_value))
+        if not better:
+            return
+        from sweep.worker import read_evaluated
+
+        rows = [r for r in read_evaluated(self.dir.path) if r["step"] == step]
+        if not rows:
+            return
+        prefix = self.dir.path / rows[-1]["checkpoint"]
+        files = list(self.dir.path.glob(prefix.name + ".*"))
+        if not files:
+            return  # already rotated away by keep-last-N; the next best will be kept
+        best = self.dir.path / "best"
+        tmp = self.dir.path / ".best.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for f in files:
+            shutil.copy2(f, tmp / f.name)
+        (tmp / "checkpoint").write_text(
+            f'model_checkpoint_path: "{prefix.name}"\nall_model_checkpoint_paths: "{prefix.name}"\n')
+        write_json(tmp / "best.json", {"step": step, "metric": self.spec.metric,
+                                       "value": value, "checkpoint": prefix.name})
+        shutil.rmtree(best, ignore_errors=True)
+        tmp.rename(best)
+        self.best_value = value
+
+    # -- failures --------------------------------------------------------------------------
+    def _check_processes(self) -> dict[str, Any] | None:
+        for which in ("train", "eval"):
+            proc = self.train_proc if which == "train" else self.eval_proc
+            if proc is None or proc.alive():
+                continue
+            code = proc.poll()
+            if code == 0:
+                if which == "train":
+                    self.train_proc = None  # finished; the eval job evaluates the last checkpoint
+                    continue
+                # The eval job ended on its own: it evaluated the final step (read next loop).
+                self.eval_proc = None
+                m = metrics.read_trial(self.dir.path)
+                if not any(s >= self.num_steps for s in m.eval):
+                    return self._fail(errors.CRASHED, "eval job exited before the final step", m)
+                continue
+            reason = proc.failure_reason()
+            self.failures += 1
+            detail = f"{which} process exited with {code} (log: {proc.log_path})"
+            if self.failures > self.spec.max_failures:
+                return self._fail(reason, detail + f"; gave up after {self.failures} failures")
+            # Retry from the last checkpoint: train_loop restores it, the eval job skips what
+            # it already evaluated.
+            self.dir.update_status(retries=self.failures, last_failure=f"{reason}: {detail}")
+            if which == "train":
+                self._start_train()
+            else:
+                self._start_eval()
+        return None
+
+    def _fail(self, reason: str, detail: str, m: metrics.TrialMetrics | None = None
+              ) -> dict[str, Any]:
+        """Mark the trial failed; the result ends it in Ray without a retry (policy: errors.py)."""
+        self.stop_processes()
+        self.dir.update_status(state=FAILED, reason=reason, detail=detail, ended_at=time.time(),
+                               elapsed=time.time() - self.started)
+        out: dict[str, Any] = {"done": True, "sweep_failed": reason, "trial_dir": str(self.dir.path),
+                               "wall_time": time.time() - self.started}
+        if m is not None and m.last_train_step is not None:
+            out["step"] = m.last_train_step
+        return out
+
+    def stop_processes(self) -> None:
+        for proc in (self.train_proc, self.eval_proc):
+            if proc is not None:
+                proc.terminate(grace=3.0)
+
+    def _final_checkpoint_done(self) -> bool:
+        from sweep.worker import read_evaluated
+
+        return any(r["step"] >= self.num_steps for r in read_evaluated(self.dir.path))
+
+
+def _num_steps(pipeline: Path) -> int:
+    from google.protobuf import text_format
+    from object_detection.protos import pipeline_pb2
+
+    cfg = text_format.Parse(pipeline.read_text(), pipeline_pb2.TrainEvalPipelineConfig())
+    return int(cfg.train_config.num_steps)
+
+
+def _render_pipeline(base: Path, params: Mapping[str, Any], out: Path) -> int:
+    """Render the trial's pipeline.config from the base and its parameters; returns num_steps."""
+    from sweep import render
+
+    cfg = render.render(render.load_pipeline(base), params)
+    render.write_pipeline(cfg, out)
+    return int(cfg.train_config.num_steps)
+
+
+def _node_ip() -> str:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return ray.util.get_node_ip_address()
+    except Exception:  # noqa: BLE001 - status only
+        pass
+    return socket.gethostbyname(socket.gethostname())
