@@ -522,6 +522,16 @@ def read_param(cfg: TrainEvalPipelineConfig, name: str) -> Any:
     return _get_path(cfg, param_paths(cfg, name)[0], name)
 
 
+def check_value(cfg: TrainEvalPipelineConfig, name: str, value: Any) -> None:
+    """Raise ``ParamError`` if ``value`` does not fit the field(s) ``name`` edits in ``cfg``.
+
+    Only this one edit, on a copy: cross-field rules need a whole trial (see ``render``).
+    """
+    copy = TrainEvalPipelineConfig()
+    copy.CopyFrom(cfg)
+    _apply(copy, name, value)
+
+
 def check_param(cfg: TrainEvalPipelineConfig, name: str) -> None:
     """Raise ``ParamError`` if ``name`` does not exist for this pipeline (its architecture)."""
     if name in ("optimizer", "learning_rate", "manual_step_learning_rate.schedule"):
@@ -602,11 +612,11 @@ def _short_float(x: float) -> str:
 def best_checkpoint(experiment: str, storage: str | Path = "experiments") -> Path:
     """The checkpoint prefix of the best trial of an earlier experiment, by its own metric.
 
-    The OD API numbers checkpoints by save count, not by step, and reading a checkpoint's step
-    needs TensorFlow, so this takes the best trial's latest checkpoint (the one its last eval
-    scored); raises ``FileNotFoundError`` saying what is missing.
+    A trial keeps the checkpoint of its best eval in ``best/`` (``best.json`` names it). For a
+    trial without one, its latest checkpoint stands in: the OD API numbers checkpoints by save
+    count, and reading a checkpoint's step needs TensorFlow. Raises ``FileNotFoundError``.
     """
-    from sweep.experiment import find_experiment
+    from sweep.experiment import find_experiment, read_json
     from sweep.metrics import MAP, read_trial
 
     exp = find_experiment(experiment, storage)
@@ -615,13 +625,18 @@ def best_checkpoint(experiment: str, storage: str | Path = "experiments") -> Pat
     mode = (settings.get("modes") or ["max"])[0]
     best: tuple[float, Path] | None = None
     for trial in exp.trials():
-        ckpts = trial.checkpoints()
-        found = read_trial(trial.path).best_eval(metric, mode)
-        if not ckpts or found is None:
-            continue
-        score = found[1][metric]
+        kept = read_json(trial.path / "best" / "best.json") or {}
+        if kept.get("checkpoint") and kept.get("value") is not None and (
+                trial.path / "best" / f"{kept['checkpoint']}.index").exists():
+            score, prefix = float(kept["value"]), trial.path / "best" / kept["checkpoint"]
+        else:
+            ckpts = trial.checkpoints()
+            found = read_trial(trial.path).best_eval(metric, mode)
+            if not ckpts or found is None:
+                continue
+            score, prefix = found[1][metric], ckpts[-1][1]
         if best is None or (score > best[0] if mode == "max" else score < best[0]):
-            best = (score, ckpts[-1][1])
+            best = (score, prefix)
     if best is None:
         raise FileNotFoundError(
             f"experiment {exp.root}: no trial has both a checkpoint and an eval of {metric}. "

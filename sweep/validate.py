@@ -1,0 +1,345 @@
+"""Every check that runs before a sweep launches anything (`sweep validate`, `sweep run`).
+
+``validate`` collects all problems instead of stopping at the first, so one run tells the user
+everything to fix. Nothing here imports TensorFlow: TFRecords are read by their framing and
+label maps by their proto.
+"""
+
+from __future__ import annotations
+
+import glob
+import struct
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import text_format
+
+from sweep.errors import ConfigError, Problem
+from sweep.render import (
+    BEST,
+    ParamError,
+    TrainEvalPipelineConfig,
+    best_checkpoint,
+    check_param,
+    check_value,
+    load_pipeline,
+    render,
+)
+from sweep.space import SearchSpace, candidate_values, parse_space
+
+CHECKPOINT_TYPES = ("detection", "classification", "full", "fine_tune")
+RANDOM_SAMPLES = 16  # random trials rendered to catch cross-field problems (e.g. warm-up rules)
+
+
+def validate(space_path: str | Path, pipeline_path: str | Path, *, check_data: bool = True,
+             storage: str | Path = "experiments") -> list[Problem]:
+    """Every problem with this space + pipeline (+ data, checkpoints unless ``check_data``)."""
+    problems: list[Problem] = []
+    space = parse_space(Path(space_path), problems)
+    try:
+        base = load_pipeline(pipeline_path)
+    except ConfigError as e:
+        problems.extend(e.problems)
+        base = None
+    if space is None or base is None:
+        return problems
+    fits = _check_params(space, base, str(space_path), problems)
+    if fits:
+        _check_trials(space, base, str(space_path), problems)
+    if check_data:
+        try:
+            cfg = render(base, space.constants(), resolve_checkpoints=False)
+        except ValueError:
+            cfg = base  # already reported above
+        _check_label_maps(cfg, str(pipeline_path), problems)
+        _check_tfrecords(cfg, str(pipeline_path), problems)
+        _check_checkpoints(space, cfg, str(space_path), str(pipeline_path), storage, problems)
+    return problems
+
+
+def check(space_path: str | Path, pipeline_path: str | Path, **kw: Any) -> None:
+    """Raise ``ConfigError`` listing every problem, if there is any."""
+    problems = validate(space_path, pipeline_path, **kw)
+    if problems:
+        raise ConfigError(problems)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters against the pipeline
+
+
+def _check_params(space: SearchSpace, base: TrainEvalPipelineConfig, file: str,
+                  problems: list[Problem]) -> bool:
+    """Each parameter exists for this architecture and each of its values fits the field."""
+    before = len(problems)
+    for param, _ in space.walk():
+        key = f"parameters.{param.name}"
+        try:
+            check_param(base, param.name)
+        except ParamError as e:
+            problems.append(Problem(file, key, e.problem, e.fix))
+            continue
+        for value in candidate_values(param.dist):
+            try:
+                check_value(base, param.name, value)
+            except ParamError as e:
+                problems.append(Problem(file, key, f"value {value!r}: {e.problem}", e.fix))
+                break
+    return len(problems) == before
+
+
+def _check_trials(space: SearchSpace, base: TrainEvalPipelineConfig, file: str,
+                  problems: list[Problem]) -> None:
+    """Render the known points and some random trials, as Ray would, to catch combinations."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    points = space.points_to_evaluate(base)
+    for point in points:
+        study.enqueue_trial(point)
+    seen: set[str] = set()
+    for i in range(len(points) + RANDOM_SAMPLES):
+        trial = study.ask()
+        params = space.sample(trial)
+        study.tell(trial, 0.0)
+        try:
+            render(base, params, resolve_checkpoints=False)
+        except ParamError as e:
+            if e.name in seen:
+                continue
+            seen.add(e.name)
+            which = f"points[{i}]" if i < len(points) else "a random trial"
+            problems.append(Problem(file, f"parameters.{e.name}", f"{which} renders an invalid "
+                                    f"config: {e.problem} (trial: {_short(params)})", e.fix))
+
+
+def _short(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in params.items())
+
+
+# ---------------------------------------------------------------------------------------------
+# Label maps
+
+
+def _readers(cfg: TrainEvalPipelineConfig) -> list[tuple[str, Any]]:
+    out = [("train_input_reader", cfg.train_input_reader)]
+    out += [(f"eval_input_reader[{i}]", r) for i, r in enumerate(cfg.eval_input_reader)]
+    return out
+
+
+def _num_classes(cfg: TrainEvalPipelineConfig) -> tuple[str, int] | None:
+    arch = cfg.model.WhichOneof("model")
+    model = getattr(cfg.model, arch) if arch else None
+    if model is None or "num_classes" not in model.DESCRIPTOR.fields_by_name:
+        return None
+    return f"model.{arch}.num_classes", int(model.num_classes)
+
+
+def _check_label_maps(cfg: TrainEvalPipelineConfig, file: str, problems: list[Problem]) -> None:
+    from object_detection.protos import string_int_label_map_pb2
+
+    done: set[str] = set()
+    for where, reader in _readers(cfg):
+        path = reader.label_map_path
+        key = f"{where}.label_map_path"
+        if not path:
+            if where != "train_input_reader":
+                problems.append(Problem(file, key, "no label map set (evaluation needs one)",
+                                        "set label_map_path to your label_map.pbtxt"))
+            continue
+        if path in done:
+            continue
+        done.add(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            problems.append(Problem(file, key, f"cannot read label map '{path}' ({e.strerror})",
+                                    "point label_map_path at an existing label_map.pbtxt"))
+            continue
+        label_map = string_int_label_map_pb2.StringIntLabelMap()
+        try:
+            text_format.Parse(text, label_map)
+        except text_format.ParseError as e:
+            problems.append(Problem(path, f"line {e.GetLine()}", f"not a label map: {e}",
+                                    "write entries as `item { id: 1 name: 'cat' }`"))
+            continue
+        ids = [item.id for item in label_map.item]
+        if not ids:
+            problems.append(Problem(path, "item", "the label map has no entries",
+                                    "add one `item { id: N name: '...' }` per class"))
+            continue
+        if min(ids) < 1:
+            problems.append(Problem(path, "item.id", f"id {min(ids)} found; ids start at 1 "
+                                    "(0 is the background)", "number the classes 1, 2, ..."))
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            problems.append(Problem(path, "item.id", f"duplicate ids {dupes}",
+                                    "give each class its own id"))
+        nc = _num_classes(cfg)
+        if nc is None:
+            continue
+        nc_key, n = nc
+        distinct = len(set(ids))
+        if distinct != n or max(ids) > n:
+            problems.append(Problem(
+                file, nc_key, f"is {n} but the label map {path} has {distinct} classes "
+                f"(ids {min(ids)}..{max(ids)})",
+                f"set {nc_key}: {max(distinct, max(ids))} in the pipeline (or as a constant in "
+                "the space), or fix the label map"))
+
+
+# ---------------------------------------------------------------------------------------------
+# TFRecords
+
+
+def _check_tfrecords(cfg: TrainEvalPipelineConfig, file: str, problems: list[Problem]) -> None:
+    for where, reader in _readers(cfg):
+        if reader.WhichOneof("input_reader") != "tf_record_input_reader":
+            continue
+        key = f"{where}.tf_record_input_reader.input_path"
+        patterns = list(reader.tf_record_input_reader.input_path)
+        if not patterns:
+            problems.append(Problem(file, key, "no input_path set",
+                                    "set input_path to your .record / .tfrecord file(s)"))
+            continue
+        for pattern in patterns:
+            if "://" in pattern:
+                continue  # gs://, hdfs://: only TensorFlow can read these
+            files = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+            files = [f for f in files if Path(f).exists()]
+            if not files:
+                problems.append(Problem(file, key, f"no TFRecord file at '{pattern}'",
+                                        "point input_path at existing files (globs like "
+                                        "train-?????-of-00010.record are allowed)"))
+                continue
+            total = 0
+            for f in files:
+                try:
+                    total += count_records(f)
+                except (OSError, ValueError) as e:
+                    problems.append(Problem(file, key, f"'{f}' is unreadable: {e}",
+                                            "re-create the TFRecord file (e.g. with the OD API's "
+                                            "dataset_tools) or remove it from input_path"))
+            if total == 0 and not any(p.key == key and p.file == file for p in problems):
+                problems.append(Problem(file, key, f"'{pattern}' holds no examples",
+                                        "point input_path at non-empty TFRecord files"))
+
+
+def count_records(path: str | Path) -> int:
+    """Number of records in a TFRecord file, checked by its framing; ``ValueError`` if torn.
+
+    Framing: uint64 length, masked crc32c of the length, payload, masked crc32c of the payload.
+    Every length checksum is verified; payload checksums only for the first record, so a
+    large dataset is checked at the speed of seeking, not of pure-Python CRC.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        raise ValueError("the file is empty")
+    count = 0
+    with open(path, "rb") as f:
+        while True:
+            pos = f.tell()
+            header = f.read(12)
+            if not header:
+                return count
+            if len(header) < 12:
+                raise ValueError(f"torn record header at byte {pos}")
+            length, length_crc = struct.unpack("<QI", header)
+            if _masked_crc(header[:8]) != length_crc:
+                raise ValueError(f"bad length checksum at byte {pos}: not a TFRecord file")
+            if pos + 12 + length + 4 > size:
+                raise ValueError(f"record at byte {pos} is truncated ({length} bytes announced)")
+            if count == 0:
+                payload = f.read(length)
+                (data_crc,) = struct.unpack("<I", f.read(4))
+                if _masked_crc(payload) != data_crc:
+                    raise ValueError(f"bad data checksum at byte {pos}")
+            else:
+                f.seek(length + 4, 1)
+            count += 1
+
+
+def _crc_table() -> list[int]:
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC_TABLE = _crc_table()
+
+
+def crc32c(data: bytes) -> int:
+    c = 0xFFFFFFFF
+    for b in data:
+        c = _CRC_TABLE[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+def _masked_crc(data: bytes) -> int:
+    c = crc32c(data)
+    return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+# ---------------------------------------------------------------------------------------------
+# Fine-tune checkpoints
+
+
+def _check_checkpoints(space: SearchSpace, cfg: TrainEvalPipelineConfig, space_file: str,
+                       pipeline_file: str, storage: str | Path, problems: list[Problem]) -> None:
+    params = {p.name: p for p, _ in space.walk()}
+    if "fine_tune_checkpoint" in params:
+        file, key = space_file, "parameters.fine_tune_checkpoint"
+        values = candidate_values(params["fine_tune_checkpoint"].dist)
+    else:
+        file, key = pipeline_file, "train_config.fine_tune_checkpoint"
+        values = [cfg.train_config.fine_tune_checkpoint]
+    for value in _strings(values):
+        problem = checkpoint_problem(value, storage)
+        if problem:
+            problems.append(Problem(file, key, *problem))
+    if "fine_tune_checkpoint_type" in params:
+        types = list(_strings(candidate_values(params["fine_tune_checkpoint_type"].dist)))
+        file, key = space_file, "parameters.fine_tune_checkpoint_type"
+    elif cfg.train_config.fine_tune_checkpoint and not all(
+            str(v).startswith(BEST) for v in values):
+        types = [cfg.train_config.fine_tune_checkpoint_type]
+        file, key = pipeline_file, "train_config.fine_tune_checkpoint_type"
+    else:
+        types = []
+    for t in types:
+        if t not in CHECKPOINT_TYPES:
+            problems.append(Problem(file, key, f"'{t}' is not a checkpoint type the OD API loads",
+                                    f"use one of {', '.join(CHECKPOINT_TYPES)} ('detection' for "
+                                    "a checkpoint an earlier sweep trained)"))
+
+
+def _strings(values: Iterable[Any]) -> Iterable[str]:
+    return (v for v in values if isinstance(v, str) and v)
+
+
+def checkpoint_problem(value: str, storage: str | Path = "experiments") -> tuple[str, str] | None:
+    """(problem, fix) if ``value`` names no loadable checkpoint, else None."""
+    if value.startswith(BEST):
+        try:
+            best_checkpoint(value[len(BEST):], storage)
+        except FileNotFoundError as e:
+            return (f"'{value}': {e}", "run that experiment first, or name a checkpoint path")
+        return None
+    p = Path(value)
+    if p.is_dir():
+        return (f"'{value}' is a folder, not a checkpoint prefix",
+                f"name the checkpoint inside it, e.g. {value.rstrip('/')}/ckpt-0 "
+                "(the part before .index)")
+    if not Path(value + ".index").exists():
+        return (f"no checkpoint at '{value}' (looked for {value}.index)",
+                "give the checkpoint prefix (path without .index/.data-*), or "
+                f"'{BEST}EXPERIMENT' to start from an earlier experiment's best checkpoint")
+    return None
