@@ -31,7 +31,7 @@ Bound = int | float | str
 Values = dict[str, Any]
 
 TOP_LEVEL_KEYS = ("description", "parameters", "points")
-BASE_POINT = "base"  # a point that takes every parameter's value from the base pipeline.config
+BASE_POINT = "base"  # a point that takes its values from the base pipeline.config
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ class Param:
 @dataclass(frozen=True)
 class SearchSpace:
     params: tuple[Param, ...]
-    points: tuple[Mapping[str, Any] | str, ...] = ()
+    points: tuple[Mapping[str, Any] | BasePoint, ...] = ()
     description: str = ""
     path: Path | None = None
 
@@ -184,19 +184,21 @@ class SearchSpace:
     ) -> list[dict[str, Any]]:
         """Known configurations to run first, keyed like ``trial.params``.
 
-        A ``base`` point takes each parameter's value from the ``base`` pipeline (values the
-        space cannot hold are left to the sampler); without ``base`` such points are skipped.
+        Points written ``base`` (or ``base: {overrides}``) take each parameter's value from the
+        ``base`` pipeline, then the overrides; a value the space cannot hold is left to the
+        sampler. Without ``base`` such points are skipped.
         """
         out = []
         for point in self.points:
-            if point == BASE_POINT:
+            if isinstance(point, BasePoint):
                 if base is not None:
-                    out.append(self._base_point(base))
+                    out.append(self._from_base(base, point.overrides))
             else:
                 out.append(dict(point))
         return out
 
-    def _base_point(self, base: TrainEvalPipelineConfig) -> dict[str, Any]:
+    def _from_base(self, base: TrainEvalPipelineConfig,
+                   overrides: Mapping[str, Any]) -> dict[str, Any]:
         from sweep.render import read_param  # render imports the OD API protos
 
         point: dict[str, Any] = {}
@@ -205,18 +207,28 @@ class SearchSpace:
             for p in params:
                 if not p.sampled:
                     continue
-                try:
-                    value = read_param(base, p.name)
-                except ValueError:
-                    continue
-                if not _contains(p.dist, value, point):
-                    continue
+                if p.name in overrides:
+                    value = overrides[p.name]
+                else:
+                    try:
+                        value = read_param(base, p.name)
+                    except ValueError:
+                        continue
+                    if not _contains(p.dist, value, point):
+                        continue
                 point[p.name] = value
                 if isinstance(p.dist, Choice):
                     visit(p.dist.branch(value))
 
         visit(self.params)
         return point
+
+
+@dataclass(frozen=True)
+class BasePoint:
+    """A known point read from the base pipeline, with ``overrides`` on top."""
+
+    overrides: Mapping[str, Any]
 
 
 def _at(bound: Bound, values: Values) -> float:
@@ -547,35 +559,39 @@ def _numeric(d: Distribution | None) -> bool:
 
 
 def _load_points(file: str, raw: Any, space: SearchSpace,
-                 problems: list[Problem]) -> tuple[Mapping[str, Any] | str, ...]:
+                 problems: list[Problem]) -> tuple[Mapping[str, Any] | BasePoint, ...]:
     if not isinstance(raw, list):
         problems.append(Problem(file, "points", "expected a list of points",
                                 "write `points:` followed by `- {name: value, ...}` items"))
         return ()
     by_name = {p.name: (p, cond) for p, cond in space.walk()}
-    out: list[Mapping[str, Any] | str] = []
+    out: list[Mapping[str, Any] | BasePoint] = []
     for i, point in enumerate(raw):
         key = f"points[{i}]"
         if point == BASE_POINT:
-            out.append(BASE_POINT)
+            out.append(BasePoint({}))
             continue
+        from_base = isinstance(point, dict) and list(point) == [BASE_POINT]
+        if from_base:
+            point = point[BASE_POINT] or {}
+            key = f"{key}.{BASE_POINT}"
         if not isinstance(point, dict):
             problems.append(Problem(file, key, f"expected a mapping or '{BASE_POINT}', got "
                                     f"{point!r}", "write `- {name: value, ...}`"))
             continue
         ok = True
         for name, value in point.items():
-            bad = _point_problem(name, value, point, by_name)
+            bad = _point_problem(name, value, point, by_name, from_base)
             if bad:
                 ok = False
                 problems.append(Problem(file, f"{key}.{name}", *bad))
         if ok:
-            out.append(dict(point))
+            out.append(BasePoint(dict(point)) if from_base else dict(point))
     return tuple(out)
 
 
 def _point_problem(name: str, value: Any, point: Mapping[str, Any],
-                   by_name: dict) -> tuple[str, str] | None:
+                   by_name: dict, from_base: bool = False) -> tuple[str, str] | None:
     if name not in by_name:
         return ("not a parameter of this space",
                 "use the names under `parameters:` (constants are fixed and cannot be set here)")
@@ -584,6 +600,8 @@ def _point_problem(name: str, value: Any, point: Mapping[str, Any],
         return ("is a constant or derived value, not a searched parameter",
                 "remove it from the point, or make it a distribution")
     for parent, option in cond:
+        if from_base and parent not in point:
+            continue  # the base config decides; validate checks the outcome
         if parent not in point or point[parent] != option:
             return (f"only exists when {parent} = {option!r}",
                     f"add `{parent}: {option}` to this point, or remove {name}")

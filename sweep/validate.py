@@ -26,7 +26,7 @@ from sweep.render import (
     load_pipeline,
     render,
 )
-from sweep.space import SearchSpace, candidate_values, parse_space
+from sweep.space import BasePoint, SearchSpace, candidate_values, parse_space
 
 CHECKPOINT_TYPES = ("detection", "classification", "full", "fine_tune")
 RANDOM_SAMPLES = 16  # random trials rendered to catch cross-field problems (e.g. warm-up rules)
@@ -97,7 +97,14 @@ def _check_trials(space: SearchSpace, base: TrainEvalPipelineConfig, file: str,
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     points = space.points_to_evaluate(base)
-    for point in points:
+    for i, (given, point) in enumerate(zip(space.points, points, strict=True)):
+        if isinstance(given, BasePoint):
+            for name in given.overrides:
+                if name not in point:
+                    problems.append(Problem(
+                        file, f"points[{i}].base.{name}", "is not active in this point: its "
+                        "parent choice takes another option in the base config",
+                        "also override the parent choice in this point, or remove the name"))
         study.enqueue_trial(point)
     seen: set[str] = set()
     for i in range(len(points) + RANDOM_SAMPLES):
