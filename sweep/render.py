@@ -207,7 +207,7 @@ def param_paths(cfg: TrainEvalPipelineConfig, name: str) -> list[str]:
                              "switch explicitly with the proto path "
                              f"model.ssd.loss.classification_loss.weighted_sigmoid_focal.{rest}")
         return [f"model.ssd.loss.classification_loss.weighted_sigmoid_focal.{rest}"]
-    if head in TOP_LEVEL:
+    if head.split("[")[0] in TOP_LEVEL:
         _check_arch(cfg, name, name)
         return [name]
     raise ParamError(name, "not a named parameter nor a proto path",
