@@ -151,12 +151,14 @@ class TrialRunner:
                       "--checkpoint-every", str(every), "--steps-per-iteration", str(per_iter),
                       "--keep", str(self.spec.keep_checkpoints)],
             self.dir.train_log, env=self._env())
+        self.dir.update_status(train_pid=self.train_proc.pid)
 
     def _start_eval(self) -> None:
         self.eval_proc = start(
             "eval", ["-m", "sweep.worker", "eval", *self._common_args(),
                      "--poll", str(self.spec.poll)],
             self.dir.eval_log, env=self._env())
+        self.dir.update_status(eval_pid=self.eval_proc.pid)
 
     def stop(self, state: str = STOPPED, reason: str | None = "stopped early by the scheduler"
              ) -> None:

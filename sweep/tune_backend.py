@@ -1,0 +1,288 @@
+"""Ray Tune + Optuna: the only module that imports Ray.
+
+A sweep is a ``ray.tune.Tuner`` whose trainable wraps ``TrialRunner``, whose searcher is
+Ray's ``OptunaSearch`` (define-by-run over the search space, the study in an RDB storage),
+and whose scheduler is FIFO, ASHA or median stopping on the step axis.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from sweep import errors
+from sweep.experiment import Experiment
+from sweep.settings import SweepSettings
+from sweep.trial import TrialRunner, TrialSpec, result_key
+
+# A result that lacks the metric (a failed trial's last word) must not be an error in Ray.
+os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# Trials checkpoint (a few bytes) after every evaluation; Ray's warning about it is noise here.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def make_sampler(name: str, seed: int | None, space: Any = None):  # noqa: ANN201 - optuna type
+    import optuna
+
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if name == "grid":
+        grid = space.grid() if space is not None and hasattr(space, "grid") else None
+        if not grid:
+            raise errors.ConfigError(errors.Problem(
+                "command line", "--sampler", "grid needs a space of only categorical, int and "
+                "stepped parameters", "use tpe or random, or make every parameter discrete"))
+        return optuna.samplers.GridSampler(grid, seed=seed)
+    raise errors.ConfigError(f"unknown sampler {name!r}")
+
+
+def make_scheduler(settings: SweepSettings, max_steps: int):  # noqa: ANN201 - ray type
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
+
+    metric = result_key(settings.metrics[0])
+    mode = settings.modes[0]
+    grace = settings.eval_every or max_steps
+    if settings.scheduler == "asha":
+        return ASHAScheduler(time_attr="step", metric=metric, mode=mode, max_t=max_steps,
+                             grace_period=max(1, min(grace, max_steps)), reduction_factor=2)
+    if settings.scheduler == "median":
+        return MedianStoppingRule(time_attr="step", metric=metric, mode=mode,
+                                  grace_period=max(1, grace), min_samples_required=2)
+    return FIFOScheduler()
+
+
+def _trainable_class():  # noqa: ANN202 - a Ray Trainable subclass, built lazily
+    import ray
+    from ray import tune
+
+    class SweepTrainable(tune.Trainable):
+        """One OD API trial; Ray calls step() until done, stop() to end it early."""
+
+        def setup(self, config: dict[str, Any], spec: TrialSpec | None = None) -> None:
+            gpu_ids = [str(g) for g in ray.get_gpu_ids()]
+            self.runner = TrialRunner(spec, self.trial_id, config, gpu_ids=gpu_ids)
+            self.runner.start()
+
+        def step(self) -> dict[str, Any]:
+            return self.runner.next_result()
+
+        def save_checkpoint(self, checkpoint_dir: str) -> dict[str, Any]:
+            # The OD API's own checkpoints live in the trial folder; this marks progress.
+            return {"reported_step": self.runner.reported_step}
+
+        def load_checkpoint(self, checkpoint: dict[str, Any] | str | None) -> None:
+            pass  # TrialRunner.start() resumes from the trial folder
+
+        def cleanup(self) -> None:
+            self.runner.stop()
+
+    return SweepTrainable
+
+
+def _searcher_class():  # noqa: ANN202
+    from optuna.trial import TrialState
+    from ray.tune.search.optuna import OptunaSearch
+
+    class SweepSearch(OptunaSearch):
+        """OptunaSearch that records failures and early stops in the study as such."""
+
+        def suggest(self, trial_id: str) -> dict | None:
+            config = super().suggest(trial_id)
+            ot_trial = self._ot_trials.get(trial_id)
+            if ot_trial is not None:
+                ot_trial.set_user_attr("ray_trial_id", trial_id)
+            return config
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                              error: bool = False) -> None:
+            ot_trial = self._ot_trials.get(trial_id)
+            if trial_id in self._completed_trials or ot_trial is None:
+                return super().on_trial_complete(trial_id, result, error)
+            failed = (result or {}).get("sweep_failed")
+            if failed or error:
+                ot_trial.set_user_attr("failure", failed or "error")
+                self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+                self._completed_trials.add(trial_id)
+                return None
+            if result and not result.get("done", False):
+                ot_trial.set_user_attr("stopped_early", True)
+                if not isinstance(self.metric, list):
+                    self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+                    self._completed_trials.add(trial_id)
+                    return None
+            return super().on_trial_complete(trial_id, result, error)
+
+    return SweepSearch
+
+
+def _callbacks(settings: SweepSettings, exp: Experiment):  # noqa: ANN202
+    from ray.tune import Callback
+    from ray.tune.stopper import Stopper
+
+    class Progress(Callback):
+        """One line per event: trials done/total, best so far, elapsed and ETA."""
+
+        def __init__(self) -> None:
+            self.t0 = time.time()
+            self.done = 0
+            self.best: float | None = None
+            self.key = result_key(settings.metrics[0])
+            self.mode = settings.modes[0]
+
+        def _line(self, what: str) -> None:
+            elapsed = time.time() - self.t0
+            eta = (elapsed / self.done * (settings.num_trials - self.done)) if self.done else None
+            best = f"{self.best:.4f}" if self.best is not None else "-"
+            print(f"[sweep {time.strftime('%H:%M:%S')}] {self.done}/{settings.num_trials} trials "
+                  f"done | best {self.key} {best} | elapsed {elapsed / 60:.1f} min"
+                  f" | ETA {'-' if eta is None else f'{eta / 60:.1f} min'} | {what}", flush=True)
+
+        def on_trial_start(self, iteration, trials, trial, **info):  # noqa: ANN001
+            self._line(f"{trial.trial_id} started {_short(trial.config)}")
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001
+            v = result.get(self.key)
+            if isinstance(v, float) and v == v and (
+                    self.best is None or (v > self.best if self.mode == "max" else v < self.best)):
+                self.best = v
+            if result.get("sweep_failed"):
+                self._line(f"{trial.trial_id} FAILED: {result['sweep_failed']}")
+            else:
+                self._line(f"{trial.trial_id} step {result.get('step')} "
+                           f"total_loss={_fmt(result.get('total_loss'))} mAP={_fmt(result.get('mAP'))}")
+
+        def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+            self.done += 1
+            self._line(f"{trial.trial_id} finished")
+
+        def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
+            self.done += 1
+            self._line(f"{trial.trial_id} errored (see {exp.trial(trial.trial_id).path})")
+
+    class Budget(Stopper):
+        """Stops the sweep after N consecutive failed trials or a total train-step budget."""
+
+        def __init__(self) -> None:
+            self.streak = 0
+            self.steps: dict[str, int] = {}
+            self.reason: str | None = None
+
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            if result.get("sweep_failed"):
+                self.streak += 1
+            elif result.get("done"):
+                self.streak = 0
+            if "step" in result:
+                self.steps[trial_id] = int(result["step"])
+            if self.streak >= settings.max_consecutive_failures:
+                self.reason = (f"{self.streak} trials failed in a row; the sweep stops. Look at "
+                               f"the last trials' train.log / eval.log under {exp.trials_dir}")
+            if settings.step_budget and sum(self.steps.values()) >= settings.step_budget:
+                self.reason = f"the step budget ({settings.step_budget} train steps) is spent"
+            return False
+
+        def stop_all(self) -> bool:
+            return self.reason is not None
+
+    return Progress(), Budget()
+
+
+def _short(config: dict) -> str:
+    items = [f"{k.split('.')[-1]}={_fmt(v)}" for k, v in sorted(config.items())]
+    return ", ".join(items)[:160]
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def init_ray(settings: SweepSettings) -> str | None:
+    """Connect to ``--address`` or start an embedded local Ray; returns the dashboard URL."""
+    import ray
+
+    # Workers must import this package the way the driver does.
+    pkg_root = str(Path(__file__).resolve().parent.parent)
+    env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
+        p for p in (pkg_root, os.environ.get("PYTHONPATH", "")) if p)}}
+    if settings.address:
+        ctx = ray.init(address=settings.address, runtime_env=env, log_to_driver=False)
+    else:
+        ctx = ray.init(num_cpus=os.cpu_count(), num_gpus=settings.declare_gpus,
+                       include_dashboard=settings.dashboard, dashboard_host=settings.dashboard_host,
+                       runtime_env=env, log_to_driver=False)
+    url = getattr(ctx, "dashboard_url", None)
+    return f"http://{url}" if url and not str(url).startswith("http") else url
+
+
+def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]], max_steps: int,
+              *, resume: bool = False) -> dict[str, Any]:
+    """Run (or resume) the sweep to its end; returns a summary for the CLI."""
+    import optuna
+    import ray
+    from ray import tune
+
+    exp = Experiment(settings.experiment_root)
+    spec = TrialSpec(experiment_root=exp.root, metric=settings.metrics[0], mode=settings.modes[0],
+                     eval_every=settings.eval_every, keep_checkpoints=settings.keep_checkpoints,
+                     threads=max(1, int(settings.cpus_per_trial)),
+                     max_failures=settings.max_failures)
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable_class(), spec=spec),
+        {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
+    progress, budget = _callbacks(settings, exp)
+    url = init_ray(settings)
+    if url:
+        print(f"Ray dashboard: {url}", flush=True)
+    print(f"TensorBoard:   tensorboard --logdir {exp.root}", flush=True)
+    try:
+        run_config = tune.RunConfig(
+            name="ray", storage_path=str(exp.root), verbose=0,
+            callbacks=[progress], stop=budget,
+            failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_frequency=1),
+        )
+        ray_dir = exp.ray_dir
+        if resume and tune.Tuner.can_restore(str(ray_dir)):
+            tuner = tune.Tuner.restore(str(ray_dir), trainable=trainable,
+                                       resume_unfinished=True, resume_errored=False,
+                                       restart_errored=False)
+        else:
+            metric_keys = [result_key(m) for m in settings.metrics]
+            search = _searcher_class()(
+                space=space.define_by_run,
+                metric=metric_keys if settings.multi_objective else metric_keys[0],
+                mode=settings.modes if settings.multi_objective else settings.modes[0],
+                points_to_evaluate=points or None,
+                sampler=make_sampler(settings.sampler, settings.seed, space),
+                study_name=settings.name,
+                storage=optuna.storages.RDBStorage(settings.to_json()["storage_url"]),
+            )
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    search_alg=search, scheduler=make_scheduler(settings, max_steps),
+                    num_samples=settings.num_trials, max_concurrent_trials=settings.max_concurrent,
+                    time_budget_s=settings.time_budget_s,
+                    trial_dirname_creator=lambda t: t.trial_id,
+                ),
+                run_config=run_config,
+            )
+        grid = tuner.fit()
+        errored = len(grid.errors)
+    finally:
+        ray.shutdown()
+    if budget.reason:
+        print(f"sweep stopped: {budget.reason}", file=sys.stderr, flush=True)
+    return {"errors": errored, "stopped_reason": budget.reason, "dashboard": url}
