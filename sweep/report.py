@@ -284,7 +284,7 @@ def gather(exp: Experiment) -> Gathered:
 
 
 def leaderboard(exp: Experiment) -> pd.DataFrame:
-    """All trials, best first (unranked ones — failed, not evaluated — after, in creation order).
+    """All trials, best first; unranked ones (failed, not evaluated) after, in creation order.
 
     Columns: rank, trial, state, reason, base, objective (the trial's best value of the sweep's
     first metric) and best_step, ``param:<name>``, ``train:<tag>`` (last train step),

@@ -32,92 +32,6 @@ from sweep.experiment import (
     write_json,
 )
 
-# The shared reference tiny SSD config (3 classes, 128 px), inlined so tests need no outside file.
-TINY_SSD_CONFIG = """\
-model {
-  ssd {
-    num_classes: 3
-    image_resizer { fixed_shape_resizer { height: 128 width: 128 } }
-    feature_extractor {
-      type: "ssd_mobilenet_v2_keras"
-      depth_multiplier: 0.35
-      min_depth: 8
-      conv_hyperparams {
-        regularizer { l2_regularizer { weight: 0.0004 } }
-        initializer { truncated_normal_initializer { mean: 0.0 stddev: 0.03 } }
-        activation: RELU_6
-        batch_norm { decay: 0.97 scale: true epsilon: 0.001 }
-      }
-      override_base_feature_extractor_hyperparams: true
-    }
-    box_coder { faster_rcnn_box_coder { y_scale: 10.0 x_scale: 10.0 height_scale: 5.0
-      width_scale: 5.0 } }
-    matcher { argmax_matcher { matched_threshold: 0.5 unmatched_threshold: 0.5
-      ignore_thresholds: false negatives_lower_than_unmatched: true force_match_for_each_row:
-      true use_matmul_gather: true } }
-    similarity_calculator { iou_similarity { } }
-    encode_background_as_zeros: true
-    anchor_generator { ssd_anchor_generator { num_layers: 6 min_scale: 0.2 max_scale: 0.95
-      aspect_ratios: 1.0 aspect_ratios: 2.0 aspect_ratios: 0.5 reduce_boxes_in_lowest_layer:
-      false } }
-    box_predictor {
-      weight_shared_convolutional_box_predictor {
-        depth: 64
-        class_prediction_bias_init: -4.6
-        conv_hyperparams {
-          activation: RELU_6
-          regularizer { l2_regularizer { weight: 0.0004 } }
-          initializer { random_normal_initializer { stddev: 0.01 mean: 0.0 } }
-          batch_norm { scale: true decay: 0.997 epsilon: 0.001 }
-        }
-        num_layers_before_predictor: 2
-        kernel_size: 3
-      }
-    }
-    loss {
-      localization_loss { weighted_smooth_l1 { } }
-      classification_loss { weighted_sigmoid_focal { alpha: 0.25 gamma: 2.0 } }
-      classification_weight: 1.0
-      localization_weight: 1.0
-    }
-    normalize_loss_by_num_matches: true
-    normalize_loc_loss_by_codesize: true
-    post_processing {
-      batch_non_max_suppression { score_threshold: 1e-8 iou_threshold: 0.6
-        max_detections_per_class: 20 max_total_detections: 20 }
-      score_converter: SIGMOID
-    }
-  }
-}
-train_config {
-  batch_size: 4
-  data_augmentation_options { random_horizontal_flip { } }
-  sync_replicas: false
-  optimizer {
-    momentum_optimizer {
-      learning_rate { cosine_decay_learning_rate { learning_rate_base: 0.02 total_steps: 40
-        warmup_learning_rate: 0.005 warmup_steps: 5 } }
-      momentum_optimizer_value: 0.9
-    }
-    use_moving_average: false
-  }
-  num_steps: 40
-  max_number_of_boxes: 10
-  unpad_groundtruth_tensors: false
-}
-train_input_reader {
-  label_map_path: "PATH/TO/label_map.pbtxt"
-  tf_record_input_reader { input_path: "PATH/TO/train.record" }
-}
-eval_config { metrics_set: "coco_detection_metrics" use_moving_averages: false batch_size: 1 }
-eval_input_reader {
-  label_map_path: "PATH/TO/label_map.pbtxt"
-  shuffle: false
-  num_epochs: 1
-  tf_record_input_reader { input_path: "PATH/TO/test.record" }
-}
-"""
-
 LR = "cosine_decay_learning_rate.learning_rate_base"  # sweep.render's named parameters
 BASE_PARAMS = {LR: 0.02, "batch_size": 4, "l2_weight": 0.0004}  # the tiny config's own values
 
@@ -142,8 +56,10 @@ class SyntheticExperiment:
 
 
 def tiny_config_text(data_dir: Path) -> str:
-    """The tiny SSD config with its PATH/TO placeholders pointing into ``data_dir``."""
-    return TINY_SSD_CONFIG.replace("PATH/TO", str(data_dir))
+    """The shipped tiny SSD template (3 classes, 128 px), its PATH/TO pointing at ``data_dir``."""
+    from sweep.workspace import template_path
+
+    return template_path("tiny_ssd_mobilenet_v2").read_text().replace("PATH/TO", str(data_dir))
 
 
 def _render(base_text: str, params: dict[str, Any]) -> str:

@@ -1,0 +1,390 @@
+"""Reports: numbers against the event files, the best config, failures, partial runs, the HTML
+in a real browser. A synthetic experiment (tests/report_fixtures.py) stands in for a sweep."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from report_fixtures import KEEP, SyntheticExperiment, TrialTruth, make_experiment
+
+from sweep import metrics as m
+from sweep.experiment import FAILED, Experiment, write_json
+from sweep.report import (
+    BEST,
+    EVAL,
+    PARAM,
+    TRAIN,
+    best_trial,
+    fmt,
+    gather,
+    leaderboard,
+    nearest_checkpoint,
+    param_importances,
+    write_report,
+)
+
+
+def _expected_best(truth: dict[str, TrialTruth], tag: str, mode: str) -> tuple[str, int, float]:
+    """(trial, step, value) computed from what the fixture wrote, not through sweep.metrics."""
+    pick = max if mode == "max" else min
+    cands = [(name, step, row[tag]) for name, t in truth.items() if t.state != FAILED
+             for step, row in t.eval.items() if math.isfinite(row.get(tag, math.nan))]
+    return pick(cands, key=lambda c: c[2])
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[SyntheticExperiment, Path]:
+    se = make_experiment(tmp_path_factory.mktemp("fin"), finished=True, seed=1)
+    return se, write_report(se.exp, se.exp.root.parent / "report")
+
+
+@pytest.fixture(scope="module")
+def partial(tmp_path_factory: pytest.TempPathFactory) -> tuple[SyntheticExperiment, Path]:
+    se = make_experiment(tmp_path_factory.mktemp("part"), finished=False, multi_objective=True,
+                         seed=2)
+    return se, write_report(se.exp, se.exp.root.parent / "report")
+
+
+def _md_table(text: str, column: str) -> list[dict[str, str]]:
+    """Rows of the first markdown table with a header cell ``column``."""
+    lines = text.splitlines()
+    start = next(i for i, ln in enumerate(lines[:-1])
+                 if lines[i + 1].startswith("|---") and f"| {column} |" in ln)
+    header = [c.strip() for c in lines[start].strip("|").split(" | ")]
+    rows = []
+    for ln in lines[start + 2:]:
+        if not ln.startswith("|"):
+            break
+        rows.append(dict(zip(header, [c.strip() for c in ln.strip("|").split(" | ")],
+                             strict=True)))
+    return rows
+
+
+# ---------------------------------------------------------------- numbers
+
+@pytest.mark.parametrize("which", ["finished", "partial"])
+def test_leaderboard_numbers_are_the_event_files(which: str, request: pytest.FixtureRequest
+                                                 ) -> None:
+    se, out = request.getfixturevalue(which)
+    board = pd.read_csv(out / "leaderboard.csv").set_index("trial")
+    settings = se.exp.settings()
+    tag, mode = settings["metrics"][0], settings["modes"][0]
+    assert set(board.index) == set(se.truth)
+    for name, t in se.truth.items():
+        row = board.loc[name]
+        assert row["state"] == t.state
+        if not t.train:
+            assert pd.isna(row["steps"]) and pd.isna(row["objective"])
+            continue
+        last = max(t.train)
+        assert row["steps"] == last
+        for k, v in t.train[last].items():
+            if math.isnan(v):
+                assert pd.isna(row[TRAIN + k])
+            else:
+                assert row[TRAIN + k] == pytest.approx(v, rel=1e-7)
+        last_eval = t.eval[max(t.eval)]
+        for k, v in last_eval.items():
+            assert row[EVAL + k] == pytest.approx(v, rel=1e-7)
+        pick = max if mode == "max" else min
+        step = pick(t.eval, key=lambda s, t=t: t.eval[s][tag])
+        assert row["best_step"] == step
+        assert row["objective"] == pytest.approx(t.eval[step][tag], rel=1e-7)
+        for k, v in t.eval[step].items():
+            assert row[BEST + k] == pytest.approx(v, rel=1e-7)
+        for k, v in t.params.items():
+            if not k.startswith("_"):
+                assert row[PARAM + k] == pytest.approx(v)
+    # ...and through the one reader too: the same numbers sweep status shows.
+    for trial in se.exp.trials():
+        tm = m.read_trial(trial.path)
+        if tm.last_eval():
+            assert board.loc[trial.name, EVAL + m.MAP] == pytest.approx(tm.last_eval()[m.MAP])
+
+
+def test_leaderboard_is_ranked_and_failed_trials_are_not(finished: tuple) -> None:
+    se, _ = finished
+    board = leaderboard(se.exp)
+    ranked = board[board["rank"].notna()]
+    assert list(ranked["rank"]) == list(range(1, len(ranked) + 1))
+    assert ranked["objective"].is_monotonic_decreasing  # mAP: max
+    assert (board.loc[board["state"] == FAILED, "rank"].isna()).all()
+    assert board.loc[board["trial"] == "trial_0004", "reason"].item() == "diverged"
+
+
+def test_run_table_in_the_seeds_form(finished: tuple) -> None:
+    se, out = finished
+    rows = {r["Trial"].split()[0]: r
+            for r in _md_table((out / "report.md").read_text(), "Model name")}
+    settings = se.exp.settings()
+    ds = settings["dataset"]
+    assert list(rows) == [t.name for t in se.exp.trials()]  # creation order
+    for name, t in se.truth.items():
+        r = rows[name]
+        assert r["Model name"] == settings["model_name"]
+        assert r["Dataset (train + eval)"] == f"{ds['train_examples']} + {ds['eval_examples']}"
+        assert r["Classes"] == str(ds["num_classes"])
+        last = t.train[max(t.train)]
+        assert r["Steps"] == str(max(t.train))
+        assert r["Total loss"] == fmt(last[m.TOTAL_LOSS])
+        assert r["Classification loss"] == fmt(last[m.CLASSIFICATION_LOSS])
+        assert r["Learning rate"] == fmt(last[m.LEARNING_RATE])
+        last_eval = t.eval[max(t.eval)]
+        assert r["mAP"] == fmt(last_eval[m.MAP])
+        assert r["mAP@.50"] == fmt(last_eval[m.MAP50])
+        assert r["AR@100"] == fmt(last_eval[m.AR100])
+        assert re.fullmatch(r"\d+:\d\d:\d\d", r["Training time"])
+    assert rows["trial_0004"]["Total loss"] == "NaN"  # the diverged loss, as written
+
+
+def test_changed_parameters_are_only_the_differences(finished: tuple) -> None:
+    se, out = finished
+    rows = {r["Trial"].split()[0]: r
+            for r in _md_table((out / "report.md").read_text(), "Model name")}
+    assert rows["trial_0000"]["Changed parameters"] == "default settings"
+    for name, t in se.truth.items():
+        cell = rows[name]["Changed parameters"]
+        batch_changed = t.params["batch_size"] != 4
+        assert ("train_config.batch_size: " in cell) == batch_changed
+        if batch_changed:
+            assert f"train_config.batch_size: {t.params['batch_size']}" in cell
+
+
+# ---------------------------------------------------------------- best
+
+@pytest.mark.parametrize("which", ["finished", "partial"])
+def test_best_trial_and_its_config(which: str, request: pytest.FixtureRequest) -> None:
+    se, out = request.getfixturevalue(which)
+    settings = se.exp.settings()
+    name, step, value = _expected_best(se.truth, settings["metrics"][0], settings["modes"][0])
+    best = best_trial(se.exp)
+    assert best is not None and best.name == name
+    # The best config is the best trial's rendered config, byte for byte.
+    assert (out / "best" / "pipeline.config").read_bytes() == best.pipeline_path.read_bytes()
+    params = {k: v for k, v in se.truth[name].params.items() if not k.startswith("_")}
+    assert json.loads((out / "best" / "params.json").read_text()) == params
+    assert yaml.safe_load((out / "best" / "params.yaml").read_text()) == params
+    info = json.loads((out / "best" / "trial.json").read_text())
+    assert (info["trial"], info["step"]) == (name, step)
+    assert info["value"] == pytest.approx(value)
+
+
+def test_best_config_can_fine_tune_from_the_best_checkpoint(tmp_path: Path) -> None:
+    from sweep.render import changed_fields, load_pipeline
+
+    se = make_experiment(tmp_path, seed=3)
+    out = write_report(se.exp, tmp_path / "report", fine_tune_from_best=True)
+    best = best_trial(se.exp)
+    assert best is not None
+    cfg = load_pipeline(out / "best" / "pipeline.config")
+    ckpt, step = se.truth[best.name].kept_best
+    assert cfg.train_config.fine_tune_checkpoint == str(best.path / "best" / ckpt)
+    assert cfg.train_config.fine_tune_checkpoint_type == "full"
+    # Nothing else differs from the trial's own config.
+    assert set(changed_fields(load_pipeline(best.pipeline_path), cfg)) == {
+        "train_config.fine_tune_checkpoint", "train_config.fine_tune_checkpoint_type"}
+
+
+def test_nearest_kept_checkpoint_without_the_runners_best_copy(tmp_path: Path) -> None:
+    se = make_experiment(tmp_path, runner_best=False, seed=4)
+    for trial in se.exp.trials():
+        t = se.truth[trial.name]
+        assert len(t.checkpoint_steps) <= KEEP
+        # Only evaluated checkpoints have a step known without TensorFlow (evaluated.jsonl).
+        kept = {n: s for n, s in t.checkpoint_steps.items() if s in t.eval}
+        if not kept:
+            assert nearest_checkpoint(trial, 10) is None
+            continue
+        for target in (0, 15, 25, 40, 1000):
+            found = nearest_checkpoint(trial, target)
+            assert found is not None
+            prefix, step = found
+            assert prefix.parent == trial.path and kept[prefix.name] == step
+            assert abs(step - target) == min(abs(s - target) for s in kept.values())
+
+
+def test_no_best_before_any_evaluation(tmp_path: Path) -> None:
+    se = make_experiment(tmp_path, finished=False, seed=5)
+    out = tmp_path / "report"
+    write_report(se.exp, out)
+    assert (out / "best" / "pipeline.config").exists()
+    for trial in se.exp.trials():  # as if no eval had run yet
+        shutil.rmtree(trial.path / "eval", ignore_errors=True)
+    assert best_trial(se.exp) is None
+    write_report(se.exp, out)
+    assert not (out / "best" / "pipeline.config").exists()  # a stale best would mislead
+    assert "No trial has been evaluated yet" in (out / "report.md").read_text()
+
+
+# ---------------------------------------------------------------- sections
+
+def test_failed_and_stopped_trials_are_listed_with_reasons(finished: tuple) -> None:
+    se, out = finished
+    md = (out / "report.md").read_text()
+    failures = {r["Trial"]: r for r in _md_table(md, "Reason")}
+    bad = {n: t for n, t in se.truth.items() if t.state in ("FAILED", "STOPPED")}
+    assert set(failures) == set(bad)
+    for name, t in bad.items():
+        assert failures[name]["State"] == t.state
+        assert failures[name]["Reason"] == t.reason
+    html = (out / "report.html").read_text()
+    section = html[html.index('id="failures"'):]
+    section = section[:section.index("</table>")]
+    assert "trial_0004" in section and "diverged" in section and "STOPPED" in section
+
+
+def test_partial_report_is_marked(finished: tuple, partial: tuple) -> None:
+    for (_, out), is_partial in ((finished, False), (partial, True)):
+        md, html = (out / "report.md").read_text(), (out / "report.html").read_text()
+        assert ("PARTIAL REPORT" in md) == is_partial
+        assert ('id="partial-banner"' in html) == is_partial
+        assert ("PARTIAL REPORT" in (out / "leaderboard.md").read_text()) == is_partial
+    md = (partial[1] / "report.md").read_text()
+    assert "RUNNING" in md and "PENDING" in md
+
+
+def test_best_vs_base(finished: tuple) -> None:
+    se, out = finished
+    md = (out / "report.md").read_text()
+    best = best_trial(se.exp)
+    assert best is not None and best.name != "trial_0000"
+    rows = {r[""]: r for r in _md_table(md, "change")}
+    base_col, best_col = "base (trial_0000)", f"best ({best.name})"
+    mean_ap = rows["best mAP"]
+    tag = m.MAP
+    base_best = max(r[tag] for r in se.truth["trial_0000"].eval.values())
+    best_best = max(r[tag] for r in se.truth[best.name].eval.values())
+    assert mean_ap[base_col] == fmt(base_best) and mean_ap[best_col] == fmt(best_best)
+    assert mean_ap["change"].startswith(f"{best_best - base_best:+.4g}")
+
+
+def test_plots(finished: tuple, partial: tuple) -> None:
+    _, out = finished
+    plots = {p.name for p in (out / "plots").glob("*.png")}
+    assert {"loss_curves.png", "map_curves.png", "params_vs_metric.png",
+            "param_importances.png", "parallel_coordinates.png"} <= plots
+    assert "pareto.png" not in plots  # one objective: no Pareto front
+    for p in (out / "plots").glob("*.png"):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "pareto.png" in {p.name for p in (partial[1] / "plots").glob("*.png")}
+
+
+def test_pareto_front_is_the_non_dominated_trials(partial: tuple) -> None:
+    se, _ = partial
+    g = gather(se.exp)
+    from sweep.report import _load_study, pareto_front
+
+    front, how = pareto_front(g, _load_study(g))
+    assert "Optuna" in how
+    # Ray reports the last eval to Optuna; recompute the front from what was written.
+    pts = {n: (t.eval[max(t.eval)][m.TOTAL_LOSS], t.eval[max(t.eval)][m.MAP])
+           for n, t in se.truth.items() if t.state in ("COMPLETED", "STOPPED")}
+    expected = {n for n, (loss, ap) in pts.items()
+                if not any(l2 <= loss and a2 >= ap and (l2, a2) != (loss, ap)
+                           for l2, a2 in pts.values())}
+    assert set(front) == expected
+
+
+def test_importances_need_enough_trials(tmp_path: Path) -> None:
+    import optuna
+
+    se = make_experiment(tmp_path, seed=6)
+    g = gather(se.exp)
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(
+        params={"x": 1.0}, distributions={"x": optuna.distributions.FloatDistribution(0, 2)},
+        value=1.0))
+    values, why = param_importances(g, study)
+    assert values == {} and why.startswith("not enough trials")
+    assert param_importances(g, None)[0] == {}
+
+
+def test_without_a_study(tmp_path: Path) -> None:
+    se = make_experiment(tmp_path, with_study=False, seed=7)
+    out = write_report(se.exp, tmp_path / "report")
+    assert not (out / "plots" / "param_importances.png").exists()
+    assert "Parameter importances: not available: no Optuna study" in (
+        out / "report.md").read_text()
+    assert not se.exp.study_db.exists()  # reading must not create an empty database
+
+
+def test_report_touches_only_its_own_files(tmp_path: Path) -> None:
+    se = make_experiment(tmp_path, seed=8)
+    out = tmp_path / "report"
+    (out / "plots").mkdir(parents=True)
+    mine = [out / "notes.txt", out / "plots" / "my_plot.png", out / "best" / "keep.txt"]
+    for p in mine:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("user file")
+    (out / "plots" / "pareto.png").write_bytes(b"stale")  # ours, from a multi-objective past
+    assert write_report(se.exp, out) == out
+    assert all(p.read_text() == "user file" for p in mine)
+    assert not (out / "plots" / "pareto.png").exists()
+
+
+def test_default_out_dir_is_reports_experiment(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    se = make_experiment(tmp_path / "exps", seed=9, name="my_sweep")
+    monkeypatch.chdir(tmp_path)
+    out = write_report(se.exp)
+    assert out == Path("reports") / "my_sweep" and (tmp_path / out / "report.html").exists()
+
+
+def test_empty_experiment(tmp_path: Path) -> None:
+    exp = Experiment(tmp_path / "empty")
+    exp.root.mkdir()
+    write_json(exp.settings_path, {"name": "empty", "metrics": [m.MAP], "modes": ["max"]})
+    out = write_report(exp, tmp_path / "report")
+    assert best_trial(exp) is None and leaderboard(exp).empty
+    assert "No trial has been evaluated yet" in (out / "report.md").read_text()
+
+
+def test_bad_modes_are_rejected(tmp_path: Path) -> None:
+    se = make_experiment(tmp_path, seed=10)
+    settings = se.exp.settings()
+    write_json(se.exp.settings_path, dict(settings, modes=["maximize"]))
+    with pytest.raises(ValueError, match="must be 'max' or 'min', but got 'maximize'"):
+        leaderboard(se.exp)
+
+
+# ---------------------------------------------------------------- the HTML, in a browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None,
+                    reason="needs Debian's chromium (apt-get install -y chromium, as .ci/run does)")
+@pytest.mark.parametrize("which", ["finished", "partial"])
+def test_html_opens_in_a_headless_browser(which: str, request: pytest.FixtureRequest,
+                                          tmp_path: Path) -> None:
+    _, out = request.getfixturevalue(which)
+    page = out / "report.html"
+    # Self-contained: no file or network references, only data: URIs.
+    text = page.read_text()
+    assert not re.search(r'(src|href)="(?!data:)', text)
+    proc = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr",
+         "--v=0", "--dump-dom", page.resolve().as_uri()],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    dom = proc.stdout
+    body = re.search(r"<body[^>]*>", dom)
+    assert body, dom[:2000]
+    n_png = len(list((out / "plots").glob("*.png")))
+    assert n_png >= 5
+    assert f'data-images="{n_png}/{n_png}"' in body.group(0)
+    assert 'data-report-ok="yes"' in body.group(0)
+    assert "data-js-error" not in body.group(0)
+    assert '<table id="run-table">' in dom and '<table id="leaderboard">' in dom
+    console = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
+    assert not console, console
