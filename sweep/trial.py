@@ -58,6 +58,7 @@ class TrialSpec:
     max_failures: int = 2  # process restarts per trial (killed / OOM / crash)
     poll: float = 1.0
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    worker_module: str = "sweep.worker"  # tests swap in a fast stand-in for the OD API jobs
 
 
 def plan_steps(num_steps: int, eval_every: int) -> tuple[int, int]:
@@ -127,13 +128,16 @@ class TrialRunner:
             state=RUNNING, reason=None, num_steps=self.num_steps,
             created_at=status.get("created_at", time.time()), started_at=time.time(),
             attempts=int(status.get("attempts", 0)) + 1, node=socket.gethostname(),
-            node_ip=_node_ip(), pid=os.getpid(),
+            node_ip=_node_ip(), node_id=_node_id(), pid=os.getpid(),
             cuda_visible_devices=",".join(self.gpu_ids),
         )
         self.started = time.time() - float(status.get("elapsed", 0.0))
+        _hparams_session(self)
+        # A resumed trial whose final checkpoint is already evaluated needs no process:
+        # next_result() reports that evaluation (again, if Ray did not record it).
         if not self._final_checkpoint_done():
             self._start_train()
-        self._start_eval()
+            self._start_eval()
 
     def _env(self) -> dict[str, str]:
         # Each trial's processes see only the GPUs Ray gave this trial ("" = CPU only).
@@ -147,7 +151,7 @@ class TrialRunner:
     def _start_train(self) -> None:
         every, per_iter = plan_steps(self.num_steps, self.spec.eval_every)
         self.train_proc = start(
-            "train", ["-m", "sweep.worker", "train", *self._common_args(),
+            "train", ["-m", self.spec.worker_module, "train", *self._common_args(),
                       "--checkpoint-every", str(every), "--steps-per-iteration", str(per_iter),
                       "--keep", str(self.spec.keep_checkpoints)],
             self.dir.train_log, env=self._env())
@@ -155,7 +159,7 @@ class TrialRunner:
 
     def _start_eval(self) -> None:
         self.eval_proc = start(
-            "eval", ["-m", "sweep.worker", "eval", *self._common_args(),
+            "eval", ["-m", self.spec.worker_module, "eval", *self._common_args(),
                      "--poll", str(self.spec.poll)],
             self.dir.eval_log, env=self._env())
         self.dir.update_status(eval_pid=self.eval_proc.pid)
@@ -170,6 +174,7 @@ class TrialRunner:
         if status.get("state") == RUNNING:
             self.dir.update_status(state=state, reason=reason, ended_at=time.time(),
                                    elapsed=time.time() - self.started)
+            _hparams_result(self, None, state)
 
     # -- results ---------------------------------------------------------------------------
     def next_result(self, timeout: float | None = None) -> dict[str, Any]:
@@ -188,6 +193,9 @@ class TrialRunner:
             new = [s for s in m.eval if s > self.reported_step and s > 0]
             if new:
                 return self._result(m, min(new))
+            if (self.train_proc is None and self.eval_proc is None and m.eval
+                    and max(m.eval) >= self.num_steps):
+                return self._result(m, max(m.eval))  # resumed after its end: report it again
             if deadline is not None and time.time() > deadline:
                 raise TimeoutError(f"no evaluation of {self.dir.name} within {timeout}s")
             time.sleep(self.spec.poll)
@@ -211,6 +219,7 @@ class TrialRunner:
             self.stop_processes()
             fields.update(state=COMPLETED, reason=None, ended_at=time.time())
         self.dir.update_status(**fields)
+        _hparams_result(self, out, COMPLETED if done else None)
         return out
 
     def _keep_best(self, step: int, value: float | None) -> None:
@@ -285,6 +294,7 @@ class TrialRunner:
                                "wall_time": time.time() - self.started}
         if m is not None and m.last_train_step is not None:
             out["step"] = m.last_train_step
+        _hparams_result(self, None, FAILED)
         return out
 
     def stop_processes(self) -> None:
@@ -313,6 +323,42 @@ def _render_pipeline(base: Path, params: Mapping[str, Any], out: Path) -> int:
     cfg = render.render(render.load_pipeline(base), params)
     render.write_pipeline(cfg, out)
     return int(cfg.train_config.num_steps)
+
+
+def _node_id() -> str | None:
+    """The Ray node this trial runs on (``None`` outside Ray)."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - status only
+        pass
+    return None
+
+
+def _hparams_session(runner: TrialRunner) -> None:
+    """TensorBoard HParams: the trial's session start (its parameters), written once."""
+    from sweep import hparams
+
+    try:
+        hparams.write_session_start(runner.dir.path, runner.params)
+    except Exception as e:  # noqa: BLE001 - TensorBoard extras must never fail a trial
+        print(f"sweep: could not write the HParams session of {runner.dir.name}: {e}", flush=True)
+
+
+def _hparams_result(runner: TrialRunner, result: Mapping[str, Any] | None, state: str | None
+                    ) -> None:
+    """TensorBoard HParams: the trial's metrics at each result, and its end state."""
+    from sweep import hparams
+
+    try:
+        if result is not None:
+            hparams.write_metrics(runner.dir.path, result)
+        if state is not None:
+            hparams.write_session_end(runner.dir.path, state)
+    except Exception as e:  # noqa: BLE001
+        print(f"sweep: could not write HParams data of {runner.dir.name}: {e}", flush=True)
 
 
 def _node_ip() -> str:

@@ -1,0 +1,96 @@
+"""Shared fixtures. The expensive one, ``real_sweep``, runs one real sweep per test session
+(real OD API training and eval, real local Ray, real Optuna SQLite study) that many tests
+inspect: the report, status, GPU placement, divergence, early stopping.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+# The e2e space: three known points, so what each trial does is certain.
+#  1. the base config's own values (the report's baseline);
+#  2. an absurd learning rate that makes the loss NaN within the first 10 steps ("diverged");
+#  3. a learning rate so small that nothing is learnt: ASHA (on total_loss) stops it at the
+#     step-20 rung, since the baseline has recorded a lower loss there by then.
+E2E_SPACE = """\
+description: e2e test space (tiny SSD MobileNet, 40 steps)
+parameters:
+  num_steps: 40
+  l2_weight: {loguniform: [1.0e-5, 1.0e-2]}
+  learning_rate:
+    choice:
+      cosine_decay_learning_rate:
+        cosine_decay_learning_rate.learning_rate_base: {loguniform: [1.0e-8, 1.0e+6]}
+        cosine_decay_learning_rate.total_steps: {derived: num_steps}
+        cosine_decay_learning_rate.warmup_learning_rate:
+          loguniform: [1.0e-9, cosine_decay_learning_rate.learning_rate_base]
+        cosine_decay_learning_rate.warmup_steps: {int: [0, 5]}
+points:
+  - base
+  - learning_rate: cosine_decay_learning_rate
+    cosine_decay_learning_rate.learning_rate_base: 1.0e+6
+    cosine_decay_learning_rate.warmup_learning_rate: 1.0e+5
+    cosine_decay_learning_rate.warmup_steps: 0
+    l2_weight: 0.0004
+  - learning_rate: cosine_decay_learning_rate
+    cosine_decay_learning_rate.learning_rate_base: 1.0e-8
+    cosine_decay_learning_rate.warmup_learning_rate: 1.0e-9
+    cosine_decay_learning_rate.warmup_steps: 0
+    l2_weight: 0.0004
+"""
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    cwd: Path
+    experiment: Path
+    reports: Path
+    pipeline: Path
+    space: Path
+    returncode: int
+    output: str
+    wall_s: float
+
+
+def make_workspace(root: Path, *, n_train: int = 64, n_eval: int = 16) -> Path:
+    """Synthetic data + tutorial layout under ``root``; returns the base pipeline.config."""
+    from sweep.dataset import make_dataset
+    from sweep.workspace import init_workspace
+
+    ws = root / "workspace" / "training_demo"
+    info = make_dataset(ws / "annotations", n_train=n_train, n_eval=n_eval)
+    return init_workspace(ws, dataset=info)
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 1500) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "sweep.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def real_sweep(tmp_path_factory: pytest.TempPathFactory) -> SweepRun:
+    cwd = tmp_path_factory.mktemp("e2e")
+    pipeline = make_workspace(cwd)
+    space = cwd / "e2e_space.yaml"
+    space.write_text(E2E_SPACE)
+    t0 = time.time()
+    proc = run_cli(["run", "--space", str(space), "--pipeline", str(pipeline), "--name", "e2e",
+                    "--num-trials", "3", "--max-concurrent", "2", "--eval-every", "20",
+                    "--metric", "total_loss", "--scheduler", "asha",
+                    "--declare-gpus", "2", "--gpus-per-trial", "1",
+                    "--max-consecutive-failures", "5", "--no-dashboard"], cwd)
+    run = SweepRun(cwd=cwd, experiment=cwd / "experiments" / "e2e", reports=cwd / "reports" / "e2e",
+                   pipeline=pipeline, space=space, returncode=proc.returncode,
+                   output=proc.stdout + proc.stderr, wall_s=time.time() - t0)
+    (cwd / "sweep-run.log").write_text(run.output)
+    return run

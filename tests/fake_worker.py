@@ -1,0 +1,111 @@
+"""A fast stand-in for `sweep.worker` (no TensorFlow) to test TrialRunner's policy.
+
+It writes what the OD API jobs write -- train/eval event files, ckpt-N files, the `checkpoint`
+state file, eval/evaluated.jsonl -- at the same argv, in milliseconds. FAKE_MODE picks a
+behaviour: ok | nan (loss becomes NaN at step 20) | crash_once (train dies with SIGKILL the
+first time, after its first checkpoint) | crash_always | hang (train never progresses).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from report_fixtures import _scalar_value  # noqa: E402
+
+
+def append_event(event_dir: Path, step: int, tags: dict[str, float]) -> None:
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    event_dir.mkdir(parents=True, exist_ok=True)
+    path = event_dir / f"events.out.tfevents.fake.{os.getpid()}.v2"
+    with open(path, "ab") as f:
+        summary = summary_pb2.Summary(value=[_scalar_value(t, v, "tensor") for t, v in tags.items()])
+        RecordWriter(f).write(event_pb2.Event(wall_time=time.time(), step=step,
+                                              summary=summary).SerializeToString())
+
+
+def num_steps(pipeline: Path) -> int:
+    for line in pipeline.read_text().splitlines():
+        if line.strip().startswith("num_steps:"):
+            return int(line.split(":")[1])
+    raise SystemExit("no num_steps")
+
+
+def latest(model_dir: Path) -> tuple[int, int]:
+    """(checkpoint number, step) of the newest checkpoint, (0, 0) when none."""
+    state = model_dir / "checkpoint.json"
+    if state.exists():
+        d = json.loads(state.read_text())
+        return d["n"], d["step"]
+    return 0, 0
+
+
+def train(a: argparse.Namespace) -> None:
+    mode = os.environ.get("FAKE_MODE", "ok")
+    total = num_steps(a.pipeline)
+    n, step = latest(a.model_dir)
+    marker = a.model_dir / "crashed-once"
+    while step < total:
+        if mode == "hang":
+            time.sleep(0.5)
+            continue
+        step += a.steps_per_iteration
+        loss = float("nan") if mode == "nan" and step >= 20 else 2.0 / (1 + step / 10)
+        append_event(a.model_dir / "train", step, {"Loss/total_loss": loss,
+                                                   "learning_rate": 0.01, "steps_per_sec": 100.0})
+        if step % a.checkpoint_every == 0:
+            n += 1
+            (a.model_dir / f"ckpt-{n}.index").write_text(str(step))
+            (a.model_dir / f"ckpt-{n}.data-00000-of-00001").write_text(str(step))
+            (a.model_dir / "checkpoint.json").write_text(json.dumps({"n": n, "step": step}))
+            if mode == "crash_always" or (mode == "crash_once" and not marker.exists()):
+                marker.write_text("1")
+                os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(0.05)
+
+
+def evaluate(a: argparse.Namespace) -> None:
+    total = num_steps(a.pipeline)
+    done: set[int] = set()
+    log = a.model_dir / "eval" / "evaluated.jsonl"
+    if log.exists():
+        done = {json.loads(x)["step"] for x in log.read_text().splitlines()}
+    while True:
+        n, step = latest(a.model_dir)
+        if step and step not in done:
+            mAP = min(1.0, step / 100)
+            append_event(a.model_dir / "eval", step, {"DetectionBoxes_Precision/mAP": mAP,
+                                                      "DetectionBoxes_Recall/AR@100": mAP / 2})
+            with open(log, "a") as f:
+                f.write(json.dumps({"checkpoint": f"ckpt-{n}", "step": step,
+                                    "metrics": {}, "time": time.time()}) + "\n")
+            done.add(step)
+            if step >= total:
+                return
+        time.sleep(0.05)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("job")
+    p.add_argument("--pipeline", type=Path)
+    p.add_argument("--model-dir", type=Path)
+    p.add_argument("--checkpoint-every", type=int, default=10)
+    p.add_argument("--steps-per-iteration", type=int, default=10)
+    a, _ = p.parse_known_args()
+    (a.model_dir / "eval").mkdir(parents=True, exist_ok=True)
+    print(f"fake {a.job} CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}", flush=True)
+    train(a) if a.job == "train" else evaluate(a)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""The walking skeleton, for real: `sweep run` with the OD API, Ray and Optuna (slow).
+
+All tests here inspect the one session-scoped sweep of ``conftest.real_sweep``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import optuna
+import pytest
+
+from sweep import metrics
+from sweep.experiment import COMPLETED, FAILED, STOPPED, Experiment
+
+pytestmark = pytest.mark.slow
+
+
+def _exp(real_sweep) -> Experiment:  # noqa: ANN001
+    return Experiment(real_sweep.experiment)
+
+
+def _by_lr(exp: Experiment) -> dict[float, object]:
+    out = {}
+    for t in exp.trials():
+        out[t.params()["cosine_decay_learning_rate.learning_rate_base"]] = t
+    return out
+
+
+def test_sweep_exits_cleanly(real_sweep) -> None:  # noqa: ANN001
+    assert real_sweep.returncode == 0, real_sweep.output[-4000:]
+    assert "3/3 trials done" in real_sweep.output
+
+
+def test_every_trial_has_a_folder_a_person_can_read(real_sweep) -> None:  # noqa: ANN001
+    trials = _exp(real_sweep).trials()
+    assert len(trials) == 3
+    for t in trials:
+        for name in ("params.json", "pipeline.config", "status.json", "train.log", "eval.log"):
+            assert (t.path / name).is_file(), f"{t.path}/{name} missing"
+        assert (t.path / "train").is_dir()
+        # The rendered config carries the trial's own learning rate (protobuf text format).
+        lr = t.params()["cosine_decay_learning_rate.learning_rate_base"]
+        from sweep import render
+
+        cfg = render.load_pipeline(t.pipeline_path)
+        got = (cfg.train_config.optimizer.momentum_optimizer.learning_rate
+               .cosine_decay_learning_rate.learning_rate_base)
+        assert math.isclose(got, lr, rel_tol=1e-6)
+
+
+def test_baseline_trains_and_reports_real_coco_metrics(real_sweep) -> None:  # noqa: ANN001
+    exp = _exp(real_sweep)
+    base = _by_lr(exp)[0.02]  # the base config's own learning_rate_base
+    assert base.status()["state"] == COMPLETED
+    m = metrics.read_trial(base.path)
+    assert sorted(m.eval) == [20, 40]
+    for step in (20, 40):
+        for tag in (metrics.MAP, metrics.MAP50, metrics.MAP75, metrics.AR100):
+            assert 0.0 <= m.eval[step][tag] <= 1.0
+    assert m.last_train_step == 40
+    assert math.isfinite(m.train[40][metrics.TOTAL_LOSS])
+    # The best checkpoint is kept beside the last N, with the eval it came from.
+    best = json.loads((base.path / "best" / "best.json").read_text())
+    assert best["step"] in (20, 40)
+    assert math.isclose(best["value"], m.train[best["step"]][metrics.TOTAL_LOSS], rel_tol=1e-6)
+    assert list((base.path / "best").glob(best["checkpoint"] + ".index"))
+
+
+def test_results_in_ray_match_the_event_files(real_sweep) -> None:  # noqa: ANN001
+    """What Ray Tune got (result.json of each Ray trial) is what the OD API wrote."""
+    exp = _exp(real_sweep)
+    base = _by_lr(exp)[0.02]
+    results = []
+    for f in (exp.ray_dir / base.name).glob("result.json"):
+        results += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    assert [r["step"] for r in results] == [20, 40]
+    m = metrics.read_trial(base.path)
+    for r in results:
+        assert math.isclose(r["mAP"], m.eval[r["step"]][metrics.MAP], rel_tol=1e-6)
+        assert math.isclose(r["total_loss"], m.train[r["step"]][metrics.TOTAL_LOSS], rel_tol=1e-6)
+
+
+def test_nan_loss_is_marked_diverged_and_the_sweep_goes_on(real_sweep) -> None:  # noqa: ANN001
+    t = _by_lr(_exp(real_sweep))[1.0e6]
+    st = t.status()
+    assert st["state"] == FAILED
+    assert st["reason"] == "diverged"
+    assert "Loss/total_loss = nan" in st["detail"] or "inf" in st["detail"]
+
+
+def test_asha_stops_the_slow_learner_and_its_processes_are_gone(real_sweep) -> None:  # noqa: ANN001
+    t = _by_lr(_exp(real_sweep))[1.0e-8]
+    st = t.status()
+    assert st["state"] == STOPPED, st
+    assert st["reported_step"] == 20
+    for key in ("train_pid", "eval_pid", "pid"):
+        pid = st[key]
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_gpu_ids_are_distinct_across_concurrent_trials(real_sweep) -> None:  # noqa: ANN001
+    """Two GPUs declared to Ray, one per trial: overlapping trials never share one, and the
+    OD API processes themselves saw the id Ray gave (their log's first line says so)."""
+    trials = _exp(real_sweep).trials()
+    spans = []
+    for t in trials:
+        st = t.status()
+        gpu = st["cuda_visible_devices"]
+        assert gpu in ("0", "1"), st
+        assert f"CUDA_VISIBLE_DEVICES={gpu}" in t.train_log.read_text()
+        spans.append((st["started_at"], st["ended_at"], gpu, t.name))
+    overlapping = 0
+    for i, a in enumerate(spans):
+        for b in spans[i + 1:]:
+            if a[0] < b[1] and b[0] < a[1]:
+                overlapping += 1
+                assert a[2] != b[2], f"{a[3]} and {b[3]} ran at once on GPU {a[2]}"
+    assert overlapping >= 1
+
+
+def test_optuna_study_holds_every_trial_with_its_outcome(real_sweep) -> None:  # noqa: ANN001
+    exp = _exp(real_sweep)
+    s = exp.settings()
+    study = optuna.load_study(study_name=s["study_name"], storage=s["storage_url"])
+    by_ray_id = {t.user_attrs.get("ray_trial_id"): t for t in study.trials}
+    for t in exp.trials():
+        ot = by_ray_id[t.name]
+        state = t.status()["state"]
+        expected = {COMPLETED: optuna.trial.TrialState.COMPLETE,
+                    FAILED: optuna.trial.TrialState.FAIL,
+                    STOPPED: optuna.trial.TrialState.PRUNED}[state]
+        assert ot.state == expected, (t.name, state, ot.state)
+        if state == COMPLETED:
+            m = metrics.read_trial(t.path)
+            assert math.isclose(ot.value, m.train[40][metrics.TOTAL_LOSS], rel_tol=1e-6)
+
+
+def test_status_command_shows_every_trial(real_sweep) -> None:  # noqa: ANN001
+    from tests.conftest import run_cli
+
+    out = run_cli(["status", "e2e"], real_sweep.cwd, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for t in _exp(real_sweep).trials():
+        assert t.name in out.stdout
+    assert "diverged" in out.stdout and "COMPLETED" in out.stdout and "STOPPED" in out.stdout
