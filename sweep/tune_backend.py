@@ -23,6 +23,9 @@ os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # Trials checkpoint (a few bytes) after every evaluation; Ray's warning about it is noise here.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# Ray's TensorBoard logger would add a second HParams experiment per Ray trial (under ray/);
+# sweep.hparams writes one for the sweep, linked to the OD API curves. JSON and CSV stay.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 
 def make_sampler(name: str, seed: int | None, space: Any = None):  # noqa: ANN201 - optuna type
@@ -132,24 +135,43 @@ def _callbacks(settings: SweepSettings, exp: Experiment):  # noqa: ANN202
     from ray.tune.stopper import Stopper
 
     class Progress(Callback):
-        """One line per event: trials done/total, best so far, elapsed and ETA."""
+        """One line per event: trials done/total, best so far, elapsed and ETA.
+
+        Counts come from Ray's trial list, so a resumed sweep counts the trials it restored;
+        elapsed and ETA are of this run (the pickled callback is reused by Tuner.restore).
+        """
 
         def __init__(self) -> None:
             self.t0 = time.time()
             self.done = 0
+            self.done_here = 0  # trials that ended in this run (the ETA's rate)
             self.best: float | None = None
             self.key = result_key(settings.metrics[0])
             self.mode = settings.modes[0]
 
+        def setup(self, **info: Any) -> None:
+            self.t0 = time.time()
+            self.done_here = 0
+
+        def _count(self, trials: list) -> None:
+            self.done = sum(1 for t in trials if t.status in ("TERMINATED", "ERROR"))
+            for t in trials:
+                v = (t.last_result or {}).get(self.key)
+                if isinstance(v, float) and v == v and (
+                        self.best is None or (v > self.best if self.mode == "max" else v < self.best)):
+                    self.best = v
+
         def _line(self, what: str) -> None:
             elapsed = time.time() - self.t0
-            eta = (elapsed / self.done * (settings.num_trials - self.done)) if self.done else None
+            eta = (elapsed / self.done_here * (settings.num_trials - self.done)
+                   if self.done_here else None)
             best = f"{self.best:.4f}" if self.best is not None else "-"
             print(f"[sweep {time.strftime('%H:%M:%S')}] {self.done}/{settings.num_trials} trials "
                   f"done | best {self.key} {best} | elapsed {elapsed / 60:.1f} min"
                   f" | ETA {'-' if eta is None else f'{eta / 60:.1f} min'} | {what}", flush=True)
 
         def on_trial_start(self, iteration, trials, trial, **info):  # noqa: ANN001
+            self._count(trials)
             self._line(f"{trial.trial_id} started {_short(trial.config)}")
 
         def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001
@@ -164,11 +186,17 @@ def _callbacks(settings: SweepSettings, exp: Experiment):  # noqa: ANN202
                            f"total_loss={_fmt(result.get('total_loss'))} mAP={_fmt(result.get('mAP'))}")
 
         def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
-            self.done += 1
+            self.done_here += 1
+            self._count(trials)
+            self.done = max(self.done, sum(1 for t in trials if t.status in ("TERMINATED", "ERROR")
+                                           or t is trial))
             self._line(f"{trial.trial_id} finished")
 
         def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
-            self.done += 1
+            self.done_here += 1
+            self._count(trials)
+            self.done = max(self.done, sum(1 for t in trials if t.status in ("TERMINATED", "ERROR")
+                                           or t is trial))
             self._line(f"{trial.trial_id} errored (see {exp.trial(trial.trial_id).path})")
 
     class Budget(Stopper):
@@ -178,8 +206,24 @@ def _callbacks(settings: SweepSettings, exp: Experiment):  # noqa: ANN202
             self.streak = 0
             self.steps: dict[str, int] = {}
             self.reason: str | None = None
+            self.pid = os.getpid()
+
+        def _seed(self) -> None:
+            """Tune.restore (a new driver process) reuses this object as pickled at the start:
+            take what the trial folders say (steps trained, failures in a row) first."""
+            self.pid = os.getpid()
+            for t in exp.trials():
+                st = t.status()
+                if st.get("last_step") is not None:
+                    self.steps.setdefault(t.name, int(st["last_step"]))
+                if st.get("state") == "FAILED":
+                    self.streak += 1
+                elif st.get("state") in ("COMPLETED", "STOPPED"):
+                    self.streak = 0
 
         def __call__(self, trial_id: str, result: dict) -> bool:
+            if self.pid != os.getpid():
+                self._seed()
             if result.get("sweep_failed"):
                 self.streak += 1
             elif result.get("done"):
@@ -247,6 +291,12 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
         print(f"Ray dashboard: {url}", flush=True)
     print(f"TensorBoard:   tensorboard --logdir {exp.root}", flush=True)
     try:
+        from sweep import hparams
+
+        hparams.write_experiment(exp.root, space, description=f"sweep {settings.name}")
+    except Exception as e:  # noqa: BLE001 - TensorBoard extras never stop a sweep
+        print(f"sweep: could not write the TensorBoard HParams experiment: {e}", file=sys.stderr)
+    try:
         run_config = tune.RunConfig(
             name="ray", storage_path=str(exp.root), verbose=0,
             callbacks=[progress], stop=budget,
@@ -281,8 +331,39 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
             )
         grid = tuner.fit()
         errored = len(grid.errors)
+        lost = reconcile(exp, settings.to_json()["storage_url"], settings.name)
+        if lost:
+            print(f"sweep: {len(lost)} trial(s) were lost with a killed driver before Ray "
+                  f"recorded them; marked failed: {', '.join(lost)}", file=sys.stderr, flush=True)
     finally:
         ray.shutdown()
     if budget.reason:
         print(f"sweep stopped: {budget.reason}", file=sys.stderr, flush=True)
     return {"errors": errored, "stopped_reason": budget.reason, "dashboard": url}
+
+
+LOST = "lost"  # a trial the driver started but Ray's saved state did not know when resumed
+
+
+def reconcile(exp: Experiment, storage_url: str, study_name: str) -> list[str]:
+    """After ``fit()``: nothing may be left running. A driver killed between Ray suggesting a
+    trial and saving its experiment state leaves an Optuna trial (and maybe a trial folder)
+    that the resumed run does not know and re-suggests; mark those failed, never running."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from sweep.experiment import FAILED, RUNNING
+
+    lost: list[str] = []
+    study = optuna.load_study(study_name=study_name, storage=storage_url)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        study._storage.set_trial_user_attr(t._trial_id, "failure", LOST)
+        study.tell(t.number, state=TrialState.FAIL)
+        lost.append(str(t.user_attrs.get("ray_trial_id", f"optuna#{t.number}")))
+    for t in exp.trials():
+        if t.status().get("state") == RUNNING:
+            t.update_status(state=FAILED, reason=LOST, ended_at=time.time(),
+                            detail="its process ended without a word (driver or node killed)")
+            if t.name not in lost:
+                lost.append(t.name)
+    return lost
