@@ -48,8 +48,9 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     g.add_argument("--time-budget", type=float, help="stop starting trials after this many minutes")
     g.add_argument("--step-budget", type=int, help="stop after this many train steps in total")
     g.add_argument("--seed", type=int, default=0, help="sampler seed [%(default)s]")
-    g.add_argument("--eval-every", type=int, default=0,
-                   help="train steps between evaluations (0 = at the end only) [%(default)s]")
+    g.add_argument("--eval-every", type=int, default=20 if demo else 0,
+                   help="train steps between evaluations, the early-stopping points"
+                        " (0 = at the end only) [%(default)s]")
     g.add_argument("--keep-checkpoints", type=int, default=3,
                    help="last N checkpoints kept per trial (+ the best) [%(default)s]")
     g.add_argument("--max-failures", type=int, default=2,
