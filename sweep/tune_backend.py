@@ -281,7 +281,9 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
     spec = TrialSpec(experiment_root=exp.root, metric=settings.metrics[0], mode=settings.modes[0],
                      eval_every=settings.eval_every, keep_checkpoints=settings.keep_checkpoints,
                      threads=max(1, int(settings.cpus_per_trial)),
-                     max_failures=settings.max_failures)
+                     max_failures=settings.max_failures,
+                     # A test hook: tests run Ray-level logic with a fast stand-in worker.
+                     worker_module=os.environ.get("SWEEP_WORKER_MODULE", "sweep.worker"))
     trainable = tune.with_resources(
         tune.with_parameters(_trainable_class(), spec=spec),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
