@@ -1,0 +1,108 @@
+"""`sweep export`: which trial and checkpoint; (slow) a real SavedModel from a real checkpoint."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from report_fixtures import make_experiment
+
+from sweep.export import export_trial, find_trial, plan_export
+from sweep.report import best_trial
+
+
+def test_plan_exports_the_best_trials_best_checkpoint(tmp_path: Path) -> None:
+    se = make_experiment(tmp_path, seed=11)
+    plan = plan_export(se.exp)
+    best = best_trial(se.exp)
+    assert best is not None and plan.trial == best
+    ckpt, step = se.truth[best.name].kept_best
+    assert plan.checkpoint == best.path / "best" / ckpt
+    assert plan.step == plan.best_step == step
+
+
+def test_plan_for_a_given_trial_by_name_or_number(tmp_path: Path) -> None:
+    se = make_experiment(tmp_path, seed=12, runner_best=False)
+    assert find_trial(se.exp, "3") == find_trial(se.exp, "trial_0003") == se.exp.trial(
+        "trial_0003")
+    plan = plan_export(se.exp, "3")
+    kept = se.truth["trial_0003"].checkpoint_steps
+    assert plan.checkpoint.parent == se.exp.trial("trial_0003").path
+    assert kept[plan.checkpoint.name] == plan.step
+    with pytest.raises(FileNotFoundError, match="no trial 'trial_9999'; trials: trial_0000"):
+        find_trial(se.exp, "trial_9999")
+
+
+def test_plan_without_evaluations_takes_the_newest_checkpoint(tmp_path: Path) -> None:
+    se = make_experiment(tmp_path, seed=13, runner_best=False)
+    trial = se.exp.trial("trial_0002")
+    shutil.rmtree(trial.path / "eval")
+    plan = plan_export(se.exp, "trial_0002")
+    assert plan.checkpoint == trial.checkpoints()[-1][1] and plan.step is None
+
+
+def test_nothing_to_export(tmp_path: Path) -> None:
+    se = make_experiment(tmp_path, seed=14, finished=False)
+    with pytest.raises(FileNotFoundError, match="trial_0006 .* has no checkpoint"):
+        plan_export(se.exp, "trial_0006")  # PENDING: never trained
+    for t in se.exp.trials():
+        shutil.rmtree(t.path / "eval", ignore_errors=True)
+    with pytest.raises(FileNotFoundError, match="no trial has been evaluated yet"):
+        plan_export(se.exp)
+
+
+def test_bad_input_type(tmp_path: Path) -> None:
+    se = make_experiment(tmp_path, seed=15)
+    with pytest.raises(ValueError, match="input_type must be one of .* but got 'jpeg'"):
+        export_trial(se.exp, None, tmp_path / "out", input_type="jpeg")
+
+
+def _real_checkpoint(pipeline: Path, prefix: Path) -> None:
+    """A checkpoint of the tiny SSD with every variable built (one forward pass on zeros)."""
+    from sweep import odapi_compat
+
+    odapi_compat.patch()
+    import tensorflow as tf
+    from object_detection.builders import model_builder
+
+    from sweep.render import load_pipeline
+
+    model = model_builder.build(load_pipeline(pipeline).model, is_training=True)
+    images, shapes = model.preprocess(tf.zeros([1, 128, 128, 3]))
+    model.postprocess(model.predict(images, shapes), shapes)
+    # `save` (as training does) also records save_counter, which the exporter insists on;
+    # the files then take the runner's name for its best/ copy of ckpt-N.
+    saved = Path(tf.train.Checkpoint(model=model).save(str(prefix.parent / "tmp" / "ckpt")))
+    for f in saved.parent.glob(saved.name + ".*"):
+        f.rename(prefix.parent / (prefix.name + f.name[len(saved.name):]))
+
+
+@pytest.mark.slow
+def test_export_makes_a_savedmodel_that_detects(tmp_path: Path) -> None:
+    se = make_experiment(tmp_path, seed=16)
+    best = best_trial(se.exp)
+    assert best is not None
+    ckpt, _ = se.truth[best.name].kept_best
+    for f in (best.path / "best").glob(f"{ckpt}.*"):
+        f.unlink()  # the fixture's placeholders; put a real checkpoint in their place
+    _real_checkpoint(best.pipeline_path, best.path / "best" / ckpt)
+
+    out = tmp_path / "exported"
+    saved = export_trial(se.exp, None, out)
+    assert saved == out / "saved_model"
+    assert (out / "pipeline.config").exists() and (out / "checkpoint").is_dir()
+    info = json.loads((out / "export.json").read_text())
+    assert info["trial"] == best.name and info["checkpoint"] == str(best.path / "best" / ckpt)
+
+    import numpy as np
+    import tensorflow as tf
+
+    detect = tf.saved_model.load(str(saved))
+    image = tf.constant(np.random.default_rng(0).integers(0, 255, (1, 128, 128, 3)),
+                        dtype=tf.uint8)
+    result = detect(image)
+    boxes = result["detection_boxes"].numpy()
+    assert boxes.shape[0] == 1 and boxes.shape[2] == 4 and boxes.shape[1] > 0
+    assert result["detection_scores"].shape[:2] == boxes.shape[:2]
