@@ -71,7 +71,7 @@ def fmt(value: Any, digits: int = 5) -> str:
     if isinstance(value, float) and math.isnan(value):
         return "NaN"
     if isinstance(value, bool):
-        return "yes" if value else ""
+        return "true" if value else "false"  # as the proto and YAML spell it
     if isinstance(value, int | float):
         if isinstance(value, float) and math.isinf(value):
             return "inf" if value > 0 else "-inf"
@@ -192,11 +192,20 @@ class Gathered:
         return None if ranked.empty else str(ranked.iloc[0]["trial"])
 
     def base_name(self) -> str | None:
-        """The trial evaluated with the base config: marked ``_base``, else the first one."""
+        """The trial evaluated with the base config: marked ``_base``, else the first whose
+        config does not differ from the base, else the first one."""
         marked = self.df[self.df["base"]]
         if not marked.empty:
             return str(marked.iloc[0]["trial"])
+        for name in self.df["trial"]:
+            if not self.changed.get(name) and self.trials[name].pipeline_path.exists():
+                return str(name)
         return None if self.df.empty else str(self.df.iloc[0]["trial"])
+
+    def varied_params(self) -> list[str]:
+        """Parameter columns with more than one value (constants only clutter the plots)."""
+        return [p for p in self.param_names
+                if self.df[p].dropna().astype(str).nunique() > 1]
 
 
 def _changed_fields(base_cfg: Any, trial: TrialDir) -> dict[str, str] | None:
@@ -444,14 +453,14 @@ def run_table(g: Gathered) -> Table:
               "Steps", "Changed parameters", "Classification loss", "Localization loss",
               "Regularization loss", "Total loss", "Learning rate", "mAP", "mAP@.50", "AR@100",
               "Training time"]
-    rows = []
+    rows, base = [], g.base_name()
     for _, r in g.df.iterrows():
         changed = g.changed.get(r["trial"], {})
         train, last_eval = g.metrics[r["trial"]].last_train(), g.metrics[r["trial"]].last_eval()
         changes = [f"{k}: {v}" for k, v in changed.items()] or ["default settings"]
         state = r["state"] + (f" ({r['reason']})" if r["reason"] else "")
         rows.append([
-            r["trial"] + (" (base)" if r["base"] else ""), state,
+            r["trial"] + (" (base)" if r["trial"] == base else ""), state,
             _fmt_date(_num(r, "started_at") or _num(r, "created_at")), model, dataset, classes,
             fmt(_num(r, "steps")), changes,
             # From the metrics, not the DataFrame, where a diverged NaN looks like "missing".
@@ -468,10 +477,10 @@ def leaderboard_table(g: Gathered) -> Table:
     header = ["Rank", "Trial", "State", f"Best {label(obj.tag)} ({obj.mode})", "at step",
               "mAP", "mAP@.50", "AR@100", "Final total loss", "Steps", "Wall time",
               *(p[len(PARAM):] for p in g.param_names)]
-    rows = []
+    rows, base = [], g.base_name()
     for _, r in _leaderboard(g).iterrows():
         rows.append([
-            fmt(_num(r, "rank")), r["trial"] + (" (base)" if r["base"] else ""), r["state"],
+            fmt(_num(r, "rank")), r["trial"] + (" (base)" if r["trial"] == base else ""), r["state"],
             fmt(_num(r, "objective")), fmt(_num(r, "best_step")),
             *(fmt(_num(r, BEST + t)) for t in (m.MAP, m.MAP50, m.AR100)),
             fmt(g.metrics[r["trial"]].last_train().get(m.TOTAL_LOSS)), fmt(_num(r, "steps")),
@@ -606,7 +615,7 @@ def _plots(g: Gathered, study: Any | None, plot_dir: Path) -> tuple[dict[str, Pa
         {t: {s: r[m.MAP] for s, r in g.metrics[t].eval.items() if m.MAP in r} for t in top},
         plot_dir / "map_curves.png", title=f"mAP, top {len(top)} trials", ylabel="mAP (eval)")
     made["params_vs_metric.png"] = plots.params_vs_metric(
-        g.df[g.df["state"] != FAILED], g.param_names, "objective",
+        g.df[g.df["state"] != FAILED], g.varied_params(), "objective",
         plot_dir / "params_vs_metric.png", label=f"best {label(obj.tag)}")
     values, note = param_importances(g, study)
     g.notes.append(f"Parameter importances: {note}.")
@@ -623,7 +632,7 @@ def _plots(g: Gathered, study: Any | None, plot_dir: Path) -> tuple[dict[str, Pa
             y_label=f"{label(b.tag)} ({b.mode})")
         g.notes.append(f"Pareto front: {how}: {', '.join(front) or 'none yet'}.")
     made["parallel_coordinates.png"] = plots.parallel_coordinates(
-        g.df[g.df["state"] != FAILED], g.param_names, "objective",
+        g.df[g.df["state"] != FAILED], g.varied_params(), "objective",
         plot_dir / "parallel_coordinates.png", label=f"best {label(obj.tag)}",
         higher_is_better=obj.mode == "max")
     for name, path in made.items():
@@ -688,7 +697,7 @@ def _sections(g: Gathered, plots_made: dict[str, Path], best_info: dict[str, Any
         else:
             diff = _best_vs_base_diff(g, base, best)
             sections.append(Section("Best vs base config", [
-                f"Base: {base} (the first trial, evaluated with the base config's values). "
+                f"Base: {base} (the trial evaluated with the base config's values). "
                 f"Best: {best}.",
                 "Parameters of the best that differ from the base: "
                 + ("; ".join(f"{k}: {v}" for k, v in diff.items()) or "none") + "."],

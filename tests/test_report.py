@@ -388,3 +388,39 @@ def test_html_opens_in_a_headless_browser(which: str, request: pytest.FixtureReq
     assert '<table id="run-table">' in dom and '<table id="leaderboard">' in dom
     console = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
     assert not console, console
+
+
+def test_base_trial_without_the_marker(tmp_path: Path) -> None:
+    se = make_experiment(tmp_path, seed=17)
+    base = se.exp.trial("trial_0000")
+    write_json(base.params_path, {k: v for k, v in base.params().items() if k != "_base"})
+    # The first trial whose config equals the base config, wherever it is in the order.
+    status = base.status()
+    write_json(base.status_path, dict(status, created_at=status["created_at"] + 1e6))
+    g = gather(se.exp)
+    assert g.df["trial"].iloc[-1] == "trial_0000" and g.base_name() == "trial_0000"
+
+
+@pytest.mark.slow
+def test_numbers_from_event_files_tensorflow_wrote(tmp_path: Path) -> None:
+    """The OD API writes with tf.summary (TF2 tensor summaries); the report reads those."""
+    import tensorflow as tf
+
+    se = make_experiment(tmp_path, seed=18)
+    name = "trial_0001"
+    t, trial = se.truth[name], se.exp.trial(name)
+    for sub, rows in (("train", t.train), ("eval", t.eval)):
+        for f in (trial.path / sub).glob("events.out.tfevents.*"):
+            f.unlink()
+        writer = tf.summary.create_file_writer(str(trial.path / sub))
+        with writer.as_default():
+            for step, tags in rows.items():
+                for tag, value in tags.items():
+                    tf.summary.scalar(tag, value, step=step)
+        writer.close()
+    row = leaderboard(se.exp).set_index("trial").loc[name]
+    last = t.train[max(t.train)]
+    assert row[TRAIN + m.TOTAL_LOSS] == pytest.approx(last[m.TOTAL_LOSS], rel=1e-7)
+    best_step = max(t.eval, key=lambda s: t.eval[s][m.MAP])
+    assert (row["best_step"], row["objective"]) == (best_step,
+                                                     pytest.approx(t.eval[best_step][m.MAP]))
