@@ -210,7 +210,9 @@ class TrialRunner:
             if tag in source:
                 out[key] = source[tag]
         self.reported_step = step
-        self._keep_best(step, row.get(self.spec.metric, train_row.get(self.spec.metric)))
+        # The same value Ray ranks by: losses are the training job's, as the seed's table kept
+        # them (the eval job writes its own Loss/* too, which must not be mixed in).
+        self._keep_best(step, out.get(result_key(self.spec.metric)))
         done = step >= self.num_steps
         out["done"] = done
         fields: dict[str, Any] = {"reported_step": step, "last_step": step,
