@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from sweep import metrics as m
+from sweep.errors import ConfigError
 from sweep.experiment import FAILED, PENDING, RUNNING, STOPPED, Experiment, TrialDir, read_json
 
 REPORTS_DIR = Path("reports")
@@ -269,8 +270,12 @@ def gather(exp: Experiment) -> Gathered:
         tm = m.read_trial(trial.path)
         tms[trial.name] = tm
         rows.append(_trial_row(trial, tm, objs, now))
-        diff = _changed_fields(base_cfg, trial)
-        if diff is None:  # not rendered yet: show what was sampled
+        try:
+            diff = _changed_fields(base_cfg, trial)
+        except ConfigError as e:  # one unreadable config must not cost the whole report
+            notes.append(f"{trial.name}: {e}")
+            diff = None
+        if diff is None:  # not rendered yet (or unreadable): show what was sampled
             diff = {k: fmt(v) for k, v in public_params(trial.params()).items()}
         changed[trial.name] = diff
     df = pd.DataFrame(rows)

@@ -424,3 +424,13 @@ def test_numbers_from_event_files_tensorflow_wrote(tmp_path: Path) -> None:
     best_step = max(t.eval, key=lambda s: t.eval[s][m.MAP])
     assert (row["best_step"], row["objective"]) == (best_step,
                                                      pytest.approx(t.eval[best_step][m.MAP]))
+
+
+def test_an_unreadable_trial_config_does_not_stop_the_report(tmp_path: Path) -> None:
+    se = make_experiment(tmp_path, seed=19)
+    se.exp.trial("trial_0002").pipeline_path.write_text("model { ssd { nonsense: 1 } }")
+    out = write_report(se.exp, tmp_path / "report")
+    md = (out / "report.md").read_text()
+    assert "trial_0002: " in md and "not a valid pipeline.config" in md
+    row = next(r for r in _md_table(md, "Model name") if r["Trial"] == "trial_0002")
+    assert "batch_size: 4" in row["Changed parameters"]  # the sampled values instead
