@@ -83,8 +83,10 @@ def evaluate(a: argparse.Namespace) -> None:
         n, step = latest(a.model_dir)
         if step and step not in done:
             mAP = min(1.0, step / 100)
+            # The real eval job writes its own Loss/* too (eval losses, not the training's).
             append_event(a.model_dir / "eval", step, {"DetectionBoxes_Precision/mAP": mAP,
-                                                      "DetectionBoxes_Recall/AR@100": mAP / 2})
+                                                      "DetectionBoxes_Recall/AR@100": mAP / 2,
+                                                      "Loss/total_loss": 100.0 - step})
             with open(log, "a") as f:
                 f.write(json.dumps({"checkpoint": f"ckpt-{n}", "step": step,
                                     "metrics": {}, "time": time.time()}) + "\n")

@@ -23,9 +23,11 @@ def _render(base: Path, params: dict, out: Path) -> int:
 
 
 def _runner(tmp_path: Path, mode: str = "ok", *, max_failures: int = 2, name: str = "t1",
-            params: dict | None = None, gpu_ids: list[str] | None = None) -> TrialRunner:
+            params: dict | None = None, gpu_ids: list[str] | None = None,
+            metric: str = "DetectionBoxes_Precision/mAP", metric_mode: str = "max") -> TrialRunner:
     (tmp_path / "base_pipeline.config").write_text("")
     spec = TrialSpec(experiment_root=tmp_path, eval_every=20, max_failures=max_failures,
+                     metric=metric, mode=metric_mode,
                      poll=0.05, worker_module="tests.fake_worker",
                      extra_env={"FAKE_MODE": mode, "PYTHONPATH": str(REPO)})
     return TrialRunner(spec, name, params or {"lr": 0.1}, gpu_ids=gpu_ids, render=_render)
@@ -64,6 +66,16 @@ def test_a_result_per_evaluation_then_completed(tmp_path: Path) -> None:
     assert best["step"] == 40 and best["value"] == pytest.approx(0.4)
     assert (r.dir.path / "best" / (best["checkpoint"] + ".index")).read_text() == "40"
     assert json.loads(r.dir.params_path.read_text()) == {"lr": 0.1}
+
+
+def test_best_by_total_loss_uses_the_training_loss(tmp_path: Path) -> None:
+    """The eval job also writes a Loss/total_loss (eval loss); ranking must use the train one."""
+    r = _runner(tmp_path, metric="Loss/total_loss", metric_mode="min")
+    r.start()
+    while not r.next_result(timeout=30)["done"]:
+        pass
+    best = json.loads((r.dir.path / "best" / "best.json").read_text())
+    assert best["step"] == 40 and best["value"] == pytest.approx(2.0 / 5.0)
 
 
 def test_nan_loss_fails_the_trial_as_diverged_and_ends_its_processes(tmp_path: Path) -> None:
