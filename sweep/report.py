@@ -41,6 +41,7 @@ PARAM = "param:"
 TRAIN = "train:"  # value at the last train step
 EVAL = "eval:"  # value at the last eval step
 BEST = "best:"  # value at the eval step that is best by the sweep's first metric
+LAST_REPORTED = "reported:"  # an objective as the runner reported it at the last eval
 
 # Short names the seed's table and the plots use for the OD API's tags.
 LABELS = {
@@ -116,15 +117,28 @@ def objectives(settings: dict[str, Any]) -> list[Objective]:
     return [Objective(t, mo) for t, mo in zip(tags, modes, strict=True)]
 
 
-def _best_of(tm: m.TrialMetrics, obj: Objective) -> tuple[int, dict[str, float]] | None:
-    """The eval step best by ``obj``; a train-only tag (e.g. a loss) falls back to train."""
-    best = tm.best_eval(obj.tag, obj.mode)
-    if best is None and any(obj.tag in row for row in tm.train.values()):
-        rows = [(s, r) for s, r in tm.train.items() if obj.tag in r and math.isfinite(r[obj.tag])]
-        if rows:
-            pick = max if obj.mode == "max" else min
-            best = pick(rows, key=lambda sr: sr[1][obj.tag])
-    return best
+def reported(tm: m.TrialMetrics, tag: str, step: int) -> float | None:
+    """The value of ``tag`` the runner reported to Ray (and so Optuna) for the eval at ``step``:
+    losses and learning rate from the training job at that step, COCO metrics from the eval.
+
+    The eval job writes its own ``Loss/*`` too; like the runner, reports never mix them in.
+    """
+    from sweep.trial import TRAIN_SOURCED  # the runner's rule, not a copy of it
+
+    if tag in TRAIN_SOURCED:
+        before = [s for s in tm.train if s <= step and tag in tm.train[s]]
+        return tm.train[max(before)][tag] if before else None
+    return tm.eval.get(step, {}).get(tag)
+
+
+def _best_of(tm: m.TrialMetrics, obj: Objective) -> tuple[int, float] | None:
+    """(eval step, value) best by ``obj`` among the trial's evaluations (NaN never wins)."""
+    rows = [(s, v) for s in tm.eval if s > 0
+            for v in [reported(tm, obj.tag, s)] if v is not None and math.isfinite(v)]
+    if not rows:
+        return None
+    pick = max if obj.mode == "max" else min
+    return pick(rows, key=lambda sv: sv[1])
 
 
 def is_base(trial: TrialDir) -> bool:
@@ -241,13 +255,17 @@ def _trial_row(trial: TrialDir, tm: m.TrialMetrics, objs: list[Objective],
         row[EVAL + tag] = v
     best = _best_of(tm, objs[0])
     row["best_step"] = best[0] if best else None
-    row["objective"] = best[1][objs[0].tag] if best else None
-    for tag, v in (best[1] if best else {}).items():
+    row["objective"] = best[1] if best else None
+    for tag, v in (tm.eval[best[0]] if best else {}).items():
         row[BEST + tag] = v
     # Each further objective at its own best step (for the multi-objective summary).
     for obj in objs[1:]:
         b = _best_of(tm, obj)
-        row[f"objective:{obj.tag}"] = b[1][obj.tag] if b else None
+        row[f"objective:{obj.tag}"] = b[1] if b else None
+    # What Optuna was told: each objective as reported at the last evaluation.
+    last = max((s for s in tm.eval if s > 0), default=None)
+    for obj in objs:
+        row[LAST_REPORTED + obj.tag] = reported(tm, obj.tag, last) if last is not None else None
     return row
 
 
@@ -302,7 +320,8 @@ def leaderboard(exp: Experiment) -> pd.DataFrame:
 
     Columns: rank, trial, state, reason, base, objective (the trial's best value of the sweep's
     first metric) and best_step, ``param:<name>``, ``train:<tag>`` (last train step),
-    ``eval:<tag>`` (last eval), ``best:<tag>`` (the eval at best_step), steps, eval_step,
+    ``eval:<tag>`` (last eval), ``best:<tag>`` (the eval at best_step), ``reported:<tag>`` (each
+    objective as last reported to Ray/Optuna), steps, eval_step,
     wall_time_s (status times), train_time_s (first to last train summary), changed (vs base).
     """
     return _leaderboard(gather(exp))
@@ -314,7 +333,8 @@ def _leaderboard(g: Gathered) -> pd.DataFrame:
     df = df.sort_values(["rank", "_order"], na_position="last").drop(columns="_order")
     first = ["rank", "trial", "state", "reason", "base", "objective", "best_step"]
     rest = [c for c in df.columns if c not in first]
-    groups = [[c for c in rest if c.startswith(p)] for p in (PARAM, BEST, EVAL, TRAIN)]
+    groups = [[c for c in rest if c.startswith(p)]
+              for p in (PARAM, BEST, EVAL, TRAIN, LAST_REPORTED)]
     grouped = {c for grp in groups for c in grp}
     other = [c for c in rest if c not in grouped]
     return df[first + [c for grp in groups for c in grp] + other].reset_index(drop=True)
@@ -385,7 +405,10 @@ def _same_params(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 def pareto_front(g: Gathered, study: Any | None) -> tuple[list[str], str]:
     """Trials on the Pareto front of the first two objectives: Optuna's ``best_trials`` mapped
-    to trial folders by their parameters, else computed from the leaderboard's last evals."""
+    to trial folders by their parameters, else computed from the last reported values.
+
+    Either way the dots are the values each trial last reported (what Optuna ranks).
+    """
     if study is not None and len(study.directions) >= 2:
         names = []
         for ft in study.best_trials:
@@ -396,7 +419,7 @@ def pareto_front(g: Gathered, study: Any | None) -> tuple[list[str], str]:
         if names:
             return names, "Pareto-optimal trials from the Optuna study (study.best_trials)"
     a, b = g.objectives[:2]
-    xa, xb = EVAL + a.tag, EVAL + b.tag
+    xa, xb = LAST_REPORTED + a.tag, LAST_REPORTED + b.tag
     if xa not in g.df or xb not in g.df:
         return [], "no trial has both objectives yet"
     pts = g.df[(g.df["state"] != FAILED) & g.df[xa].notna() & g.df[xb].notna()]
@@ -407,7 +430,7 @@ def pareto_front(g: Gathered, study: Any | None) -> tuple[list[str], str]:
 
     front = [str(p["trial"]) for _, p in pts.iterrows()
              if not any(dominates(q, p) for _, q in pts.iterrows())]
-    return front, "Pareto-optimal trials computed from the last evaluations"
+    return front, "Pareto-optimal trials computed from the last reported values"
 
 
 # ---------------------------------------------------------------- tables
@@ -632,7 +655,7 @@ def _plots(g: Gathered, study: Any | None, plot_dir: Path) -> tuple[dict[str, Pa
         g.df["pareto"] = g.df["trial"].isin(front)
         a, b = g.objectives[:2]
         made["pareto.png"] = plots.pareto(
-            g.df[g.df["state"] != FAILED], EVAL + a.tag, EVAL + b.tag, front,
+            g.df[g.df["state"] != FAILED], LAST_REPORTED + a.tag, LAST_REPORTED + b.tag, front,
             plot_dir / "pareto.png", x_label=f"{label(a.tag)} ({a.mode})",
             y_label=f"{label(b.tag)} ({b.mode})")
         g.notes.append(f"Pareto front: {how}: {', '.join(front) or 'none yet'}.")
@@ -692,8 +715,10 @@ def _sections(g: Gathered, plots_made: dict[str, Path], best_info: dict[str, Any
                                       "learning rate at the last train step, mAP and AR@100 at "
                                       "the last evaluation; changed parameters are what differs "
                                       "from the base config."], run_table(g)))
-    sections.append(Section("Leaderboard", [f"Ranked by each trial's best {obj.tag} ({obj.mode}); "
-                                            "failed trials are not ranked."],
+    sections.append(Section("Leaderboard", [
+        f"Ranked by each trial's best {obj.tag} ({obj.mode}) over its evaluations, the value "
+        "the runner reported to Ray (a loss is the training job's at that step); failed "
+        "trials are not ranked. mAP, mAP@.50 and AR@100 are at that best step."],
                             leaderboard_table(g)))
     if best and base:
         if best == base:

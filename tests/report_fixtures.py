@@ -244,17 +244,23 @@ def _write_checkpoints(trial: TrialDir, t: TrialTruth, metric: str, mode: str,
     (trial.path / "eval").mkdir(exist_ok=True)
     (trial.path / "eval" / "evaluated.jsonl").write_text(
         "".join(json.dumps(row) + "\n" for row in evaluated))
-    scored = [r for r in evaluated if math.isfinite(r["metrics"].get(metric, math.nan))]
+    scored = [(reported_value(t, metric, r["step"]), r) for r in evaluated]
+    scored = [(v, r) for v, r in scored if math.isfinite(v)]
     if runner_best and scored:
         pick = max if mode == "max" else min
-        best = pick(scored, key=lambda r: r["metrics"][metric])
+        value, best = pick(scored, key=lambda vr: vr[0])
         (trial.path / "best").mkdir()
         for suffix in (".index", ".data-00000-of-00001"):
             (trial.path / "best" / f"{best['checkpoint']}{suffix}").write_bytes(b"")
         write_json(trial.path / "best" / "best.json",
                    {"step": best["step"], "metric": metric,
-                    "value": best["metrics"][metric], "checkpoint": best["checkpoint"]})
+                    "value": value, "checkpoint": best["checkpoint"]})
         t.kept_best = (best["checkpoint"], best["step"])
+
+
+def reported_value(t: TrialTruth, tag: str, step: int) -> float:
+    """What the runner reports for the eval at ``step``: losses from training, COCO from eval."""
+    return t.train[step][tag] if tag.startswith("Loss/") else t.eval[step][tag]
 
 
 def _write_study(settings: dict[str, Any], truth: dict[str, TrialTruth]) -> None:
@@ -278,8 +284,8 @@ def _write_study(settings: dict[str, Any], truth: dict[str, TrialTruth]) -> None
         values = None
         if state == TrialState.COMPLETE:
             # Ray reports the last result to Optuna.
-            last_eval = t.eval[max(t.eval)]
-            values = [last_eval[tag] for tag in settings["metrics"]]
+            last = max(t.eval)
+            values = [reported_value(t, tag, last) for tag in settings["metrics"]]
         if state == TrialState.WAITING:
             continue
         params = {k: v for k, v in t.params.items() if not k.startswith("_")}

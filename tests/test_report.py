@@ -13,7 +13,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from report_fixtures import KEEP, SyntheticExperiment, TrialTruth, make_experiment
+from report_fixtures import (
+    KEEP,
+    SyntheticExperiment,
+    TrialTruth,
+    make_experiment,
+    reported_value,
+)
 
 from sweep import metrics as m
 from sweep.experiment import FAILED, Experiment, write_json
@@ -35,9 +41,9 @@ from sweep.report import (
 def _expected_best(truth: dict[str, TrialTruth], tag: str, mode: str) -> tuple[str, int, float]:
     """(trial, step, value) computed from what the fixture wrote, not through sweep.metrics."""
     pick = max if mode == "max" else min
-    cands = [(name, step, row[tag]) for name, t in truth.items() if t.state != FAILED
-             for step, row in t.eval.items() if math.isfinite(row.get(tag, math.nan))]
-    return pick(cands, key=lambda c: c[2])
+    cands = [(name, step, reported_value(t, tag, step)) for name, t in truth.items()
+             if t.state != FAILED for step in t.eval]
+    return pick([c for c in cands if math.isfinite(c[2])], key=lambda c: c[2])
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +101,9 @@ def test_leaderboard_numbers_are_the_event_files(which: str, request: pytest.Fix
         for k, v in last_eval.items():
             assert row[EVAL + k] == pytest.approx(v, rel=1e-7)
         pick = max if mode == "max" else min
-        step = pick(t.eval, key=lambda s, t=t: t.eval[s][tag])
+        step = pick(t.eval, key=lambda s, t=t: reported_value(t, tag, s))
         assert row["best_step"] == step
-        assert row["objective"] == pytest.approx(t.eval[step][tag], rel=1e-7)
+        assert row["objective"] == pytest.approx(reported_value(t, tag, step), rel=1e-7)
         for k, v in t.eval[step].items():
             assert row[BEST + k] == pytest.approx(v, rel=1e-7)
         for k, v in t.params.items():
@@ -285,7 +291,7 @@ def test_pareto_front_is_the_non_dominated_trials(partial: tuple) -> None:
     front, how = pareto_front(g, _load_study(g))
     assert "Optuna" in how
     # Ray reports the last eval to Optuna; recompute the front from what was written.
-    pts = {n: (t.eval[max(t.eval)][m.TOTAL_LOSS], t.eval[max(t.eval)][m.MAP])
+    pts = {n: (reported_value(t, m.TOTAL_LOSS, max(t.eval)), t.eval[max(t.eval)][m.MAP])
            for n, t in se.truth.items() if t.state in ("COMPLETED", "STOPPED")}
     expected = {n for n, (loss, ap) in pts.items()
                 if not any(l2 <= loss and a2 >= ap and (l2, a2) != (loss, ap)
