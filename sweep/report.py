@@ -664,7 +664,7 @@ def _plots(g: Gathered, study: Any | None, plot_dir: Path) -> tuple[dict[str, Pa
         plot_dir / "parallel_coordinates.png", label=f"best {label(obj.tag)}",
         higher_is_better=obj.mode == "max")
     for name, path in made.items():
-        if path is None:
+        if path is None and name != "param_importances.png":  # its note says why already
             why.append(f"{name}: nothing to draw yet (no trial has the data it needs)")
     return {k: v for k, v in made.items() if v is not None}, why
 
@@ -736,7 +736,8 @@ def _sections(g: Gathered, plots_made: dict[str, Path], best_info: dict[str, Any
     sections.append(Section("Failed and stopped trials",
                             [] if fails else ["No trial failed or was stopped."], fails))
     images = [(PLOT_TITLES[n], plots_made[n]) for n in PLOT_FILES if n in plots_made]
-    sections.append(Section("Plots", [], None, images))
+    sections.append(Section("Plots", [] if images else ["No plots yet: no trial has been "
+                                                        "trained and evaluated."], None, images))
     if g.notes:
         sections.append(Section("Notes", list(g.notes)))
     return sections
