@@ -214,7 +214,8 @@ class TrialRunner:
         # them (the eval job writes its own Loss/* too, which must not be mixed in).
         self._keep_best(step, out.get(result_key(self.spec.metric)))
         done = step >= self.num_steps
-        out["done"] = done
+        # Ray sets "done" itself when a scheduler stops a trial; "trained_to_end" is ours alone.
+        out["done"] = out["trained_to_end"] = done
         fields: dict[str, Any] = {"reported_step": step, "last_step": step,
                                   "elapsed": out["wall_time"], "best_value": self.best_value}
         if done:

@@ -119,9 +119,14 @@ def _searcher_class():  # noqa: ANN202
                 self._ot_study.tell(ot_trial, state=TrialState.FAIL)
                 self._completed_trials.add(trial_id)
                 return None
-            if result and not result.get("done", False):
+            if result and not result.get("trained_to_end", False):
                 ot_trial.set_user_attr("stopped_early", True)
                 if not isinstance(self.metric, list):
+                    # Ray hands the stopping result to on_trial_complete only: record it, so
+                    # the pruned trial carries its last value for the sampler.
+                    value = result.get(self.metric)
+                    if isinstance(value, int | float) and value == value:
+                        ot_trial.report(float(value), int(result.get("training_iteration", 1)))
                     self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
                     self._completed_trials.add(trial_id)
                     return None
@@ -252,6 +257,9 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+STARTUP_ATTEMPTS = 3
+
+
 def init_ray(settings: SweepSettings) -> str | None:
     """Connect to ``--address`` or start an embedded local Ray; returns the dashboard URL."""
     import ray
@@ -263,9 +271,23 @@ def init_ray(settings: SweepSettings) -> str | None:
     if settings.address:
         ctx = ray.init(address=settings.address, runtime_env=env, log_to_driver=False)
     else:
-        ctx = ray.init(num_cpus=os.cpu_count(), num_gpus=settings.declare_gpus,
-                       include_dashboard=settings.dashboard, dashboard_host=settings.dashboard_host,
-                       runtime_env=env, log_to_driver=False)
+        # "local": always a new Ray of our own, even if `ray start` left a cluster running here
+        # (ray.init() with no address would join that one).
+        for attempt in range(1, STARTUP_ATTEMPTS + 1):
+            try:
+                ctx = ray.init(address="local", num_cpus=os.cpu_count(),
+                               num_gpus=settings.declare_gpus, include_dashboard=settings.dashboard,
+                               dashboard_host=settings.dashboard_host, runtime_env=env,
+                               log_to_driver=False)
+                break
+            except Exception as e:  # noqa: BLE001 - Ray raises a bare Exception for this
+                # On a loaded machine the raylet can give up on its agents (slow Python start-up)
+                # and abort: "The current node timed out during startup". A new start works.
+                if "timed out during startup" not in str(e) or attempt == STARTUP_ATTEMPTS:
+                    raise
+                print(f"sweep: Ray did not start ({e}); trying again ({attempt + 1}/"
+                      f"{STARTUP_ATTEMPTS})", file=sys.stderr, flush=True)
+                ray.shutdown()
     url = getattr(ctx, "dashboard_url", None)
     return f"http://{url}" if url and not str(url).startswith("http") else url
 

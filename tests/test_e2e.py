@@ -69,18 +69,27 @@ def test_baseline_trains_and_reports_real_coco_metrics(real_sweep) -> None:  # n
     assert list((base.path / "best").glob(best["checkpoint"] + ".index"))
 
 
-def test_results_in_ray_match_the_event_files(real_sweep) -> None:  # noqa: ANN001
-    """What Ray Tune got (result.json of each Ray trial) is what the OD API wrote."""
+def test_what_ray_and_optuna_got_matches_the_event_files(real_sweep) -> None:  # noqa: ANN001
+    """Each result the trial reported to Ray Tune reached the Optuna study (as an intermediate
+    value) with the numbers the OD API wrote: the train job's total_loss at each eval step."""
     exp = _exp(real_sweep)
+    s = exp.settings()
+    study = optuna.load_study(study_name=s["study_name"], storage=s["storage_url"])
     base = _by_lr(exp)[0.02]
-    results = []
-    for f in (exp.ray_dir / base.name).glob("result.json"):
-        results += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
-    assert [r["step"] for r in results] == [20, 40]
+    ot = next(t for t in study.trials if t.user_attrs.get("ray_trial_id") == base.name)
     m = metrics.read_trial(base.path)
-    for r in results:
-        assert math.isclose(r["mAP"], m.eval[r["step"]][metrics.MAP], rel_tol=1e-6)
-        assert math.isclose(r["total_loss"], m.train[r["step"]][metrics.TOTAL_LOSS], rel_tol=1e-6)
+    at_evals = [m.train[step][metrics.TOTAL_LOSS] for step in sorted(m.eval)]
+    assert ot.intermediate_values  # Ray passes the last result to on_trial_complete only
+    for value in ot.intermediate_values.values():
+        assert any(math.isclose(value, v, rel_tol=1e-6) for v in at_evals), (value, at_evals)
+    assert math.isclose(ot.value, at_evals[-1], rel_tol=1e-6)
+    # The trial ASHA stopped is pruned with the value it was stopped at.
+    slow = _by_lr(exp)[1.0e-8]
+    ot = next(t for t in study.trials if t.user_attrs.get("ray_trial_id") == slow.name)
+    m = metrics.read_trial(slow.path)
+    assert ot.state == optuna.trial.TrialState.PRUNED
+    assert list(ot.intermediate_values.values()) == pytest.approx(
+        [m.train[20][metrics.TOTAL_LOSS]], rel=1e-6)
 
 
 def test_nan_loss_is_marked_diverged_and_the_sweep_goes_on(real_sweep) -> None:  # noqa: ANN001
