@@ -141,10 +141,6 @@ def _best_of(tm: m.TrialMetrics, obj: Objective) -> tuple[int, float] | None:
     return pick(rows, key=lambda sv: sv[1])
 
 
-def is_base(trial: TrialDir) -> bool:
-    return bool(trial.params().get("_base"))
-
-
 def public_params(params: dict[str, Any]) -> dict[str, Any]:
     """Sampled parameters without the runner's markers (``_base``)."""
     return {k: v for k, v in params.items() if not k.startswith("_")}
