@@ -31,7 +31,16 @@ import pandas as pd
 
 from sweep import metrics as m
 from sweep.errors import ConfigError
-from sweep.experiment import FAILED, PENDING, RUNNING, STOPPED, Experiment, TrialDir, read_json
+from sweep.experiment import (
+    COMPLETED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    STOPPED,
+    Experiment,
+    TrialDir,
+    read_json,
+)
 
 REPORTS_DIR = Path("reports")
 TOP_K = 5  # trials drawn in the curve plots
@@ -418,7 +427,8 @@ def pareto_front(g: Gathered, study: Any | None) -> tuple[list[str], str]:
     xa, xb = LAST_REPORTED + a.tag, LAST_REPORTED + b.tag
     if xa not in g.df or xb not in g.df:
         return [], "no trial has both objectives yet"
-    pts = g.df[(g.df["state"] != FAILED) & g.df[xa].notna() & g.df[xb].notna()]
+    # As Optuna: only completed trials (stopped ones are PRUNED there).
+    pts = g.df[(g.df["state"] == COMPLETED) & g.df[xa].notna() & g.df[xb].notna()]
 
     def dominates(p: Any, q: Any) -> bool:
         ge = all(not o.better(q[c], p[c]) for o, c in ((a, xa), (b, xb)))

@@ -276,7 +276,7 @@ def _write_study(settings: dict[str, Any], truth: dict[str, TrialTruth]) -> None
     dists = {LR: FloatDistribution(1e-4, 1.0, log=True),
              "batch_size": CategoricalDistribution([2, 4, 8]),
              "l2_weight": FloatDistribution(1e-5, 1e-2, log=True)}
-    state_map = {COMPLETED: TrialState.COMPLETE, STOPPED: TrialState.COMPLETE,
+    state_map = {COMPLETED: TrialState.COMPLETE, STOPPED: TrialState.PRUNED,  # as the runner
                  FAILED: TrialState.FAIL, RUNNING: TrialState.RUNNING,
                  PENDING: TrialState.WAITING}
     for t in truth.values():
