@@ -117,9 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--storage", type=Path, default=Path("experiments"), help="[%(default)s]")
         if name == "report":
             s.add_argument("--out", type=Path, help="output folder [reports/<experiment>]")
+            s.add_argument("--fine-tune-from-best", action="store_true",
+                           help="point best/pipeline.config's fine_tune_checkpoint at the best "
+                                "trial's best checkpoint (continue the chain)")
         if name == "export":
-            s.add_argument("--trial", help="trial name (default: the best)")
-            s.add_argument("--out", type=Path, help="output folder")
+            s.add_argument("--trial", help="trial name or number (default: the best trial)")
+            s.add_argument("--out", type=Path, help="output folder [reports/<experiment>/exported/<trial>]")
+            s.add_argument("--input-type", default="image_tensor",
+                           choices=["image_tensor", "encoded_image_string_tensor", "tf_example"],
+                           help="the SavedModel's input, as exporter_main_v2.py [%(default)s]")
         if name == "status":
             s.add_argument("--watch", type=float, metavar="SECONDS",
                            help="refresh every SECONDS until the sweep finishes")
@@ -286,7 +292,7 @@ def cmd_status(a: argparse.Namespace) -> int:
 def cmd_report(a: argparse.Namespace) -> int:
     from sweep import report
 
-    out = report.write_report(_experiment(a), a.out)
+    out = report.write_report(_experiment(a), a.out, fine_tune_from_best=a.fine_tune_from_best)
     print(f"report: {out}")
     return 0
 
@@ -294,7 +300,7 @@ def cmd_report(a: argparse.Namespace) -> int:
 def cmd_export(a: argparse.Namespace) -> int:
     from sweep import export
 
-    out = export.export_trial(_experiment(a), a.trial, a.out)
+    out = export.export_trial(_experiment(a), a.trial, a.out, input_type=a.input_type)
     print(f"SavedModel: {out}")
     return 0
 
