@@ -124,11 +124,14 @@ class TrialRunner:
         status = d.status()
         self.reported_step = int(status.get("reported_step", -1))
         self.best_value = status.get("best_value")
+        node_id = _node_id()
         d.update_status(
             state=RUNNING, reason=None, num_steps=self.num_steps,
             created_at=status.get("created_at", time.time()), started_at=time.time(),
             attempts=int(status.get("attempts", 0)) + 1, node=socket.gethostname(),
-            node_ip=_node_ip(), node_id=_node_id(), pid=os.getpid(),
+            node_ip=_node_ip(), node_id=node_id,
+            attempt_nodes=[*status.get("attempt_nodes", []), node_id],  # one per attempt
+            pid=os.getpid(),
             cuda_visible_devices=",".join(self.gpu_ids),
         )
         self.started = time.time() - float(status.get("elapsed", 0.0))
