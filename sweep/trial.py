@@ -204,6 +204,7 @@ class TrialRunner:
             time.sleep(self.spec.poll)
 
     def _result(self, m: metrics.TrialMetrics, step: int) -> dict[str, Any]:
+        self._wait_evaluated(step)
         row = dict(m.eval[step])
         train_row = m.train.get(step) or m.last_train()
         out: dict[str, Any] = {"step": step, "trial_dir": str(self.dir.path),
@@ -227,6 +228,17 @@ class TrialRunner:
         self.dir.update_status(**fields)
         _hparams_result(self, out, COMPLETED if done else None)
         return out
+
+    def _wait_evaluated(self, step: int, timeout: float = 30.0) -> None:
+        """The eval job flushes its events, then appends ``eval/evaluated.jsonl``: give it the
+        moment in between, so that best/ and a resumed trial (which reads that file to know the
+        final step is evaluated) see this evaluation, and the job is not killed mid-append."""
+        from sweep.worker import read_evaluated
+
+        deadline = time.time() + timeout
+        while (self.eval_proc is not None and self.eval_proc.alive() and time.time() < deadline
+               and not any(r["step"] == step for r in read_evaluated(self.dir.path))):
+            time.sleep(0.2)
 
     def _keep_best(self, step: int, value: float | None) -> None:
         """Copy the checkpoint evaluated at ``step`` to ``best/`` when it beats the best so far."""
