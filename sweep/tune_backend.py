@@ -310,6 +310,12 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
         tune.with_parameters(_trainable_class(), spec=spec),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
     progress, budget = _callbacks(settings, exp)
+    if resume and not tune.Tuner.can_restore(str(exp.ray_dir)):
+        # A new Tuner here would sample the known points again into the same study.
+        raise errors.ConfigError(errors.Problem(
+            "sweep resume", str(exp.ray_dir), "Ray Tune saved no experiment state before the "
+            "driver stopped, so there is nothing to resume",
+            f"start anew: sweep run ... --name {settings.name} --overwrite"))
     url = init_ray(settings)
     if url:
         print(f"Ray dashboard: {url}", flush=True)
@@ -328,7 +334,7 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_frequency=1),
         )
         ray_dir = exp.ray_dir
-        if resume and tune.Tuner.can_restore(str(ray_dir)):
+        if resume:
             tuner = tune.Tuner.restore(str(ray_dir), trainable=trainable,
                                        resume_unfinished=True, resume_errored=False,
                                        restart_errored=False)
