@@ -19,8 +19,11 @@ REPO = Path(__file__).resolve().parent.parent
 # The e2e space: three known points, so what each trial does is certain.
 #  1. the base config's own values (the report's baseline);
 #  2. an absurd learning rate that makes the loss NaN within the first 10 steps ("diverged");
-#  3. a learning rate so small that nothing is learnt: ASHA (on total_loss) stops it at the
-#     step-20 rung, since the baseline has recorded a lower loss there by then.
+#  3. an L2 weight 25x the base's: its regularization loss alone is larger than the base's
+#     total loss, so ASHA (on total_loss) stops it at the step-20 rung, where the baseline has
+#     recorded a lower loss by then (a tiny learning rate is not enough: one batch's loss is
+#     noisy at step 20).
+# The trials are told apart by their l2_weight.
 E2E_SPACE = """\
 description: e2e test space (tiny SSD MobileNet, 40 steps)
 parameters:
@@ -40,12 +43,12 @@ points:
     cosine_decay_learning_rate.learning_rate_base: 1.0e+6
     cosine_decay_learning_rate.warmup_learning_rate: 1.0e+5
     cosine_decay_learning_rate.warmup_steps: 0
-    l2_weight: 0.0004
+    l2_weight: 0.0005
   - learning_rate: cosine_decay_learning_rate
-    cosine_decay_learning_rate.learning_rate_base: 1.0e-8
-    cosine_decay_learning_rate.warmup_learning_rate: 1.0e-9
-    cosine_decay_learning_rate.warmup_steps: 0
-    l2_weight: 0.0004
+    cosine_decay_learning_rate.learning_rate_base: 0.02
+    cosine_decay_learning_rate.warmup_learning_rate: 0.005
+    cosine_decay_learning_rate.warmup_steps: 5
+    l2_weight: 0.01
 """
 
 

@@ -22,11 +22,11 @@ def _exp(real_sweep) -> Experiment:  # noqa: ANN001
     return Experiment(real_sweep.experiment)
 
 
-def _by_lr(exp: Experiment) -> dict[float, object]:
-    out = {}
-    for t in exp.trials():
-        out[t.params()["cosine_decay_learning_rate.learning_rate_base"]] = t
-    return out
+BASE, DIVERGING, HEAVY_L2 = 0.0004, 0.0005, 0.01  # the l2_weight of each e2e point
+
+
+def _by_l2(exp: Experiment) -> dict[float, object]:
+    return {t.params()["l2_weight"]: t for t in exp.trials()}
 
 
 def test_sweep_exits_cleanly(real_sweep) -> None:  # noqa: ANN001
@@ -53,7 +53,7 @@ def test_every_trial_has_a_folder_a_person_can_read(real_sweep) -> None:  # noqa
 
 def test_baseline_trains_and_reports_real_coco_metrics(real_sweep) -> None:  # noqa: ANN001
     exp = _exp(real_sweep)
-    base = _by_lr(exp)[0.02]  # the base config's own learning_rate_base
+    base = _by_l2(exp)[BASE]  # the base config's own learning_rate_base
     assert base.status()["state"] == COMPLETED
     m = metrics.read_trial(base.path)
     assert sorted(m.eval) == [20, 40]
@@ -75,7 +75,7 @@ def test_what_ray_and_optuna_got_matches_the_event_files(real_sweep) -> None:  #
     exp = _exp(real_sweep)
     s = exp.settings()
     study = optuna.load_study(study_name=s["study_name"], storage=s["storage_url"])
-    base = _by_lr(exp)[0.02]
+    base = _by_l2(exp)[BASE]
     ot = next(t for t in study.trials if t.user_attrs.get("ray_trial_id") == base.name)
     m = metrics.read_trial(base.path)
     at_evals = [m.train[step][metrics.TOTAL_LOSS] for step in sorted(m.eval)]
@@ -84,7 +84,7 @@ def test_what_ray_and_optuna_got_matches_the_event_files(real_sweep) -> None:  #
         assert any(math.isclose(value, v, rel_tol=1e-6) for v in at_evals), (value, at_evals)
     assert math.isclose(ot.value, at_evals[-1], rel_tol=1e-6)
     # The trial ASHA stopped is pruned with the value it was stopped at.
-    slow = _by_lr(exp)[1.0e-8]
+    slow = _by_l2(exp)[HEAVY_L2]
     ot = next(t for t in study.trials if t.user_attrs.get("ray_trial_id") == slow.name)
     m = metrics.read_trial(slow.path)
     assert ot.state == optuna.trial.TrialState.PRUNED
@@ -93,15 +93,15 @@ def test_what_ray_and_optuna_got_matches_the_event_files(real_sweep) -> None:  #
 
 
 def test_nan_loss_is_marked_diverged_and_the_sweep_goes_on(real_sweep) -> None:  # noqa: ANN001
-    t = _by_lr(_exp(real_sweep))[1.0e6]
+    t = _by_l2(_exp(real_sweep))[DIVERGING]
     st = t.status()
     assert st["state"] == FAILED
     assert st["reason"] == "diverged"
     assert "Loss/total_loss = nan" in st["detail"] or "inf" in st["detail"]
 
 
-def test_asha_stops_the_slow_learner_and_its_processes_are_gone(real_sweep) -> None:  # noqa: ANN001
-    t = _by_lr(_exp(real_sweep))[1.0e-8]
+def test_asha_stops_the_worse_trial_and_its_processes_are_gone(real_sweep) -> None:  # noqa: ANN001
+    t = _by_l2(_exp(real_sweep))[HEAVY_L2]
     st = t.status()
     assert st["state"] == STOPPED, st
     assert st["reported_step"] == 20
