@@ -5,9 +5,12 @@ inspect: the report, status, GPU placement, divergence, early stopping.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +65,7 @@ class SweepRun:
     returncode: int
     output: str
     wall_s: float
+    killed: dict  # the base trial's train process the fixture killed: pid, trial, at
 
 
 def make_workspace(root: Path, *, n_train: int = 64, n_eval: int = 16) -> Path:
@@ -80,6 +84,29 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 1500) -> subprocess.Com
                           capture_output=True, text=True, timeout=timeout)
 
 
+def kill_train_after_first_eval_checkpoint(trials_dir: Path, l2: float, stop: threading.Event,
+                                           killed: dict) -> None:
+    """Kill -9 the train process of the trial with ``l2_weight == l2`` as soon as its step-20
+    checkpoint is the latest (a real 'process killed' for the retry policy to handle)."""
+    while not stop.is_set():
+        for t in trials_dir.glob("*/params.json"):
+            try:
+                if json.loads(t.read_text()).get("l2_weight") != l2:
+                    continue
+                state = (t.parent / "checkpoint").read_text()
+                status = json.loads((t.parent / "status.json").read_text())
+            except (OSError, ValueError):
+                continue
+            if '"ckpt-2"' in state and status.get("train_pid"):
+                try:
+                    os.kill(status["train_pid"], signal.SIGKILL)
+                    killed.update(pid=status["train_pid"], trial=t.parent.name, at=time.time())
+                except ProcessLookupError:
+                    killed.update(missed=True)
+                return
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope="session")
 def real_sweep(tmp_path_factory: pytest.TempPathFactory) -> SweepRun:
     cwd = tmp_path_factory.mktemp("e2e")
@@ -87,6 +114,11 @@ def real_sweep(tmp_path_factory: pytest.TempPathFactory) -> SweepRun:
     space = cwd / "e2e_space.yaml"
     space.write_text(E2E_SPACE)
     t0 = time.time()
+    stop, killed = threading.Event(), {}
+    killer = threading.Thread(target=kill_train_after_first_eval_checkpoint,
+                              args=(cwd / "experiments" / "e2e" / "trials", 0.0004, stop, killed),
+                              daemon=True)
+    killer.start()
     proc = run_cli(["run", "--space", str(space), "--pipeline", str(pipeline), "--name", "e2e",
                     "--num-trials", "3", "--max-concurrent", "2", "--eval-every", "20",
                     "--metric", "total_loss", "--scheduler", "asha",
@@ -94,6 +126,7 @@ def real_sweep(tmp_path_factory: pytest.TempPathFactory) -> SweepRun:
                     "--max-consecutive-failures", "5", "--no-dashboard"], cwd)
     run = SweepRun(cwd=cwd, experiment=cwd / "experiments" / "e2e", reports=cwd / "reports" / "e2e",
                    pipeline=pipeline, space=space, returncode=proc.returncode,
-                   output=proc.stdout + proc.stderr, wall_s=time.time() - t0)
+                   output=proc.stdout + proc.stderr, wall_s=time.time() - t0, killed=killed)
+    stop.set()
     (cwd / "sweep-run.log").write_text(run.output)
     return run

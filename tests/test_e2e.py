@@ -69,6 +69,25 @@ def test_baseline_trains_and_reports_real_coco_metrics(real_sweep) -> None:  # n
     assert list((base.path / "best").glob(best["checkpoint"] + ".index"))
 
 
+def test_a_killed_train_process_is_retried_from_its_checkpoint(real_sweep) -> None:  # noqa: ANN001
+    """The fixture kill -9'd the baseline's OD API train process right after its step-20
+    checkpoint: the trial restarted it, train_loop restored that checkpoint (no step trained
+    from 0 again), and the trial still completed."""
+    assert real_sweep.killed.get("pid"), real_sweep.killed
+    base = _by_l2(_exp(real_sweep))[BASE]
+    assert real_sweep.killed["trial"] == base.name
+    st = base.status()
+    assert st["state"] == COMPLETED and st["retries"] == 1
+    assert st["last_failure"].startswith("killed: train process exited with -9")
+    assert st["train_pid"] != real_sweep.killed["pid"]
+    files = metrics.event_files(base.path / "train")
+    assert len(files) == 2  # one per train process
+    second = [s.step for s in metrics.read_scalars(base.path / "train")
+              if s.wall_time >= real_sweep.killed["at"]]
+    assert second and min(second) > 20 and max(second) == 40
+    assert base.train_log.read_text().count("start train") == 2
+
+
 def test_what_ray_and_optuna_got_matches_the_event_files(real_sweep) -> None:  # noqa: ANN001
     """Each result the trial reported to Ray Tune reached the Optuna study (as an intermediate
     value) with the numbers the OD API wrote: the train job's total_loss at each eval step."""
