@@ -285,6 +285,8 @@ def worker_wrapper(flags: dict[str, Any], argv: list[str]) -> int:
 
     if flags.get("grappler_off"):
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    if flags.get("eval_initial") and argv and argv[0] == "eval":
+        argv = [*argv, "--eval-initial"]  # warm-up: evaluate step 0 while training traces
     if flags.get("eval_threads") and argv and argv[0] == "eval":
         i = argv.index("--threads")
         argv = [*argv[:i + 1], str(flags["eval_threads"]), *argv[i + 2:]]
@@ -361,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", nargs="*", default=[],
                    choices=["import", "train", "eval", "trial", "cuts"],
                    help="parts to leave out (cuts = the variant runs)")
+    p.add_argument("--trials", nargs="*", default=["base", "cut", "warm"],
+                   choices=["base", "cut", "warm"],
+                   help="trial variants: today's path, num_visualizations 0 + grappler off, "
+                   "eval warm-up on the step-0 checkpoint (--eval-initial)")
     p.add_argument("--more", action="store_true",
                    help="also: train threads 2, num_steps_per_iteration=checkpoint_every, "
                    "grappler off in the eval probe")
@@ -439,11 +445,17 @@ def main(argv: list[str] | None = None) -> int:
 
     if "trial" not in a.skip:
         tr = {"pipeline": str(pipeline), "eval_every": every, "threads": 1}
-        R["trial"] = run_probe("trial", {**tr, "root": str(work / "exp_base")}, work, "trial_base")
-        if cuts:
+        if "base" in a.trials:
+            R["trial"] = run_probe("trial", {**tr, "root": str(work / "exp_base")}, work,
+                                   "trial_base")
+        if cuts and "cut" in a.trials:
             R["trial_cut"] = run_probe(
                 "trial", {**tr, "root": str(work / "exp_cut"), "num_visualizations": 0,
                           "worker_flags": {"grappler_off": True}}, work, "trial_cut")
+        if cuts and "warm" in a.trials:
+            R["trial_warm"] = run_probe(
+                "trial", {**tr, "root": str(work / "exp_warm"),
+                          "worker_flags": {"eval_initial": True}}, work, "trial_warm")
     R["uptime_after"] = uptime()
     R["total_s"] = time.time() - t_all
     a.out.parent.mkdir(parents=True, exist_ok=True)
@@ -499,13 +511,14 @@ def report(R: dict[str, Any]) -> str:
                          f"COCO evaluate {f(r['coco_evaluate_s'], 2)} s, restore "
                          f"{f(r['restore_s'], 2)} s"))
     for key, label in (("trial", "trial (TrialRunner, today's path)"),
-                       ("trial_cut", "trial with cuts (num_visualizations 0 + grappler off)")):
+                       ("trial_cut", "trial with cuts (num_visualizations 0 + grappler off)"),
+                       ("trial_warm", "trial with eval warm-up on the step-0 checkpoint")):
         t = R.get(key) or {}
         if t and not t.get("failed"):
             ev_txt = "; ".join(
                 f"step {e['step']}: ckpt at {f(e['checkpoint_written_s'])} s, eval start "
                 f"{f(e['eval_started_s'])} s (waited {f(e['waited_for_eval_s'])} s), took "
-                f"{f(e['eval_s'])} s" for e in t["evals"] if e["step"] > 0)
+                f"{f(e['eval_s'])} s" for e in t["evals"] if e["step"] > 0 or e["eval_s"])
             rows.append((f"{label}: wall to done", t["wall_s"],
                          f"first train summary at {f(t['train_first_summary_s'])} s, last at "
                          f"{f(t['train_last_summary_s'])} s; {ev_txt}"))
@@ -558,6 +571,10 @@ def report(R: dict[str, Any]) -> str:
     if t and tc and not tc.get("failed") and not t.get("failed"):
         cut("whole trial wall s (cuts: num_visualizations 0 + grappler off)", t["wall_s"],
             tc["wall_s"])
+    tw = R.get("trial_warm") or {}
+    if t and tw and not tw.get("failed") and not t.get("failed"):
+        cut("whole trial wall s (eval warm-up on the step-0 checkpoint)", t["wall_s"],
+            tw["wall_s"])
     L += ["", f"Benchmark total: {f(R['total_s'])} s.", ""]
     return "\n".join(L)
 
