@@ -88,6 +88,7 @@ def evaluate(pipeline: Path, model_dir: Path, *, poll: float, eval_initial: bool
     writer = tf.summary.create_file_writer(str(model_dir / "eval"))
     done = {row["checkpoint"] for row in read_evaluated(model_dir)}
     last_new = time.time()
+    warmed = False
     while True:
         latest = tf.train.latest_checkpoint(str(model_dir))
         if latest is None or Path(latest).name in done:
@@ -115,6 +116,14 @@ def evaluate(pipeline: Path, model_dir: Path, *, poll: float, eval_initial: bool
             metrics = {k: float(v) for k, v in result.items()}
             print(f"eval: step {step} {Path(latest).name} in {time.time() - t0:.1f}s "
                   f"mAP={metrics.get('DetectionBoxes_Precision/mAP')}", flush=True)
+        elif not warmed:
+            # The first eager_eval_loop in a process pays a one-time tracing cost (56 s of an
+            # 82 s eval vs 6-7 s later; benchmarks/trial_cost.py). Pay it on the step-0
+            # checkpoint while training traces. No default summary writer: nothing is written.
+            t0 = time.time()
+            model_lib_v2.eager_eval_loop(model, configs, eval_input, global_step=global_step)
+            print(f"eval: warm-up on {Path(latest).name} in {time.time() - t0:.1f}s", flush=True)
+        warmed = True
         done.add(Path(latest).name)
         with open(model_dir / "eval" / EVALUATED, "a") as f:
             f.write(json.dumps({"checkpoint": Path(latest).name, "step": step,
