@@ -1,0 +1,215 @@
+"""`sweep resume` after the driver was killed with SIGKILL (slow: real OD API, Ray, Optuna).
+
+One run: `sweep run` (3 trials, one at a time) is killed -9 once the first trial is COMPLETED
+and the second is mid-training with a checkpoint past step 0; then `sweep resume` finishes it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import psutil
+import pytest
+
+from sweep import metrics
+from sweep.experiment import COMPLETED, FAILED, RUNNING, Experiment, TrialDir
+from tests.conftest import REPO, make_workspace, run_cli
+
+NUM_STEPS = 100  # checkpoints every 20 steps: a window of 80 steps to kill the driver in
+SPACE = f"""\
+description: resume test (tiny SSD MobileNet, {NUM_STEPS} steps)
+parameters:
+  num_steps: {NUM_STEPS}
+  l2_weight: {{loguniform: [1.0e-5, 1.0e-2]}}
+  learning_rate:
+    choice:
+      cosine_decay_learning_rate:
+        cosine_decay_learning_rate.learning_rate_base: {{loguniform: [1.0e-8, 1.0e+6]}}
+        cosine_decay_learning_rate.total_steps: {{derived: num_steps}}
+        cosine_decay_learning_rate.warmup_learning_rate:
+          loguniform: [1.0e-9, cosine_decay_learning_rate.learning_rate_base]
+        cosine_decay_learning_rate.warmup_steps: {{int: [0, 5]}}
+points:
+  - base
+  - learning_rate: cosine_decay_learning_rate
+    cosine_decay_learning_rate.learning_rate_base: 0.01
+    cosine_decay_learning_rate.warmup_learning_rate: 0.001
+    cosine_decay_learning_rate.warmup_steps: 0
+    l2_weight: 0.0004
+  # The trial that starts after the resume diverges at once: the sweep's third trial is
+  # still sampled from the restored searcher, at little cost.
+  - learning_rate: cosine_decay_learning_rate
+    cosine_decay_learning_rate.learning_rate_base: 1.0e+6
+    cosine_decay_learning_rate.warmup_learning_rate: 1.0e+5
+    cosine_decay_learning_rate.warmup_steps: 0
+    l2_weight: 0.0004
+"""
+
+
+def _ckpt_numbers(t: TrialDir) -> list[int]:
+    return [n for n, _ in t.checkpoints()]
+
+
+def _snapshot(path: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``path`` with its size and mtime (ns): "untouched" means equal."""
+    return {str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def _file_steps(path: Path) -> list[int]:
+    from tensorboard.compat.proto import event_pb2
+
+    steps = []
+    for payload in metrics._records(path):
+        e = event_pb2.Event()
+        e.ParseFromString(payload)
+        if e.HasField("summary") and e.summary.value:
+            steps.append(int(e.step))
+    return steps
+
+
+def _wait_gone(pids: list[int], timeout: float) -> list[int]:
+    deadline = time.time() + timeout
+    alive = list(pids)
+    while alive and time.time() < deadline:
+        alive = [p for p in alive if psutil.pid_exists(p)
+                 and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        time.sleep(1)
+    return alive
+
+
+def _kill_tree(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9(tmp_path: Path) -> None:
+    t_start = time.time()
+    pipeline = make_workspace(tmp_path)
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    log = open(tmp_path / "run.log", "w")  # noqa: SIM115 - the child writes it
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "sweep.cli", "run", "--space", str(space), "--pipeline",
+         str(pipeline), "--name", "rs", "--num-trials", "3", "--max-concurrent", "1",
+         "--eval-every", "20", "--scheduler", "fifo", "--no-dashboard", "--no-report"],
+        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    exp = Experiment(tmp_path / "experiments" / "rs")
+    descendants: list[int] = []
+    try:
+        # 1. Wait for: one trial COMPLETED, another RUNNING with a checkpoint past step 0 (ckpt-1
+        #    is step 0, ckpt-k is step 20*(k-1)) but not the last one (ckpt-6 = step 100).
+        done = interrupted = None
+        deadline = time.time() + 1800
+        while time.time() < deadline and driver.poll() is None:
+            trials = exp.trials()
+            done = next((t for t in trials if t.status().get("state") == COMPLETED), None)
+            interrupted = next(
+                (t for t in trials if t.status().get("state") == RUNNING
+                 and _ckpt_numbers(t) and 2 <= max(_ckpt_numbers(t)) < 6), None)
+            if done and interrupted:
+                break
+            time.sleep(0.25)
+        assert done and interrupted, (driver.poll(), (tmp_path / "run.log").read_text()[-3000:])
+        descendants = [p.pid for p in psutil.Process(driver.pid).children(recursive=True)]
+        os.kill(driver.pid, signal.SIGKILL)  # kill -9: no cleanup, no final state save
+        driver.wait(timeout=30)
+        t_killed = time.time()
+        killed_at_ckpt = max(_ckpt_numbers(interrupted))
+        st = interrupted.status()
+        done_before = _snapshot(done.path)
+        print(f"killed the driver at {t_killed - t_start:.0f}s; {done.name} done, "
+              f"{interrupted.name} at ckpt-{killed_at_ckpt}")
+
+        # 2. The orphaned OD API jobs watch their parent (the Ray actor) and end by themselves;
+        #    the actor ends with the embedded Ray, which ends with its driver.
+        jobs = [int(st[k]) for k in ("train_pid", "eval_pid") if st.get(k)]
+        assert len(jobs) == 2, st
+        assert _wait_gone(jobs + [int(st["pid"])], 90) == [], "train/eval/actor outlived the driver"
+        lingering = _wait_gone(descendants, 30)
+        _kill_tree(lingering)  # Ray's own processes, if any outlived their driver
+
+        # 3. Resume.
+        t0 = time.time()
+        res = run_cli(["resume", "rs", "--no-dashboard", "--no-report"], tmp_path, timeout=1200)
+        resume_s = time.time() - t0
+        (tmp_path / "resume.log").write_text(res.stdout + res.stderr)
+        assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+        print(f"resume took {resume_s:.0f}s; lingering Ray processes after kill: {lingering}")
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        log.close()
+        _kill_tree([p for p in descendants if psutil.pid_exists(p)])
+
+    out = res.stdout + res.stderr
+    assert "3/3 trials done" in out, out[-3000:]
+
+    # Finished trials are untouched: not re-run, same files, same eval events.
+    assert _snapshot(done.path) == done_before
+    assert done.status()["attempts"] == 1
+
+    # The interrupted trial continued from its checkpoint, in the same folder.
+    st = interrupted.status()
+    assert st["state"] == COMPLETED, st
+    assert st["attempts"] == 2, st
+    files = metrics.event_files(interrupted.path / "train")
+    assert len(files) == 2, files  # one per attempt
+    first, second = (_file_steps(f) for f in files)
+    assert min(first) < 20 and min(second) >= 20 * (killed_at_ckpt - 1) > 0, (first, second)
+    assert max(second) == NUM_STEPS
+    m = metrics.read_trial(interrupted.path)
+    assert max(m.eval) == NUM_STEPS
+    assert (interrupted.train_log.read_text().count("start train")) == 2
+
+    # Exactly num_trials trials, each once: folders, Ray trials and Optuna trials agree.
+    trials = exp.trials()
+    assert len(trials) == 3, [t.name for t in trials]
+    assert sorted(p.name for p in exp.ray_dir.iterdir() if p.is_dir()) == sorted(
+        t.name for t in trials)
+    params = [tuple(sorted(t.params().items())) for t in trials]
+    assert len(set(params)) == 3
+    third = next(t for t in trials if t.name not in (done.name, interrupted.name))
+    assert third.status()["state"] == FAILED and third.status()["reason"] == "diverged"
+
+    s = exp.settings()
+    study = optuna.load_study(study_name=s["study_name"], storage=s["storage_url"])
+    assert len(study.trials) == 3, [(t.number, t.state, t.user_attrs) for t in study.trials]
+    by_ray = {t.user_attrs.get("ray_trial_id"): t for t in study.trials}
+    assert set(by_ray) == {t.name for t in trials}
+    expected = {COMPLETED: optuna.trial.TrialState.COMPLETE, FAILED: optuna.trial.TrialState.FAIL}
+    for t in trials:
+        assert by_ray[t.name].state == expected[t.status()["state"]], t.name
+    assert by_ray[interrupted.name].value == pytest.approx(m.eval[NUM_STEPS][metrics.MAP])
+
+    status = run_cli(["status", "rs"], tmp_path, timeout=120)
+    assert status.returncode == 0 and "finished" in status.stdout
+    print(f"test_resume wall time {time.time() - t_start:.0f}s")
+
+
+def test_resume_without_ray_state_refuses_before_starting_ray(tmp_path: Path) -> None:
+    """Killed before Ray saved anything: resuming would sample the known points again into the
+    same study, so it stops with the fix instead (and starts no Ray)."""
+    import ray
+
+    from sweep.errors import ConfigError
+    from sweep.settings import SweepSettings
+    from sweep.tune_backend import run_sweep
+
+    settings = SweepSettings(name="early", space=tmp_path / "s.yaml", pipeline=tmp_path / "p",
+                             storage=tmp_path)
+    (tmp_path / "early" / "ray").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="--overwrite"):
+        run_sweep(settings, None, [], 40, resume=True)
+    assert not ray.is_initialized()
