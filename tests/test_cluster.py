@@ -36,7 +36,7 @@ from tests.conftest import REPO, make_workspace
 
 pytestmark = pytest.mark.slow
 
-NUM_STEPS = 100
+NUM_STEPS = 60
 SPACE = f"""\
 description: cluster test (tiny SSD MobileNet, {NUM_STEPS} steps)
 parameters:

@@ -21,7 +21,7 @@ from sweep import metrics
 from sweep.experiment import COMPLETED, FAILED, RUNNING, Experiment, TrialDir
 from tests.conftest import REPO, make_workspace, run_cli
 
-NUM_STEPS = 100  # checkpoints every 20 steps: a window of 80 steps to kill the driver in
+NUM_STEPS = 60  # checkpoints every 20 steps: a window of 40 steps to kill the driver in
 SPACE = f"""\
 description: resume test (tiny SSD MobileNet, {NUM_STEPS} steps)
 parameters:
@@ -109,7 +109,7 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
     descendants: list[int] = []
     try:
         # 1. Wait for: one trial COMPLETED, another RUNNING with a checkpoint past step 0 (ckpt-1
-        #    is step 0, ckpt-k is step 20*(k-1)) but not the last one (ckpt-6 = step 100).
+        #    is step 0, ckpt-k is step 20*(k-1)) but not the last one (ckpt-4 = step 60).
         done = interrupted = None
         deadline = time.time() + 1800
         while time.time() < deadline and driver.poll() is None:
@@ -117,7 +117,7 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
             done = next((t for t in trials if t.status().get("state") == COMPLETED), None)
             interrupted = next(
                 (t for t in trials if t.status().get("state") == RUNNING
-                 and _ckpt_numbers(t) and 2 <= max(_ckpt_numbers(t)) < 6), None)
+                 and _ckpt_numbers(t) and 2 <= max(_ckpt_numbers(t)) < NUM_STEPS // 20 + 1), None)
             if done and interrupted:
                 break
             time.sleep(0.25)
