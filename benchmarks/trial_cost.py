@@ -183,7 +183,7 @@ def probe_eval(a: dict[str, Any]) -> dict[str, Any]:
                                                   global_step=global_step)
         writer.flush()
         t_done = time.time()
-        gaps = [b - x for x, b in zip(stamps, stamps[1:])]
+        gaps = [b - x for x, b in zip(stamps, stamps[1:], strict=False)]
         runs.append({
             "checkpoint": Path(ckpt_path).name, "step": int(global_step.numpy()),
             "num_visualizations": n_viz, "restore_s": t_restored - t,
