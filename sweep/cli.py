@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "fine-tune checkpoint). Exit 0 when all pass, 2 otherwise.")
     v.add_argument("space", type=Path)
     v.add_argument("pipeline", type=Path)
+    v.add_argument("--storage", type=Path, default=Path("experiments"),
+                   help="where `best:EXPERIMENT` fine-tune checkpoints are looked up [%(default)s]")
+    v.add_argument("--no-data", action="store_true",
+                   help="check the space and config only (skip label map, TFRecords, checkpoints)")
 
     for name, helptext in (("status", "table of an experiment's trials"),
                            ("report", "write reports/<experiment>/"),
@@ -208,7 +212,7 @@ def _run(settings: Any, *, overwrite: bool, report: bool, resume: bool = False) 
 
     if not resume:
         settings.check()
-        validate.check(settings.space, settings.pipeline)
+        validate.check(settings.space, settings.pipeline, storage=settings.storage)
         settings.dataset = _dataset_info(settings.pipeline)
         exp = prepare_experiment(settings, overwrite=overwrite)
     else:
@@ -266,7 +270,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 def cmd_validate(a: argparse.Namespace) -> int:
     from sweep import validate
 
-    validate.check(a.space, a.pipeline)
+    validate.check(a.space, a.pipeline, storage=a.storage, check_data=not a.no_data)
     print(f"ok: {a.space} is valid for {a.pipeline}")
     return 0
 

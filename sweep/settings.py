@@ -55,6 +55,9 @@ class SweepSettings:
     model_name: str = ""
     dataset: dict[str, Any] = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
+    # Relative paths in a pipeline.config (the tutorial's "annotations/train.record") are
+    # relative to where `sweep run` was started; trials run their OD API jobs from there.
+    cwd: str = field(default_factory=lambda: str(Path.cwd()))
 
     @property
     def experiment_root(self) -> Path:

@@ -9,6 +9,7 @@ both processes for an abnormal exit.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -59,6 +60,7 @@ class TrialSpec:
     poll: float = 1.0
     extra_env: Mapping[str, str] = field(default_factory=dict)
     worker_module: str = "sweep.worker"  # tests swap in a fast stand-in for the OD API jobs
+    cwd: Path | None = None  # where relative paths in pipeline.config start (the driver's cwd)
 
 
 def plan_steps(num_steps: int, eval_every: int) -> tuple[int, int]:
@@ -100,7 +102,7 @@ class TrialRunner:
         self.dir: TrialDir = self.exp.trial(name)
         self.params = dict(params)
         self.gpu_ids = [str(g) for g in (gpu_ids or [])]
-        self._render = render or _render_pipeline
+        self._render = render or functools.partial(_render_pipeline, storage=self.exp.root.parent)
         self.train_proc: ManagedProcess | None = None
         self.eval_proc: ManagedProcess | None = None
         self.num_steps = 0
@@ -157,14 +159,14 @@ class TrialRunner:
             "train", ["-m", self.spec.worker_module, "train", *self._common_args(),
                       "--checkpoint-every", str(every), "--steps-per-iteration", str(per_iter),
                       "--keep", str(self.spec.keep_checkpoints)],
-            self.dir.train_log, env=self._env())
+            self.dir.train_log, env=self._env(), cwd=self.spec.cwd)
         self.dir.update_status(train_pid=self.train_proc.pid)
 
     def _start_eval(self) -> None:
         self.eval_proc = start(
             "eval", ["-m", self.spec.worker_module, "eval", *self._common_args(),
                      "--poll", str(self.spec.poll)],
-            self.dir.eval_log, env=self._env())
+            self.dir.eval_log, env=self._env(), cwd=self.spec.cwd)
         self.dir.update_status(eval_pid=self.eval_proc.pid)
 
     def stop(self, state: str = STOPPED, reason: str | None = "stopped early by the scheduler"
@@ -334,11 +336,12 @@ def _num_steps(pipeline: Path) -> int:
     return int(cfg.train_config.num_steps)
 
 
-def _render_pipeline(base: Path, params: Mapping[str, Any], out: Path) -> int:
-    """Render the trial's pipeline.config from the base and its parameters; returns num_steps."""
+def _render_pipeline(base: Path, params: Mapping[str, Any], out: Path, storage: Path) -> int:
+    """Render the trial's pipeline.config from the base and its parameters; returns num_steps.
+    ``best:EXPERIMENT`` fine-tune checkpoints resolve among the experiments in ``storage``."""
     from sweep import render
 
-    cfg = render.render(render.load_pipeline(base), params)
+    cfg = render.render(render.load_pipeline(base), params, storage=storage)
     render.write_pipeline(cfg, out)
     return int(cfg.train_config.num_steps)
 

@@ -305,7 +305,8 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
                      threads=max(1, int(settings.cpus_per_trial)),
                      max_failures=settings.max_failures,
                      # A test hook: tests run Ray-level logic with a fast stand-in worker.
-                     worker_module=os.environ.get("SWEEP_WORKER_MODULE", "sweep.worker"))
+                     worker_module=os.environ.get("SWEEP_WORKER_MODULE", "sweep.worker"),
+                     cwd=Path(settings.cwd))
     trainable = tune.with_resources(
         tune.with_parameters(_trainable_class(), spec=spec),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})

@@ -105,7 +105,8 @@ def main() -> None:
     p.add_argument("--steps-per-iteration", type=int, default=10)
     a, _ = p.parse_known_args()
     (a.model_dir / "eval").mkdir(parents=True, exist_ok=True)
-    print(f"fake {a.job} CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}", flush=True)
+    print(f"fake {a.job} CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')} "
+          f"cwd={os.getcwd()}", flush=True)
     train(a) if a.job == "train" else evaluate(a)
 
 

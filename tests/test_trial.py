@@ -27,7 +27,7 @@ def _runner(tmp_path: Path, mode: str = "ok", *, max_failures: int = 2, name: st
             metric: str = "DetectionBoxes_Precision/mAP", metric_mode: str = "max") -> TrialRunner:
     (tmp_path / "base_pipeline.config").write_text("")
     spec = TrialSpec(experiment_root=tmp_path, eval_every=20, max_failures=max_failures,
-                     metric=metric, mode=metric_mode,
+                     metric=metric, mode=metric_mode, cwd=tmp_path,
                      poll=0.05, worker_module="tests.fake_worker",
                      extra_env={"FAKE_MODE": mode, "PYTHONPATH": str(REPO)})
     return TrialRunner(spec, name, params or {"lr": 0.1}, gpu_ids=gpu_ids, render=_render)
@@ -61,6 +61,8 @@ def test_a_result_per_evaluation_then_completed(tmp_path: Path) -> None:
     assert st["state"] == COMPLETED and st["reported_step"] == 40
     assert st["cuda_visible_devices"] == "1"
     assert "CUDA_VISIBLE_DEVICES=1" in r.dir.train_log.read_text()
+    # Jobs run where `sweep run` was started: the tutorial's pipeline.config has relative paths.
+    assert f"cwd={tmp_path}" in r.dir.train_log.read_text()
     # Best by mAP (max) is the step-40 checkpoint, copied aside with its eval.
     best = json.loads((r.dir.path / "best" / "best.json").read_text())
     assert best["step"] == 40 and best["value"] == pytest.approx(0.4)
