@@ -46,13 +46,15 @@ def _cell(v: Any) -> str:
 def format_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no trials yet"
-    cols = ["trial", "state", "step", "total_loss", "mAP", "elapsed", "gpus", "node", "reason"]
+    cols = ["trial", "state", "step", "total_loss", "mAP", "elapsed", "tries", "gpus", "node",
+            "reason"]
     cells = []
     for r in rows:
         step = f"{r['step']}/{r['of']}" if r.get("of") else str(r["step"])
         el = r.get("elapsed_s")
         cells.append([r["trial"], r["state"], step, _cell(r["total_loss"]), _cell(r["mAP"]),
-                      "-" if el is None else f"{el / 60:.1f} min", r["gpus"], r["node"],
+                      "-" if el is None else f"{el / 60:.1f} min", _cell(r["attempts"]), r["gpus"],
+                      r["node"],
                       r["reason"]])
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
     line = "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))
