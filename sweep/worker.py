@@ -8,9 +8,10 @@ newest checkpoint in the model_dir, so a retried trial continues where it was ki
 
 ``eval`` is the eval job: like ``model_lib_v2.eval_continuously`` it builds the model once and
 runs ``model_lib_v2.eager_eval_loop`` (COCO detection metrics) on each new checkpoint, but it
-polls every second instead of every 180-300 s, skips the untrained step-0 checkpoint, skips
-checkpoints it already evaluated (so a restarted eval job does not redo work), exits once the
-final step is evaluated, and records which checkpoint gave which metrics in
+evaluates every checkpoint in order rather than jumping to the newest, polls every second
+instead of every 180-300 s, warms up on the untrained step-0 checkpoint without recording it,
+skips checkpoints it already evaluated (so a restarted eval job does not redo work), exits once
+the final step is evaluated, and records which checkpoint gave which metrics in
 ``eval/evaluated.jsonl`` (the OD API keeps no "best" checkpoint; the trial keeps one from this).
 """
 
@@ -90,8 +91,8 @@ def evaluate(pipeline: Path, model_dir: Path, *, poll: float, eval_initial: bool
     last_new = time.time()
     warmed = False
     while True:
-        latest = tf.train.latest_checkpoint(str(model_dir))
-        if latest is None or Path(latest).name in done:
+        latest = _next_checkpoint(tf, model_dir, done)
+        if latest is None:
             if time.time() - last_new > timeout:
                 print(f"eval: no new checkpoint for {timeout:.0f}s; exiting", flush=True)
                 return
@@ -130,6 +131,18 @@ def evaluate(pipeline: Path, model_dir: Path, *, poll: float, eval_initial: bool
                                 "metrics": metrics, "time": time.time()}) + "\n")
         if step >= num_steps:
             return
+
+
+def _next_checkpoint(tf, model_dir: Path, done: set[str]) -> str | None:  # noqa: ANN001
+    """The oldest checkpoint not evaluated yet. Unlike eval_continuously (which jumps to the
+    newest), every checkpoint still on disk gets its evaluation, so a scheduler sees every rung
+    even when the eval job lags behind training."""
+    state = tf.train.get_checkpoint_state(str(model_dir))
+    paths = list(state.all_model_checkpoint_paths) if state else []
+    for path in paths:
+        if Path(path).name not in done and tf.io.gfile.exists(f"{path}.index"):
+            return path
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
