@@ -249,7 +249,10 @@ def _callbacks(settings: SweepSettings, exp: Experiment):  # noqa: ANN202
 
 
 def _short(config: dict) -> str:
-    items = [f"{k.split('.')[-1]}={_fmt(v)}" for k, v in sorted(config.items())]
+    # Last path component, unless two keys share it (learning_rate vs <schedule>.learning_rate).
+    last = [k.split(".")[-1] for k in config]
+    items = [f"{k.split('.')[-1] if last.count(k.split('.')[-1]) == 1 else k}={_fmt(v)}"
+             for k, v in sorted(config.items())]
     return ", ".join(items)[:160]
 
 
