@@ -175,3 +175,30 @@ def test_status_command_shows_every_trial(real_sweep) -> None:  # noqa: ANN001
     for t in _exp(real_sweep).trials():
         assert t.name in out.stdout
     assert "diverged" in out.stdout and "COMPLETED" in out.stdout and "STOPPED" in out.stdout
+
+
+def test_report_leaderboard_and_best_config_match_the_real_trials(real_sweep) -> None:  # noqa: ANN001
+    """`sweep run` ended by writing reports/e2e/: the leaderboard's numbers are the event
+    files', and best/pipeline.config is the best trial's rendered config."""
+    import pandas as pd
+
+    exp = _exp(real_sweep)
+    board = pd.read_csv(real_sweep.reports / "leaderboard.csv").set_index("trial")
+    assert set(board.index) == {t.name for t in exp.trials()}
+    for t in exp.trials():
+        row, m = board.loc[t.name], metrics.read_trial(t.path)
+        assert row["state"] == t.status()["state"]
+        assert row["steps"] == m.last_train_step
+        for tag, v in m.last_train().items():
+            got = row[f"train:{tag}"]
+            assert (math.isnan(v) and pd.isna(got)) or got == pytest.approx(v, rel=1e-6)
+        for tag, v in m.last_eval().items():
+            assert row[f"eval:{tag}"] == pytest.approx(v, rel=1e-6)
+    # Ranked by total_loss (min) over the reported evals: the baseline beats the heavy-L2 one.
+    base = _by_l2(exp)[BASE]
+    assert (real_sweep.reports / "best" / "pipeline.config").read_bytes() == \
+        base.pipeline_path.read_bytes()
+    md = (real_sweep.reports / "leaderboard.md").read_text()
+    assert base.name in md
+    html = (real_sweep.reports / "report.html").read_text()
+    assert "diverged" in html and "data:image/png;base64," in html
