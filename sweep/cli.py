@@ -185,7 +185,7 @@ def prepare_experiment(settings: Any, *, overwrite: bool) -> Any:
 def _dataset_info(pipeline_path: Path) -> dict[str, Any]:
     """Example counts and classes for the report (the seed's "Dataset" and "Classes")."""
     from sweep import render
-    from sweep.dataset import iter_records
+    from sweep.tfrecord import read_records
 
     cfg = render.load_pipeline(pipeline_path)
     out: dict[str, Any] = {"num_classes": _num_classes(cfg)}
@@ -195,7 +195,7 @@ def _dataset_info(pipeline_path: Path) -> dict[str, Any]:
         if reader is None:
             continue
         try:
-            out[key] = sum(sum(1 for _ in iter_records(Path(p)))
+            out[key] = sum(sum(1 for _ in read_records(p))
                            for p in reader.tf_record_input_reader.input_path)
         except (OSError, ValueError):
             out[key] = None

@@ -8,7 +8,8 @@ Writes what the TF2 OD API tutorial keeps in ``annotations/``::
 
 TensorFlow is not imported: the Example protos come from a private descriptor pool (wire-
 compatible with ``tensorflow.Example``, which is all a TFRecord reader sees) and the TFRecord
-framing is written here, so making the data takes about a second and works in fast tests.
+framing comes from ``sweep.tfrecord``, so making the data takes about a second and works in fast
+tests.
 
 Never clobbers: a target file that exists with different bytes is an error (``ConfigError``
 naming the file) unless ``overwrite=True``; identical files are left alone, so running the demo
@@ -20,8 +21,7 @@ from __future__ import annotations
 import io
 import math
 import os
-import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,10 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from sweep.errors import ConfigError, Problem
+from sweep.tfrecord import crc32c, frame_record, masked_crc32c, read_records  # noqa: F401 - re-exported
+
+# The TFRecord framing lives in sweep.tfrecord; these names stay importable from here.
+iter_records = read_records  # yields every payload, both checksums of every record verified
 
 CLASS_NAMES: tuple[str, ...] = ("prohibitory", "warning", "mandatory", "stop")
 LABEL_MAP = "label_map.pbtxt"
@@ -133,64 +137,6 @@ def decode_example(data: bytes) -> dict[str, list[Any]]:
         kind = f.WhichOneof("kind")
         out[key] = list(getattr(f, kind).value) if kind else []
     return out
-
-
-# --------------------------------------------------------------------------- TFRecord framing
-
-
-def _crc32c_table() -> list[int]:
-    table = []
-    for n in range(256):
-        c = n
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1  # Castagnoli, reflected
-        table.append(c)
-    return table
-
-
-_CRC_TABLE = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-    crc = 0xFFFFFFFF
-    table = _CRC_TABLE
-    for b in data:
-        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def masked_crc32c(data: bytes) -> int:
-    """TFRecord's checksum: crc32c rotated right by 15 plus a constant."""
-    crc = crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def frame_record(data: bytes) -> bytes:
-    """One TFRecord: length (uint64 LE), its masked crc, the data, the data's masked crc."""
-    header = struct.pack("<Q", len(data))
-    return (header + struct.pack("<I", masked_crc32c(header)) + data
-            + struct.pack("<I", masked_crc32c(data)))
-
-
-def iter_records(path: Path) -> Iterator[bytes]:
-    """Yield the payloads of a TFRecord file, checking both checksums of every record."""
-    with open(path, "rb") as f:
-        index = 0
-        while header := f.read(12):
-            if len(header) < 12:
-                raise ValueError(f"{path}: record {index} is truncated (header)")
-            (length,), (length_crc,) = struct.unpack("<Q", header[:8]), struct.unpack(
-                "<I", header[8:]
-            )
-            if masked_crc32c(header[:8]) != length_crc:
-                raise ValueError(f"{path}: record {index} has a bad length checksum")
-            body = f.read(length + 4)
-            if len(body) < length + 4:
-                raise ValueError(f"{path}: record {index} is truncated (data)")
-            if masked_crc32c(body[:length]) != struct.unpack("<I", body[length:])[0]:
-                raise ValueError(f"{path}: record {index} has a bad data checksum")
-            yield body[:length]
-            index += 1
 
 
 # --------------------------------------------------------------------------- drawing

@@ -5,9 +5,9 @@ eval job writes ``<model_dir>/eval/events.out.tfevents.*``; both hold TF2 tensor
 Trials, ``sweep status``, reports and tests all read metrics through this module, so a number
 in a report is the number in the event file.
 
-It parses the TFRecord framing itself instead of importing TensorFlow (an 8 s import) or
-TensorBoard's loader (which imports TensorFlow when it is installed), and stops cleanly at a
-record that is still being written.
+It reads the TFRecord framing with ``sweep.tfrecord`` instead of importing TensorFlow (an 8 s
+import) or TensorBoard's loader (which imports TensorFlow when it is installed), and stops
+cleanly at a record that is still being written.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from sweep.tfrecord import read_records
 
 # Tags the OD API writes (model_lib_v2); the names are the OD API's own.
 TOTAL_LOSS = "Loss/total_loss"
@@ -46,18 +48,11 @@ class Scalar:
 
 
 def _records(path: Path) -> Iterator[bytes]:
-    """Yield complete TFRecord payloads; a torn tail (file being written) ends the stream."""
-    with open(path, "rb") as f:
-        while True:
-            header = f.read(12)
-            if len(header) < 12:
-                return
-            (length,) = struct.unpack("<Q", header[:8])
-            payload = f.read(length)
-            footer = f.read(4)
-            if len(payload) < length or len(footer) < 4:
-                return
-            yield payload
+    """Yield complete TFRecord payloads; a torn tail (file being written) ends the stream.
+
+    No checksums: event files are read while the OD API is still writing them.
+    """
+    return read_records(path, verify="none", torn_tail_ok=True)
 
 
 def _value_of(value) -> float | None:  # noqa: ANN001 - a tensorboard Summary.Value proto

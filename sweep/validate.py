@@ -8,7 +8,6 @@ label maps by their proto.
 from __future__ import annotations
 
 import glob
-import struct
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from sweep.render import (
     render,
 )
 from sweep.space import BasePoint, SearchSpace, candidate_values, parse_space
+from sweep.tfrecord import TFRecordError, count_records
 
 CHECKPOINT_TYPES = ("detection", "classification", "full", "fine_tune")
 RANDOM_SAMPLES = 16  # random trials rendered to catch cross-field problems (e.g. warm-up rules)
@@ -225,74 +225,15 @@ def _check_tfrecords(cfg: TrainEvalPipelineConfig, file: str, problems: list[Pro
             total = 0
             for f in files:
                 try:
-                    total += count_records(f)
+                    total += count_records(f)  # every length checksum, the first data checksum
                 except (OSError, ValueError) as e:
-                    problems.append(Problem(file, key, f"'{f}' is unreadable: {e}",
+                    reason = e.reason if isinstance(e, TFRecordError) else e  # names no file
+                    problems.append(Problem(file, key, f"'{f}' is unreadable: {reason}",
                                             "re-create the TFRecord file (e.g. with the OD API's "
                                             "dataset_tools) or remove it from input_path"))
             if total == 0 and not any(p.key == key and p.file == file for p in problems):
                 problems.append(Problem(file, key, f"'{pattern}' holds no examples",
                                         "point input_path at non-empty TFRecord files"))
-
-
-def count_records(path: str | Path) -> int:
-    """Number of records in a TFRecord file, checked by its framing; ``ValueError`` if torn.
-
-    Framing: uint64 length, masked crc32c of the length, payload, masked crc32c of the payload.
-    Every length checksum is verified; payload checksums only for the first record, so a
-    large dataset is checked at the speed of seeking, not of pure-Python CRC.
-    """
-    path = Path(path)
-    size = path.stat().st_size
-    if size == 0:
-        raise ValueError("the file is empty")
-    count = 0
-    with open(path, "rb") as f:
-        while True:
-            pos = f.tell()
-            header = f.read(12)
-            if not header:
-                return count
-            if len(header) < 12:
-                raise ValueError(f"torn record header at byte {pos}")
-            length, length_crc = struct.unpack("<QI", header)
-            if _masked_crc(header[:8]) != length_crc:
-                raise ValueError(f"bad length checksum at byte {pos}: not a TFRecord file")
-            if pos + 12 + length + 4 > size:
-                raise ValueError(f"record at byte {pos} is truncated ({length} bytes announced)")
-            if count == 0:
-                payload = f.read(length)
-                (data_crc,) = struct.unpack("<I", f.read(4))
-                if _masked_crc(payload) != data_crc:
-                    raise ValueError(f"bad data checksum at byte {pos}")
-            else:
-                f.seek(length + 4, 1)
-            count += 1
-
-
-def _crc_table() -> list[int]:
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC_TABLE = _crc_table()
-
-
-def crc32c(data: bytes) -> int:
-    c = 0xFFFFFFFF
-    for b in data:
-        c = _CRC_TABLE[(c ^ b) & 0xFF] ^ (c >> 8)
-    return c ^ 0xFFFFFFFF
-
-
-def _masked_crc(data: bytes) -> int:
-    c = crc32c(data)
-    return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 # ---------------------------------------------------------------------------------------------

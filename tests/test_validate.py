@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import pytest
 
 from sweep.errors import ConfigError, Problem
 from sweep.render import load_pipeline, render, write_pipeline
-from sweep.validate import _masked_crc, check, count_records, validate
+from sweep.tfrecord import frame_record
+from sweep.validate import check, count_records, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 _TINY = ROOT / "sweep/templates/tiny_ssd_mobilenet_v2.config"
@@ -37,12 +37,7 @@ LABEL_MAP = "".join(f"item {{ id: {i} name: 'c{i}' }}\n" for i in (1, 2, 3))
 
 
 def tfrecord(payloads: list[bytes]) -> bytes:
-    out = b""
-    for p in payloads:
-        length = struct.pack("<Q", len(p))
-        out += length + struct.pack("<I", _masked_crc(length)) + p
-        out += struct.pack("<I", _masked_crc(p))
-    return out
+    return b"".join(frame_record(p) for p in payloads)
 
 
 @pytest.fixture
