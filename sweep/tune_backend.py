@@ -7,6 +7,7 @@ and whose scheduler is FIFO, ASHA or median stopping on the step axis.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -363,6 +364,9 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
                 ),
                 run_config=run_config,
             )
+        # Trial metrics live in the trial folders, not in Ray's result files: silence Ray's
+        # "Failed to fetch metrics" warning when it builds the (unused) result grid.
+        logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
         grid = tuner.fit()
         errored = len(grid.errors)
         lost = reconcile(exp, settings.to_json()["storage_url"], settings.name)
