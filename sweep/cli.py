@@ -57,7 +57,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
                    help="retries of a killed/crashed trial from its checkpoint [%(default)s]")
     g.add_argument("--max-consecutive-failures", type=int, default=3,
                    help="failed trials in a row that stop the sweep [%(default)s]")
-    g.add_argument("--study-url", help="Optuna storage URL (e.g. postgresql://...) "
+    g.add_argument("--study-url", help="Optuna storage URL (e.g. postgresql+psycopg://...) "
                    "[sqlite file in the experiment folder]")
     r = p.add_argument_group("resources")
     r.add_argument("--cpus-per-trial", type=float, default=1.0, help="[%(default)s]")
