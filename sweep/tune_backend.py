@@ -191,18 +191,18 @@ def _callbacks(settings: SweepSettings, exp: Experiment):  # noqa: ANN202
                 self._line(f"{trial.trial_id} step {result.get('step')} "
                            f"total_loss={_fmt(result.get('total_loss'))} mAP={_fmt(result.get('mAP'))}")
 
-        def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+        def _finished(self, trials, trial) -> None:  # noqa: ANN001
             self.done_here += 1
             self._count(trials)
             self.done = max(self.done, sum(1 for t in trials if t.status in ("TERMINATED", "ERROR")
                                            or t is trial))
+
+        def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+            self._finished(trials, trial)
             self._line(f"{trial.trial_id} finished")
 
         def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
-            self.done_here += 1
-            self._count(trials)
-            self.done = max(self.done, sum(1 for t in trials if t.status in ("TERMINATED", "ERROR")
-                                           or t is trial))
+            self._finished(trials, trial)
             self._line(f"{trial.trial_id} errored (see {exp.trial(trial.trial_id).path})")
 
     class Budget(Stopper):
