@@ -248,7 +248,7 @@ def probe_trial(a: dict[str, Any]) -> dict[str, Any]:
         runner.stop_processes()
     t_end = time.time()
     from sweep import metrics
-    from sweep.worker import read_evaluated
+    from sweep.experiment import read_evaluated
 
     tdir = runner.dir.path
     evals = read_evaluated(tdir)

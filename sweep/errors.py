@@ -2,10 +2,15 @@
 
 - ``ConfigError``: bad input (search space, pipeline.config, data). Fatal before launch; each
   problem names the file, the key, what is wrong and how to fix it.
-- ``TrialFailure`` reasons: a trial that fails is recorded with one of these and the sweep
-  goes on. ``DIVERGED`` is never retried (the same parameters diverge again); ``KILLED``,
-  ``OOM`` and ``CRASHED`` are retried from the last checkpoint up to ``--max-failures``.
-- N consecutive failed trials stop the sweep (``TooManyFailures``).
+- Trial failure reasons: a trial that fails is recorded with one of these (status.json, the
+  Optuna study, ``sweep status``, the report) and the sweep goes on.
+  ``DIVERGED`` and ``SETUP`` are never retried (the same parameters fail the same way);
+  ``KILLED``, ``OOM``, ``CRASHED``, ``STALLED`` and ``ACTOR_DIED`` are retried from the last
+  checkpoint, all of them out of one budget of ``--max-failures`` restarts per trial.
+- No wall clock ends a healthy trial: only a training job that shows no progress (no new
+  summary or checkpoint) for ``--stall-minutes`` is ``STALLED``.
+- N consecutive failed trials stop the sweep.
+- ``sweep run`` exits with one of the ``EXIT_*`` codes below.
 """
 
 from __future__ import annotations
@@ -16,7 +21,16 @@ DIVERGED = "diverged"
 KILLED = "killed"
 OOM = "out of memory"
 CRASHED = "crashed"
-RETRYABLE = (KILLED, OOM, CRASHED)
+STALLED = "stalled"  # training wrote no summary or checkpoint for --stall-minutes
+ACTOR_DIED = "actor died"  # the Ray actor (or its node) that ran the trial was lost
+SETUP = "setup failed"  # the trial could not be prepared (e.g. its config does not render)
+RETRYABLE = (KILLED, OOM, CRASHED, STALLED, ACTOR_DIED)
+
+# Exit codes of `sweep run` / `sweep demo` / `sweep resume` (README: "How a trial runs, and fails").
+EXIT_OK = 0  # every trial completed or was stopped early by the scheduler
+EXIT_TRIALS_FAILED = 1  # the sweep ran to its end, but some trials failed
+EXIT_BAD_INPUT = 2  # nothing was launched: fix the input named in the message
+EXIT_FAILURE_STREAK = 3  # --max-consecutive-failures trials failed in a row: the sweep stopped
 
 
 @dataclass(frozen=True)
@@ -43,20 +57,3 @@ class ConfigError(ValueError):
             problems = [Problem("", "", problems, "see `sweep --help`")]
         self.problems = list(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
-
-
-class TrialFailure(RuntimeError):
-    """A trial failed for ``reason`` (one of the reasons above)."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-
-    @property
-    def retryable(self) -> bool:
-        return self.reason in RETRYABLE
-
-
-class TooManyFailures(RuntimeError):
-    """The sweep stops: N trials in a row failed, so something is wrong beyond one trial."""

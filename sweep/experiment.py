@@ -12,6 +12,8 @@
             status.json         state, reason if failed, attempts, resources
             train.log eval.log  stdout+stderr of the OD API train and eval processes
             ckpt-N.*, checkpoint, train/, eval/   as the OD API writes them
+            eval/evaluated.jsonl  which checkpoint the eval job evaluated at which step
+            best/               a copy of the checkpoint of the trial's best evaluation
 """
 
 from __future__ import annotations
@@ -46,6 +48,29 @@ def read_json(path: Path, default: Any = None) -> Any:
         return default
 
 
+EVALUATED = "evaluated.jsonl"
+
+
+def read_evaluated(model_dir: Path) -> list[dict[str, Any]]:
+    """Checkpoints the eval job has evaluated, in order: ``{"checkpoint", "step", "metrics",
+    "time"}`` (``eval/evaluated.jsonl``; the eval job appends a row after each evaluation)."""
+    path = Path(model_dir) / "eval" / EVALUATED
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a torn last line from a killed eval job
+    return rows
+
+
+def append_evaluated(model_dir: Path, row: dict[str, Any]) -> None:
+    """The eval job's record of one evaluation (one JSON line, appended)."""
+    with open(Path(model_dir) / "eval" / EVALUATED, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
 @dataclass(frozen=True)
 class TrialDir:
     """One trial's folder, which is also its OD API ``model_dir``."""
@@ -78,6 +103,9 @@ class TrialDir:
 
     def params(self) -> dict[str, Any]:
         return read_json(self.params_path, {})
+
+    def evaluated(self) -> list[dict[str, Any]]:
+        return read_evaluated(self.path)
 
     def status(self) -> dict[str, Any]:
         return read_json(self.status_path, {"state": PENDING})

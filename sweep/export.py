@@ -18,8 +18,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
 from sweep.experiment import Experiment, TrialDir
 
 INPUT_TYPES = ("image_tensor", "encoded_image_string_tensor", "tf_example")
@@ -54,7 +52,8 @@ def find_trial(exp: Experiment, trial: str) -> TrialDir:
 
 def plan_export(exp: Experiment, trial: str | None = None) -> ExportPlan:
     """Pick the trial (the best one when ``trial`` is None) and the checkpoint to export."""
-    from sweep.report import gather, nearest_checkpoint
+    from sweep.best import objective, trial_best
+    from sweep.report import gather
 
     g = gather(exp)
     if trial is None:
@@ -66,12 +65,12 @@ def plan_export(exp: Experiment, trial: str | None = None) -> ExportPlan:
         t = g.trials[name]
     else:
         t = find_trial(exp, trial)
-    row = g.df.set_index("trial").loc[t.name]
-    best_step = None if pd.isna(row["best_step"]) else int(row["best_step"])
-    value = None if pd.isna(row["objective"]) else float(row["objective"])
-    found = nearest_checkpoint(t, best_step) if best_step is not None else None
-    if found:
-        prefix, step = found
+    tag, mode = objective(g.settings)
+    best = trial_best(t, tag, mode, g.metrics.get(t.name))
+    best_step = best.step if best else None
+    value = best.value if best else None
+    if best is not None and best.checkpoint is not None:
+        prefix, step = best.checkpoint, best.checkpoint_step
     else:
         ckpts = t.checkpoints()  # no evaluation to go by: the newest checkpoint
         if not ckpts:
@@ -79,7 +78,7 @@ def plan_export(exp: Experiment, trial: str | None = None) -> ExportPlan:
                 f"trial {t.name} of experiment {exp.name} has no checkpoint (no ckpt-N.index "
                 f"in {t.path}); it has not trained long enough to save one.")
         prefix, step = ckpts[-1][1], None
-    return ExportPlan(t, prefix, step, best_step, g.objectives[0].tag, value)
+    return ExportPlan(t, prefix, step, best_step, tag, value)
 
 
 def export_trial(exp: Experiment, trial: str | None, out_dir: Path | None = None, *,

@@ -137,14 +137,6 @@ class TrialMetrics:
     def last_eval(self) -> dict[str, float]:
         return self.eval[max(self.eval)] if self.eval else {}
 
-    def best_eval(self, tag: str = MAP, mode: str = "max") -> tuple[int, dict[str, float]] | None:
-        """The eval step that is best by ``tag`` (NaN never wins)."""
-        rows = [(s, r) for s, r in self.eval.items() if tag in r and not math.isnan(r[tag])]
-        if not rows:
-            return None
-        pick = max if mode == "max" else min
-        return pick(rows, key=lambda sr: sr[1][tag])
-
 
 def read_trial(model_dir: Path | str) -> TrialMetrics:
     """Metrics of one OD API ``model_dir`` (train/ and eval/ subfolders)."""

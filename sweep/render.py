@@ -610,35 +610,22 @@ def _short_float(x: float) -> str:
 
 
 def best_checkpoint(experiment: str, storage: str | Path = "experiments") -> Path:
-    """The checkpoint prefix of the best trial of an earlier experiment, by its own metric.
-
-    A trial keeps the checkpoint of its best eval in ``best/`` (``best.json`` names it). For a
-    trial without one, its latest checkpoint stands in: the OD API numbers checkpoints by save
-    count, and reading a checkpoint's step needs TensorFlow. Raises ``FileNotFoundError``.
-    """
-    from sweep.experiment import find_experiment, read_json
-    from sweep.metrics import MAP, read_trial
+    """The checkpoint prefix of the best evaluation of the best trial of an earlier experiment,
+    by that experiment's own metric (``sweep.best``: the same one the report and export name).
+    Raises ``FileNotFoundError`` when there is none to fine-tune from."""
+    from sweep.best import experiment_best
+    from sweep.experiment import find_experiment
 
     exp = find_experiment(experiment, storage)
-    settings = exp.settings()
-    metric = (settings.get("metrics") or [MAP])[0]
-    mode = (settings.get("modes") or ["max"])[0]
-    best: tuple[float, Path] | None = None
-    for trial in exp.trials():
-        kept = read_json(trial.path / "best" / "best.json") or {}
-        if kept.get("checkpoint") and kept.get("value") is not None and (
-                trial.path / "best" / f"{kept['checkpoint']}.index").exists():
-            score, prefix = float(kept["value"]), trial.path / "best" / kept["checkpoint"]
-        else:
-            ckpts = trial.checkpoints()
-            found = read_trial(trial.path).best_eval(metric, mode)
-            if not ckpts or found is None:
-                continue
-            score, prefix = found[1][metric], ckpts[-1][1]
-        if best is None or (score > best[0] if mode == "max" else score < best[0]):
-            best = (score, prefix)
-    if best is None:
+    found = experiment_best(exp)
+    if found is None:
+        tag = (exp.settings().get("metrics") or ["the sweep's metric"])[0]
         raise FileNotFoundError(
-            f"experiment {exp.root}: no trial has both a checkpoint and an eval of {metric}. "
-            "Let its trials train and evaluate, or give fine_tune_checkpoint a checkpoint path")
-    return best[1]
+            f"experiment {exp.root}: no trial has an evaluation of {tag} yet. Let its trials "
+            "train and evaluate, or give fine_tune_checkpoint a checkpoint path")
+    if found.checkpoint is None:
+        raise FileNotFoundError(
+            f"experiment {exp.root}: its best trial {found.trial.name} (step {found.step}) has no "
+            f"checkpoint on disk any more (no {found.trial.path}/best/). Give fine_tune_checkpoint "
+            "a checkpoint path instead")
+    return found.checkpoint

@@ -21,7 +21,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from sweep import metrics as m
+from sweep.best import best_eval, nearest_checkpoint, reported
 from sweep.errors import ConfigError
 from sweep.experiment import (
     COMPLETED,
@@ -39,7 +40,6 @@ from sweep.experiment import (
     STOPPED,
     Experiment,
     TrialDir,
-    read_json,
 )
 
 REPORTS_DIR = Path("reports")
@@ -126,64 +126,14 @@ def objectives(settings: dict[str, Any]) -> list[Objective]:
     return [Objective(t, mo) for t, mo in zip(tags, modes, strict=True)]
 
 
-def reported(tm: m.TrialMetrics, tag: str, step: int) -> float | None:
-    """The value of ``tag`` the runner reported to Ray (and so Optuna) for the eval at ``step``:
-    losses and learning rate from the training job at that step, COCO metrics from the eval.
-
-    The eval job writes its own ``Loss/*`` too; like the runner, reports never mix them in.
-    """
-    from sweep.trial import TRAIN_SOURCED  # the runner's rule, not a copy of it
-
-    if tag in TRAIN_SOURCED:
-        before = [s for s in tm.train if s <= step and tag in tm.train[s]]
-        return tm.train[max(before)][tag] if before else None
-    return tm.eval.get(step, {}).get(tag)
-
-
 def _best_of(tm: m.TrialMetrics, obj: Objective) -> tuple[int, float] | None:
-    """(eval step, value) best by ``obj`` among the trial's evaluations (NaN never wins)."""
-    rows = [(s, v) for s in tm.eval if s > 0
-            for v in [reported(tm, obj.tag, s)] if v is not None and math.isfinite(v)]
-    if not rows:
-        return None
-    pick = max if obj.mode == "max" else min
-    return pick(rows, key=lambda sv: sv[1])
+    """(eval step, value) best by ``obj`` among the trial's evaluations: ``sweep.best``'s rule."""
+    return best_eval(tm, obj.tag, obj.mode)
 
 
 def public_params(params: dict[str, Any]) -> dict[str, Any]:
     """Sampled parameters without the runner's markers (``_base``)."""
     return {k: v for k, v in params.items() if not k.startswith("_")}
-
-
-def checkpoint_steps(trial: TrialDir) -> dict[str, int]:
-    """``{checkpoint name: global step}`` as the eval job recorded them (eval/evaluated.jsonl)."""
-    from sweep.worker import read_evaluated  # stdlib-only module; no TensorFlow
-
-    return {row["checkpoint"]: int(row["step"]) for row in read_evaluated(trial.path)
-            if "checkpoint" in row and "step" in row}
-
-
-def nearest_checkpoint(trial: TrialDir, step: int,
-                       steps_of: Callable[[TrialDir], dict[str, int]] = checkpoint_steps
-                       ) -> tuple[Path, int] | None:
-    """The checkpoint on disk (prefix, its step) nearest ``step``.
-
-    The OD API keeps no best checkpoint and the runner keeps only the last few plus a copy of
-    the best one in ``best/`` (``best.json``); the best-evaluated checkpoint may be gone, so
-    this is the closest one still there. On a tie the runner's best copy wins, then the later.
-    """
-    known = steps_of(trial)
-    candidates = [(known[prefix.name], 0, prefix) for _, prefix in trial.checkpoints()
-                  if prefix.name in known]
-    kept = read_json(trial.path / "best" / "best.json") or {}
-    if kept.get("checkpoint") and kept.get("step") is not None:
-        prefix = trial.path / "best" / str(kept["checkpoint"])
-        if prefix.with_name(prefix.name + ".index").exists():
-            candidates.append((int(kept["step"]), -1, prefix))
-    if not candidates:
-        return None
-    ck_step, _, prefix = min(candidates, key=lambda c: (abs(c[0] - step), c[1], -c[0]))
-    return prefix, ck_step
 
 
 @dataclass

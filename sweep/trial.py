@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweep import errors, metrics
+from sweep import best, errors, metrics
 from sweep.experiment import COMPLETED, FAILED, RUNNING, STOPPED, Experiment, TrialDir, write_json
 from sweep.process import ManagedProcess, start
 
@@ -235,31 +235,23 @@ class TrialRunner:
         """The eval job flushes its events, then appends ``eval/evaluated.jsonl``: give it the
         moment in between, so that best/ and a resumed trial (which reads that file to know the
         final step is evaluated) see this evaluation, and the job is not killed mid-append."""
-        from sweep.worker import read_evaluated
-
         deadline = time.time() + timeout
         while (self.eval_proc is not None and self.eval_proc.alive() and time.time() < deadline
-               and not any(r["step"] == step for r in read_evaluated(self.dir.path))):
+               and not any(r["step"] == step for r in self.dir.evaluated())):
             time.sleep(0.2)
 
     def _keep_best(self, step: int, value: float | None) -> None:
         """Copy the checkpoint evaluated at ``step`` to ``best/`` when it beats the best so far."""
-        if value is None or not math.isfinite(value):
+        if not best.better(value, self.best_value, self.spec.mode):
             return
-        better = (self.best_value is None or
-                  (value > self.best_value if self.spec.mode == "max" else value < self.best_value))
-        if not better:
-            return
-        from sweep.worker import read_evaluated
-
-        rows = [r for r in read_evaluated(self.dir.path) if r["step"] == step]
+        rows = [r for r in self.dir.evaluated() if r["step"] == step]
         if not rows:
             return
         prefix = self.dir.path / rows[-1]["checkpoint"]
         files = list(self.dir.path.glob(prefix.name + ".*"))
         if not files:
             return  # already rotated away by keep-last-N; the next best will be kept
-        best = self.dir.path / "best"
+        kept = self.dir.path / best.BEST_DIR
         tmp = self.dir.path / ".best.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
@@ -267,10 +259,10 @@ class TrialRunner:
             shutil.copy2(f, tmp / f.name)
         (tmp / "checkpoint").write_text(
             f'model_checkpoint_path: "{prefix.name}"\nall_model_checkpoint_paths: "{prefix.name}"\n')
-        write_json(tmp / "best.json", {"step": step, "metric": self.spec.metric,
-                                       "value": value, "checkpoint": prefix.name})
-        shutil.rmtree(best, ignore_errors=True)
-        tmp.rename(best)
+        write_json(tmp / best.BEST_JSON, {"step": step, "metric": self.spec.metric,
+                                          "value": value, "checkpoint": prefix.name})
+        shutil.rmtree(kept, ignore_errors=True)
+        tmp.rename(kept)
         self.best_value = value
 
     # -- failures --------------------------------------------------------------------------
@@ -323,9 +315,7 @@ class TrialRunner:
                 proc.terminate(grace=3.0)
 
     def _final_checkpoint_done(self) -> bool:
-        from sweep.worker import read_evaluated
-
-        return any(r["step"] >= self.num_steps for r in read_evaluated(self.dir.path))
+        return any(r["step"] >= self.num_steps for r in self.dir.evaluated())
 
 
 def _num_steps(pipeline: Path) -> int:

@@ -18,13 +18,12 @@ the final step is evaluated, and records which checkpoint gave which metrics in
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
-EVALUATED = "evaluated.jsonl"
+from sweep.experiment import append_evaluated, read_evaluated
 
 
 def _setup_tf(threads: int) -> None:
@@ -50,19 +49,6 @@ def train(pipeline: Path, model_dir: Path, *, checkpoint_every: int, steps_per_i
         num_steps_per_iteration=steps_per_iteration,
         record_summaries=False,  # only drops the per-step input-image summaries; scalars stay
     )
-
-
-def read_evaluated(model_dir: Path) -> list[dict]:
-    """Checkpoints the eval job has evaluated: ``{"checkpoint", "step", "metrics", "time"}``."""
-    path = model_dir / "eval" / EVALUATED
-    rows = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a torn last line from a killed eval job
-    return rows
 
 
 def evaluate(pipeline: Path, model_dir: Path, *, poll: float, eval_initial: bool,
@@ -126,9 +112,8 @@ def evaluate(pipeline: Path, model_dir: Path, *, poll: float, eval_initial: bool
             print(f"eval: warm-up on {Path(latest).name} in {time.time() - t0:.1f}s", flush=True)
         warmed = True
         done.add(Path(latest).name)
-        with open(model_dir / "eval" / EVALUATED, "a") as f:
-            f.write(json.dumps({"checkpoint": Path(latest).name, "step": step,
-                                "metrics": metrics, "time": time.time()}) + "\n")
+        append_evaluated(model_dir, {"checkpoint": Path(latest).name, "step": step,
+                                     "metrics": metrics, "time": time.time()})
         if step >= num_steps:
             return
 

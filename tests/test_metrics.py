@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from report_fixtures import write_events
 
-from sweep import metrics
+from sweep import best, metrics
 
 
 def test_reads_every_encoding_the_od_api_uses(tmp_path: Path) -> None:
@@ -36,7 +36,7 @@ def test_missing_dir_is_empty() -> None:
     assert metrics.read_scalars(Path("/nonexistent/eval")) == []
 
 
-def test_read_trial_and_best_eval(tmp_path: Path) -> None:
+def test_read_trial_and_best_eval_rule(tmp_path: Path) -> None:
     write_events(tmp_path / "train", {10: {metrics.TOTAL_LOSS: 2.0}, 20: {metrics.TOTAL_LOSS: 1.0}},
                  start_wall=50.0, seconds_per_step=1.0)
     write_events(tmp_path / "eval", {10: {metrics.MAP: 0.5}, 20: {metrics.MAP: 0.25},
@@ -45,8 +45,10 @@ def test_read_trial_and_best_eval(tmp_path: Path) -> None:
     m = metrics.read_trial(tmp_path)
     assert m.last_train_step == 20 and m.last_train() == {metrics.TOTAL_LOSS: 1.0}
     assert m.train_wall == (60.0, 70.0)
-    assert m.best_eval() == (10, {metrics.MAP: 0.5})
-    assert m.best_eval(mode="min")[0] == 20  # NaN never wins
+    assert best.best_eval(m, metrics.MAP, "max") == (10, 0.5)
+    assert best.best_eval(m, metrics.MAP, "min") == (20, 0.25)  # NaN never wins
+    # Losses are the training job's at or before the eval step (what the runner reported).
+    assert best.best_eval(m, metrics.TOTAL_LOSS, "min") == (20, 1.0)
     assert math.isnan(m.last_eval()[metrics.MAP])
 
 

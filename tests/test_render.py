@@ -10,6 +10,7 @@ import pytest
 from google.protobuf import text_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from report_fixtures import write_events
 
 from sweep.render import (
     ParamError,
@@ -226,6 +227,12 @@ def make_experiment(root: Path, name: str, trials: dict[str, float]) -> Path:
         (best / "best.json").write_text(json.dumps(
             {"step": 300, "metric": "DetectionBoxes_Precision/mAP", "value": value,
              "checkpoint": "ckpt-3"}))
+        # What the eval job leaves: the metric at step 300 and which checkpoint that was.
+        write_events(best.parent / "eval", {300: {"DetectionBoxes_Precision/mAP": value}},
+                     start_wall=1.0, seconds_per_step=1.0)
+        (best.parent / "ckpt-4.index").write_text("")  # a later checkpoint, not the best
+        (best.parent / "eval" / "evaluated.jsonl").write_text(
+            json.dumps({"checkpoint": "ckpt-3", "step": 300}) + "\n")
     return exp
 
 

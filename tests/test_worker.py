@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from sweep import worker
+from sweep.experiment import EVALUATED, read_evaluated
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -38,9 +39,9 @@ def test_eval_job_skips_checkpoints_already_rotated_away() -> None:
 
 def test_evaluated_log_tolerates_a_torn_last_line(tmp_path: Path) -> None:
     (tmp_path / "eval").mkdir()
-    (tmp_path / "eval" / worker.EVALUATED).write_text(
+    (tmp_path / "eval" / EVALUATED).write_text(
         '{"checkpoint": "ckpt-2", "step": 20, "metrics": {}, "time": 1}\n{"checkpoint": "ck')
-    assert [r["step"] for r in worker.read_evaluated(tmp_path)] == [20]
+    assert [r["step"] for r in read_evaluated(tmp_path)] == [20]
 
 
 @pytest.mark.slow
