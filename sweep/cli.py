@@ -54,15 +54,27 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     g.add_argument("--keep-checkpoints", type=int, default=3,
                    help="last N checkpoints kept per trial (+ the best) [%(default)s]")
     g.add_argument("--max-failures", type=int, default=2,
-                   help="retries of a killed/crashed trial from its checkpoint [%(default)s]")
+                   help="restarts of a trial from its checkpoint, in total, whatever failed "
+                        "(process killed/crashed/out of memory, stalled, Ray actor or node "
+                        "lost) [%(default)s]")
     g.add_argument("--max-consecutive-failures", type=int, default=3,
                    help="failed trials in a row that stop the sweep [%(default)s]")
+    g.add_argument("--stall-minutes", type=float, default=30.0,
+                   help="a trial whose training writes no summary and no checkpoint for this "
+                        "long is stalled: restarted from its checkpoint, within --max-failures "
+                        "(0 = never). No other clock ends a trial [%(default)s]")
     g.add_argument("--study-url", help="Optuna storage URL (e.g. postgresql+psycopg://...) "
                    "[sqlite file in the experiment folder]")
     r = p.add_argument_group("resources")
     r.add_argument("--cpus-per-trial", type=float, default=1.0, help="[%(default)s]")
     r.add_argument("--gpus-per-trial", type=float, default=0.0,
                    help="fractions allowed, e.g. 0.5 [%(default)s]")
+    r.add_argument("--eval-device", choices=["gpu", "cpu"], default="gpu",
+                   help="where each trial's eval job runs: 'gpu' shares the trial's first GPU "
+                        "with training (fast evaluations; TF memory growth lets both fit, but "
+                        "they compete for memory and time), 'cpu' keeps the GPU for training "
+                        "(evaluations of a large model or eval set are then much slower) "
+                        "[%(default)s]")
     r.add_argument("--address", help="an existing Ray cluster (e.g. 127.0.0.1:6379 or 'auto');"
                    " default: start an embedded local Ray")
     r.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard")
@@ -153,6 +165,7 @@ def _settings(a: argparse.Namespace, space: Path, pipeline: Path, default_name: 
         seed=a.seed, cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
         eval_every=a.eval_every, keep_checkpoints=a.keep_checkpoints,
         max_failures=a.max_failures, max_consecutive_failures=a.max_consecutive_failures,
+        stall_minutes=a.stall_minutes, eval_device=a.eval_device,
         address=a.address, study_url=a.study_url, dashboard=not a.no_dashboard,
         dashboard_host=a.dashboard_host, declare_gpus=a.declare_gpus,
         model_name=pipeline.parent.name)
@@ -212,7 +225,8 @@ def _run(settings: Any, *, overwrite: bool, report: bool, resume: bool = False) 
 
     if not resume:
         settings.check()
-        validate.check(settings.space, settings.pipeline, storage=settings.storage)
+        validate.check(settings.space, settings.pipeline, storage=settings.storage,
+                       replicas=settings.replicas)
         settings.dataset = _dataset_info(settings.pipeline)
         exp = prepare_experiment(settings, overwrite=overwrite)
     else:
@@ -245,7 +259,23 @@ def _run(settings: Any, *, overwrite: bool, report: bool, resume: bool = False) 
 
         out = report_mod.write_report(exp)
         print(f"report: {out}/report.html  (leaderboard.csv, leaderboard.md, best/pipeline.config)")
-    return 3 if summary["stopped_reason"] and "in a row" in summary["stopped_reason"] else 0
+    return _exit(exp, summary["stopped_reason"])
+
+
+def _exit(exp: Any, stopped_reason: str | None) -> int:
+    """The exit code of a sweep (errors.EXIT_*), with a last line that says why."""
+    from sweep import errors
+    from sweep.status import failure_summary
+
+    failed = failure_summary(exp)
+    if stopped_reason and "in a row" in stopped_reason:
+        print(f"sweep {exp.name} stopped: {stopped_reason}. {failed or ''}", file=sys.stderr)
+        return errors.EXIT_FAILURE_STREAK
+    if failed:
+        print(f"sweep {exp.name} finished, but {failed}", file=sys.stderr)
+        return errors.EXIT_TRIALS_FAILED
+    print(f"sweep {exp.name} finished: every trial completed or was stopped early")
+    return errors.EXIT_OK
 
 
 def cmd_demo(a: argparse.Namespace) -> int:

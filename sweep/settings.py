@@ -13,6 +13,7 @@ from sweep.errors import ConfigError, Problem
 
 SAMPLERS = ("tpe", "random", "cmaes", "grid", "qmc", "nsga2")
 SCHEDULERS = ("fifo", "asha", "median")
+EVAL_DEVICES = ("gpu", "cpu")
 # Short names accepted on the command line for the OD API's tags.
 METRIC_ALIASES = {
     "mAP": metrics.MAP, "map": metrics.MAP, "mAP_50": metrics.MAP50, "mAP_75": metrics.MAP75,
@@ -47,6 +48,8 @@ class SweepSettings:
     keep_checkpoints: int = 3
     max_failures: int = 2
     max_consecutive_failures: int = 3
+    stall_minutes: float = 30.0  # training without a new summary or checkpoint; 0 = never
+    eval_device: str = "gpu"
     address: str | None = None
     study_url: str | None = None  # any SQLAlchemy URL; default sqlite in the experiment folder
     dashboard: bool = True
@@ -62,6 +65,11 @@ class SweepSettings:
     @property
     def experiment_root(self) -> Path:
         return (self.storage / self.name).resolve()
+
+    @property
+    def replicas(self) -> int:
+        """Devices each trial trains on: MirroredStrategy over whole GPUs when more than one."""
+        return int(self.gpus_per_trial) if self.gpus_per_trial > 1 else 1
 
     @property
     def multi_objective(self) -> bool:
@@ -105,6 +113,11 @@ class SweepSettings:
         if self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
             bad("--gpus-per-trial", f"{self.gpus_per_trial} GPUs: above 1 it must be whole",
                 "use a fraction below 1 or a whole number")
+        if self.stall_minutes < 0:
+            bad("--stall-minutes", f"must be >= 0, got {self.stall_minutes}",
+                "use 0 to turn stall detection off, or minutes (e.g. 30)")
+        if self.eval_device not in EVAL_DEVICES:
+            bad("--eval-device", f"unknown device {self.eval_device!r}", "use gpu or cpu")
         if problems:
             raise ConfigError(problems)
 

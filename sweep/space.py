@@ -606,12 +606,12 @@ def _point_problem(name: str, value: Any, point: Mapping[str, Any],
             return (f"only exists when {parent} = {option!r}",
                     f"add `{parent}: {option}` to this point, or remove {name}")
     if not _contains(param.dist, value, point):
-        return (f"value {value!r} is outside the parameter's {_describe(param.dist)}",
+        return (f"value {value!r} is outside the parameter's {describe(param.dist)}",
                 "widen the range / add the choice, or fix the value")
     return None
 
 
-def _describe(d: Distribution) -> str:
+def describe(d: Distribution) -> str:
     if isinstance(d, Categorical | Choice):
         return f"choices {list(d.choices)}"
     if isinstance(d, IntRange | Uniform | LogUniform | Stepped):

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from sweep import metrics
-from sweep.experiment import RUNNING, Experiment
+from sweep.experiment import FAILED, RUNNING, Experiment
 
 
 def trial_rows(exp: Experiment) -> list[dict[str, Any]]:
@@ -73,3 +73,17 @@ def render_status(exp: Experiment) -> str:
             f": {len(rows)}/{s.get('num_trials')} trials | "
             + ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items())))
     return head + "\n" + format_table(rows)
+
+
+def failure_summary(exp: Experiment) -> str | None:
+    """One line on the failed trials: how many, why, where to look (None when none failed)."""
+    failed = [(t, t.status()) for t in exp.trials() if t.status().get("state") == FAILED]
+    if not failed:
+        return None
+    reasons: dict[str, int] = {}
+    for _, st in failed:
+        reasons[st.get("reason") or "unknown"] = reasons.get(st.get("reason") or "unknown", 0) + 1
+    why = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items()))
+    first = failed[0][0]
+    return (f"{len(failed)} of {len(exp.trials())} trials failed ({why}): `sweep status "
+            f"{exp.name}` shows each reason; logs: {first.train_log} and eval.log beside it")

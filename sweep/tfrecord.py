@@ -83,9 +83,10 @@ class TFRecordError(ValueError):
         self.index = index
 
 
-def _scan(f: BinaryIO, path: Path, verify: Verify, torn_tail_ok: bool,
-          want_data: bool) -> Iterator[bytes | None]:
-    """Walk the records of open file ``f``: their data, or None when not ``want_data``.
+def scan_records(f: BinaryIO, path: Path, verify: Verify = "all", torn_tail_ok: bool = False,
+                 want_data: bool = True) -> Iterator[bytes | None]:
+    """Walk the records of open file ``f`` from where it stands: their data, or None when not
+    ``want_data``. While suspended at a record, ``f.tell()`` is the byte after it.
 
     ``verify``: "all" checks both checksums of every record; "first" checks every length
     checksum but only the first record's data checksum (a large file is checked at the speed
@@ -144,7 +145,7 @@ def read_records(path: str | Path, *, verify: Verify = "all",
     """
     path = Path(path)
     with open(path, "rb") as f:
-        for data in _scan(f, path, verify, torn_tail_ok, want_data=True):
+        for data in scan_records(f, path, verify, torn_tail_ok):
             assert data is not None
             yield data
 
@@ -160,4 +161,4 @@ def count_records(path: str | Path, *, verify: Verify = "first") -> int:
     with open(path, "rb") as f:
         if os.fstat(f.fileno()).st_size == 0:
             raise TFRecordError(path, "the file is empty")
-        return sum(1 for _ in _scan(f, path, verify, torn_tail_ok=False, want_data=False))
+        return sum(1 for _ in scan_records(f, path, verify, torn_tail_ok=False, want_data=False))

@@ -56,7 +56,13 @@ class TrialSpec:
     eval_every: int = 0  # steps between evaluations; 0 = only at the end
     keep_checkpoints: int = 3
     threads: int = 1  # TF intra-op threads per process (the trial's CPUs)
-    max_failures: int = 2  # process restarts per trial (killed / OOM / crash)
+    max_failures: int = 2  # restarts per trial in total: process or Ray actor died, stalled
+    stall_s: float = 1800.0  # no new train summary or checkpoint for this long = stalled; 0 = off
+    eval_device: str = "gpu"  # the eval job on the trial's first GPU, or "cpu"
+    # The driver run that started this trial. A trial found RUNNING by an attempt of the same
+    # run lost its Ray actor (a restart, counted); one found by a resumed run was interrupted
+    # with the driver (not the trial's fault, not counted).
+    run_id: str = ""
     poll: float = 1.0
     extra_env: Mapping[str, str] = field(default_factory=dict)
     worker_module: str = "sweep.worker"  # tests swap in a fast stand-in for the OD API jobs
@@ -110,20 +116,44 @@ class TrialRunner:
         self.failures = 0
         self.started = time.time()
         self.best_value: float | None = None
+        self.watch = metrics.TrialWatch(self.dir.path)
+        self._failed_at_start: tuple[str, str] | None = None  # (reason, detail) for next_result
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
-        """Render (first time only), then start or resume the train and eval jobs."""
+        """Render (first time only), then start or resume the train and eval jobs.
+
+        Never raises for the trial's own sake: a trial that cannot be set up, or that has
+        used up its restarts, is failed by the first ``next_result()`` like any other failure
+        (recorded in status.json, the study and the failure streak)."""
         d = self.dir
         d.path.mkdir(parents=True, exist_ok=True)
-        fresh = not d.pipeline_path.exists()
-        if fresh:
-            write_json(d.params_path, self.params)
-            self.num_steps = self._render(self.exp.base_pipeline, self.params, d.pipeline_path)
-        else:  # a restored or retried trial keeps what it was first given
-            self.params = d.params()
-            self.num_steps = _num_steps(d.pipeline_path)
         status = d.status()
+        try:
+            if not d.pipeline_path.exists():
+                write_json(d.params_path, self.params)
+                self.num_steps = self._render(self.exp.base_pipeline, self.params,
+                                              d.pipeline_path)
+            else:  # a restored or retried trial keeps what it was first given
+                self.params = d.params()
+                self.num_steps = _num_steps(d.pipeline_path)
+        except Exception as e:  # noqa: BLE001 - any render/setup error fails this trial only
+            self._failed_at_start = (errors.SETUP, f"{type(e).__name__}: {e}")
+            d.update_status(state=RUNNING, created_at=status.get("created_at", time.time()),
+                            started_at=time.time(), attempts=int(status.get("attempts", 0)) + 1)
+            return
+        self.failures = int(status.get("restarts", 0))
+        if (status.get("state") == RUNNING and self.spec.run_id
+                and status.get("run_id") == self.spec.run_id):
+            self.failures += 1  # this run's previous attempt never ended: its actor died
+            detail = (f"the Ray actor of attempt {status.get('attempts')} (node "
+                      f"{status.get('node_ip') or status.get('node')}) died")
+            d.update_status(restarts=self.failures,
+                            last_failure=f"{errors.ACTOR_DIED}: {detail}")
+            if self.failures > self.spec.max_failures:
+                self._failed_at_start = (errors.ACTOR_DIED, detail + f"; gave up after "
+                                         f"{self.failures} restarts (--max-failures "
+                                         f"{self.spec.max_failures})")
         self.reported_step = int(status.get("reported_step", -1))
         self.best_value = status.get("best_value")
         node_id = _node_id()
@@ -133,21 +163,27 @@ class TrialRunner:
             attempts=int(status.get("attempts", 0)) + 1, node=socket.gethostname(),
             node_ip=_node_ip(), node_id=node_id,
             attempt_nodes=[*status.get("attempt_nodes", []), node_id],  # one per attempt
-            pid=os.getpid(),
+            pid=os.getpid(), run_id=self.spec.run_id, restarts=self.failures,
             cuda_visible_devices=",".join(self.gpu_ids),
         )
         self.started = time.time() - float(status.get("elapsed", 0.0))
         _hparams_session(self)
         # A resumed trial whose final checkpoint is already evaluated needs no process:
         # next_result() reports that evaluation (again, if Ray did not record it).
-        if not self._final_checkpoint_done():
+        if self._failed_at_start is None and not self._final_checkpoint_done():
             self._start_train()
             self._start_eval()
 
-    def _env(self) -> dict[str, str]:
-        # Each trial's processes see only the GPUs Ray gave this trial ("" = CPU only).
-        return {"CUDA_VISIBLE_DEVICES": ",".join(self.gpu_ids), "PYTHONUNBUFFERED": "1",
-                **self.spec.extra_env}
+    def _env(self, gpu_ids: list[str]) -> dict[str, str]:
+        # Each job sees only the GPUs Ray gave this trial ("" = CPU only). TF then takes GPU
+        # memory as it needs it (the worker also sets memory growth): without it the first
+        # process on a GPU takes it all and the trial's other job fails.
+        return {"CUDA_VISIBLE_DEVICES": ",".join(gpu_ids), "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+                "PYTHONUNBUFFERED": "1", **self.spec.extra_env}
+
+    def eval_gpu_ids(self) -> list[str]:
+        """The eval job runs on one device: the trial's first GPU, or the CPU."""
+        return self.gpu_ids[:1] if self.spec.eval_device == "gpu" else []
 
     def _common_args(self) -> list[str]:
         return ["--pipeline", str(self.dir.pipeline_path), "--model-dir", str(self.dir.path),
@@ -159,14 +195,14 @@ class TrialRunner:
             "train", ["-m", self.spec.worker_module, "train", *self._common_args(),
                       "--checkpoint-every", str(every), "--steps-per-iteration", str(per_iter),
                       "--keep", str(self.spec.keep_checkpoints)],
-            self.dir.train_log, env=self._env(), cwd=self.spec.cwd)
+            self.dir.train_log, env=self._env(self.gpu_ids), cwd=self.spec.cwd)
         self.dir.update_status(train_pid=self.train_proc.pid)
 
     def _start_eval(self) -> None:
         self.eval_proc = start(
             "eval", ["-m", self.spec.worker_module, "eval", *self._common_args(),
                      "--poll", str(self.spec.poll)],
-            self.dir.eval_log, env=self._env(), cwd=self.spec.cwd)
+            self.dir.eval_log, env=self._env(self.eval_gpu_ids()), cwd=self.spec.cwd)
         self.dir.update_status(eval_pid=self.eval_proc.pid)
 
     def stop(self, state: str = STOPPED, reason: str | None = "stopped early by the scheduler"
@@ -185,14 +221,16 @@ class TrialRunner:
     def next_result(self, timeout: float | None = None) -> dict[str, Any]:
         """Block until the next evaluation (or a failure); return the Ray Tune result."""
         deadline = None if timeout is None else time.time() + timeout
+        if self._failed_at_start is not None:
+            return self._fail(*self._failed_at_start)
         while True:
             # Divergence first: a NaN loss can also crash a job, and a crash would be retried.
-            m = metrics.read_trial(self.dir.path)
+            m = self.watch.read()
             loss = m.last_train().get(metrics.TOTAL_LOSS)
             if loss is not None and not math.isfinite(loss):
                 return self._fail(errors.DIVERGED,
                                   f"{metrics.TOTAL_LOSS} = {loss} at step {m.last_train_step}", m)
-            failed = self._check_processes()
+            failed = self._check_processes() or self._check_stall(m)
             if failed:
                 return failed
             new = [s for s in m.eval if s > self.reported_step and s > 0]
@@ -282,18 +320,43 @@ class TrialRunner:
                 if not any(s >= self.num_steps for s in m.eval):
                     return self._fail(errors.CRASHED, "eval job exited before the final step", m)
                 continue
-            reason = proc.failure_reason()
-            self.failures += 1
-            detail = f"{which} process exited with {code} (log: {proc.log_path})"
-            if self.failures > self.spec.max_failures:
-                return self._fail(reason, detail + f"; gave up after {self.failures} failures")
-            # Retry from the last checkpoint: train_loop restores it, the eval job skips what
-            # it already evaluated.
-            self.dir.update_status(retries=self.failures, last_failure=f"{reason}: {detail}")
-            if which == "train":
-                self._start_train()
-            else:
-                self._start_eval()
+            failed = self._restart(which, proc.failure_reason(),
+                                   f"{which} process exited with {code} (log: {proc.log_path})")
+            if failed:
+                return failed
+        return None
+
+    def _check_stall(self, m: metrics.TrialMetrics) -> dict[str, Any] | None:
+        """Progress, not a clock: a live training job that wrote no summary and no checkpoint
+        for ``stall_s`` is stalled (a hung data pipeline, a deadlocked GPU) and is restarted."""
+        proc = self.train_proc
+        if not self.spec.stall_s or proc is None or not proc.alive():
+            return None
+        marks = [proc.started_at, *(ckpt.with_suffix(".index").stat().st_mtime
+                                    for _, ckpt in self.dir.checkpoints()[-1:])]
+        if m.train_wall:
+            marks.append(m.train_wall[1])
+        idle = time.time() - max(marks)
+        if idle < self.spec.stall_s:
+            return None
+        proc.terminate(grace=3.0)
+        return self._restart("train", errors.STALLED,
+                             f"training wrote no summary or checkpoint for {idle / 60:.1f} min "
+                             f"(--stall-minutes {self.spec.stall_s / 60:g}; log: {proc.log_path})")
+
+    def _restart(self, which: str, reason: str, detail: str) -> dict[str, Any] | None:
+        """One restart out of the trial's budget, or the trial's failure when it is spent.
+        Train restarts from its last checkpoint (train_loop restores it); the eval job skips
+        what it already evaluated."""
+        self.failures += 1
+        if self.failures > self.spec.max_failures:
+            return self._fail(reason, detail + f"; gave up after {self.failures} failures "
+                              f"(--max-failures {self.spec.max_failures})")
+        self.dir.update_status(restarts=self.failures, last_failure=f"{reason}: {detail}")
+        if which == "train":
+            self._start_train()
+        else:
+            self._start_eval()
         return None
 
     def _fail(self, reason: str, detail: str, m: metrics.TrialMetrics | None = None
@@ -316,6 +379,17 @@ class TrialRunner:
 
     def _final_checkpoint_done(self) -> bool:
         return any(r["step"] >= self.num_steps for r in self.dir.evaluated())
+
+
+def mark_failed(trial: TrialDir, reason: str, detail: str) -> str:
+    """Mark a trial FAILED from outside its runner (its Ray actor or the driver died), unless
+    it already ended; returns the reason it ended with."""
+    status = trial.status()
+    if status.get("state") in (COMPLETED, STOPPED, FAILED):
+        return str(status.get("reason") or status["state"].lower())
+    trial.path.mkdir(parents=True, exist_ok=True)
+    trial.update_status(state=FAILED, reason=reason, detail=detail, ended_at=time.time())
+    return reason
 
 
 def _num_steps(pipeline: Path) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 from sweep import errors
 from sweep.experiment import Experiment
 from sweep.settings import SweepSettings
-from sweep.trial import TrialRunner, TrialSpec, result_key
+from sweep.trial import TrialRunner, TrialSpec, mark_failed, result_key
 
 # A result that lacks the metric (a failed trial's last word) must not be an error in Ray.
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
@@ -95,12 +96,17 @@ def _trainable_class():  # noqa: ANN202 - a Ray Trainable subclass, built lazily
     return SweepTrainable
 
 
-def _searcher_class():  # noqa: ANN202
+ACTOR_DETAIL = ("Ray gave up on the trial's actor (its process or node died, or the trainable "
+                "raised); see the driver's output and Ray's logs")
+
+
+def _searcher_class(exp: Experiment):  # noqa: ANN202
     from optuna.trial import TrialState
     from ray.tune.search.optuna import OptunaSearch
 
     class SweepSearch(OptunaSearch):
-        """OptunaSearch that records failures and early stops in the study as such."""
+        """OptunaSearch that records failures (with their reason) and early stops in the
+        study as such."""
 
         def suggest(self, trial_id: str) -> dict | None:
             config = super().suggest(trial_id)
@@ -115,8 +121,10 @@ def _searcher_class():  # noqa: ANN202
             if trial_id in self._completed_trials or ot_trial is None:
                 return super().on_trial_complete(trial_id, result, error)
             failed = (result or {}).get("sweep_failed")
-            if failed or error:
-                ot_trial.set_user_attr("failure", failed or "error")
+            if error and not failed:  # Ray's own give-up: the folder says why, or it is ours
+                failed = mark_failed(exp.trial(trial_id), errors.ACTOR_DIED, ACTOR_DETAIL)
+            if failed:
+                ot_trial.set_user_attr("failure", failed)
                 self._ot_study.tell(ot_trial, state=TrialState.FAIL)
                 self._completed_trials.add(trial_id)
                 return None
@@ -202,8 +210,10 @@ def _callbacks(settings: SweepSettings, exp: Experiment):  # noqa: ANN202
             self._line(f"{trial.trial_id} finished")
 
         def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
+            reason = mark_failed(exp.trial(trial.trial_id), errors.ACTOR_DIED, ACTOR_DETAIL)
+            budget.errored(trial.trial_id)
             self._finished(trials, trial)
-            self._line(f"{trial.trial_id} errored (see {exp.trial(trial.trial_id).path})")
+            self._line(f"{trial.trial_id} FAILED: {reason} (see {exp.trial(trial.trial_id).path})")
 
     class Budget(Stopper):
         """Stops the sweep after N consecutive failed trials or a total train-step budget."""
@@ -236,17 +246,28 @@ def _callbacks(settings: SweepSettings, exp: Experiment):  # noqa: ANN202
                 self.streak = 0
             if "step" in result:
                 self.steps[trial_id] = int(result["step"])
+            self._check()
+            return False
+
+        def errored(self, trial_id: str) -> None:
+            """A trial Ray gave up on (no result of ours) fails like any other."""
+            if self.pid != os.getpid():
+                self._seed()
+            self.streak += 1
+            self._check()
+
+        def _check(self) -> None:
             if self.streak >= settings.max_consecutive_failures:
                 self.reason = (f"{self.streak} trials failed in a row; the sweep stops. Look at "
                                f"the last trials' train.log / eval.log under {exp.trials_dir}")
             if settings.step_budget and sum(self.steps.values()) >= settings.step_budget:
                 self.reason = f"the step budget ({settings.step_budget} train steps) is spent"
-            return False
 
         def stop_all(self) -> bool:
             return self.reason is not None
 
-    return Progress(), Budget()
+    budget = Budget()
+    return Progress(), budget
 
 
 def _short(config: dict) -> str:
@@ -308,6 +329,8 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
                      eval_every=settings.eval_every, keep_checkpoints=settings.keep_checkpoints,
                      threads=max(1, int(settings.cpus_per_trial)),
                      max_failures=settings.max_failures,
+                     stall_s=settings.stall_minutes * 60, eval_device=settings.eval_device,
+                     run_id=f"{socket.gethostname()}-{os.getpid()}-{time.time():.0f}",
                      # A test hook: tests run Ray-level logic with a fast stand-in worker.
                      worker_module=os.environ.get("SWEEP_WORKER_MODULE", "sweep.worker"),
                      cwd=Path(settings.cwd))
@@ -335,6 +358,8 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
         run_config = tune.RunConfig(
             name="ray", storage_path=str(exp.root), verbose=0,
             callbacks=[progress], stop=budget,
+            # Ray restarts a trial whose actor died; the runner counts those restarts and its
+            # own process restarts against the same --max-failures (TrialSpec.run_id).
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_frequency=1),
         )
@@ -345,7 +370,7 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
                                        restart_errored=False)
         else:
             metric_keys = [result_key(m) for m in settings.metrics]
-            search = _searcher_class()(
+            search = _searcher_class(exp)(
                 space=space.define_by_run,
                 metric=metric_keys if settings.multi_objective else metric_keys[0],
                 mode=settings.modes if settings.multi_objective else settings.modes[0],
@@ -390,7 +415,7 @@ def reconcile(exp: Experiment, storage_url: str, study_name: str) -> list[str]:
     import optuna
     from optuna.trial import TrialState
 
-    from sweep.experiment import FAILED, RUNNING
+    from sweep.experiment import PENDING, RUNNING
 
     lost: list[str] = []
     study = optuna.load_study(study_name=study_name, storage=storage_url)
@@ -399,9 +424,8 @@ def reconcile(exp: Experiment, storage_url: str, study_name: str) -> list[str]:
         study.tell(t.number, state=TrialState.FAIL)
         lost.append(str(t.user_attrs.get("ray_trial_id", f"optuna#{t.number}")))
     for t in exp.trials():
-        if t.status().get("state") == RUNNING:
-            t.update_status(state=FAILED, reason=LOST, ended_at=time.time(),
-                            detail="its process ended without a word (driver or node killed)")
+        if t.status().get("state") in (RUNNING, PENDING):
+            mark_failed(t, LOST, "its process ended without a word (driver or node killed)")
             if t.name not in lost:
                 lost.append(t.name)
     return lost

@@ -25,7 +25,14 @@ from sweep.render import (
     load_pipeline,
     render,
 )
-from sweep.space import BasePoint, SearchSpace, candidate_values, parse_space
+from sweep.space import (
+    BasePoint,
+    IntRange,
+    SearchSpace,
+    candidate_values,
+    describe,
+    parse_space,
+)
 from sweep.tfrecord import TFRecordError, count_records
 
 CHECKPOINT_TYPES = ("detection", "classification", "full", "fine_tune")
@@ -33,8 +40,9 @@ RANDOM_SAMPLES = 16  # random trials rendered to catch cross-field problems (e.g
 
 
 def validate(space_path: str | Path, pipeline_path: str | Path, *, check_data: bool = True,
-             storage: str | Path = "experiments") -> list[Problem]:
-    """Every problem with this space + pipeline (+ data, checkpoints unless ``check_data``)."""
+             storage: str | Path = "experiments", replicas: int = 1) -> list[Problem]:
+    """Every problem with this space + pipeline (+ data, checkpoints unless ``check_data``).
+    ``replicas``: devices each trial trains on (MirroredStrategy splits the batch over them)."""
     problems: list[Problem] = []
     space = parse_space(Path(space_path), problems)
     try:
@@ -47,6 +55,8 @@ def validate(space_path: str | Path, pipeline_path: str | Path, *, check_data: b
     fits = _check_params(space, base, str(space_path), problems)
     if fits:
         _check_trials(space, base, str(space_path), problems)
+        if replicas > 1:
+            _check_replicas(space, base, replicas, str(space_path), str(pipeline_path), problems)
     if check_data:
         try:
             cfg = render(base, space.constants(), resolve_checkpoints=False)
@@ -120,6 +130,38 @@ def _check_trials(space: SearchSpace, base: TrainEvalPipelineConfig, file: str,
             which = f"points[{i}]" if i < len(points) else "a random trial"
             problems.append(Problem(file, f"parameters.{e.name}", f"{which} renders an invalid "
                                     f"config: {e.problem} (trial: {_short(params)})", e.fix))
+
+
+BATCH_SIZE_NAMES = ("batch_size", "train_config.batch_size")
+
+
+def _check_replicas(space: SearchSpace, base: TrainEvalPipelineConfig, replicas: int,
+                    space_file: str, pipeline_file: str, problems: list[Problem]) -> None:
+    """Every batch size a trial can get divides by the replicas: MirroredStrategy gives each
+    device batch_size / replicas images, and the OD API refuses a remainder at its first step."""
+    params = [p for p, _ in space.walk() if p.name in BATCH_SIZE_NAMES]
+    fix = (f"use batch sizes that are multiples of {replicas} (e.g. {{categorical: "
+           f"[{replicas * 2}, {replicas * 4}, {replicas * 8}]}} or {{int: [{replicas}, "
+           f"{replicas * 8}], step: {replicas}}}), or change --gpus-per-trial")
+    for p in params:
+        d = p.dist
+        if isinstance(d, IntRange) and not d.log and not isinstance(d.low, str):
+            bad = [v for v in (int(d.low), d.step) if v % replicas]
+        else:
+            bad = [v for v in candidate_values(d) if isinstance(v, int) and v % replicas]
+            if isinstance(d, IntRange):  # a log or parameter-bound range: any value may come
+                bad = bad or [d.low]
+        if bad:
+            problems.append(Problem(space_file, f"parameters.{p.name}", f"{describe(d)} gives "
+                                    f"batch sizes that do not divide by the {replicas} replicas "
+                                    f"of --gpus-per-trial {replicas}", fix))
+    if not params:
+        size = render(base, space.constants(), resolve_checkpoints=False).train_config.batch_size
+        if size % replicas:
+            problems.append(Problem(pipeline_file, "train_config.batch_size", f"{size} does not "
+                                    f"divide by the {replicas} replicas of --gpus-per-trial "
+                                    f"{replicas}", fix.replace("use batch sizes", "set a batch "
+                                                               "size (or sweep batch_size)")))
 
 
 def _short(params: dict[str, Any]) -> str:

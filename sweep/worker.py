@@ -26,7 +26,10 @@ from pathlib import Path
 from sweep.experiment import append_evaluated, read_evaluated
 
 
-def _setup_tf(threads: int) -> None:
+def _setup_tf(threads: int, cpu_replicas: int = 0) -> None:
+    """Before TensorFlow initialises its devices: the tf-slim patch, threads, GPU memory
+    growth (a trial's train and eval jobs, or fractional-GPU trials, share a GPU; without it
+    the first process takes all its memory), and logical CPU devices for ``cpu_replicas``."""
     from sweep import odapi_compat
 
     odapi_compat.patch()
@@ -35,24 +38,51 @@ def _setup_tf(threads: int) -> None:
     if threads > 0:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(max(1, threads))
+    for gpu in tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.set_memory_growth(gpu, True)
+    if cpu_replicas > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(cpu_replicas)])
+
+
+def train_strategy(tf, cpu_replicas: int = 0):  # noqa: ANN001, ANN201 - tf module / Strategy
+    """As ``model_main_tf2.py``: MirroredStrategy over the trial's GPUs when it has more than
+    one (Ray's CUDA_VISIBLE_DEVICES), else the default strategy. ``cpu_replicas`` > 1 mirrors
+    over that many logical CPU devices instead (to test the multi-replica path without GPUs)."""
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy([d.name for d in gpus])
+    if cpu_replicas > 1:
+        cpus = tf.config.list_logical_devices("CPU")[:cpu_replicas]
+        return tf.distribute.MirroredStrategy([d.name for d in cpus])
+    return tf.distribute.get_strategy()
 
 
 def train(pipeline: Path, model_dir: Path, *, checkpoint_every: int, steps_per_iteration: int,
-          keep: int) -> None:
+          keep: int, cpu_replicas: int = 0) -> None:
+    import tensorflow as tf
     from object_detection import model_lib_v2
 
-    model_lib_v2.train_loop(
-        pipeline_config_path=str(pipeline),
-        model_dir=str(model_dir),
-        checkpoint_every_n=checkpoint_every,
-        checkpoint_max_to_keep=keep,
-        num_steps_per_iteration=steps_per_iteration,
-        record_summaries=False,  # only drops the per-step input-image summaries; scalars stay
-    )
+    strategy = train_strategy(tf, cpu_replicas)
+    print(f"train: {strategy.num_replicas_in_sync} replica(s) "
+          f"({type(strategy).__name__})", flush=True)
+    with strategy.scope():  # train_loop builds the model under the current strategy
+        model_lib_v2.train_loop(
+            pipeline_config_path=str(pipeline),
+            model_dir=str(model_dir),
+            checkpoint_every_n=checkpoint_every,
+            checkpoint_max_to_keep=keep,
+            num_steps_per_iteration=steps_per_iteration,
+            record_summaries=False,  # only drops the per-step input-image summaries
+        )
 
 
 def evaluate(pipeline: Path, model_dir: Path, *, poll: float, eval_initial: bool,
-             timeout: float) -> None:
+             timeout: float = 0.0) -> None:
+    """Evaluate every checkpoint in order until the final step's is done. No clock ends it by
+    default: a trial's training may take days between checkpoints, and the trial (which owns
+    this job) ends it when training is over or the trial stops."""
     import tensorflow as tf
     from object_detection import inputs, model_lib_v2
     from object_detection.builders import model_builder, optimizer_builder
@@ -79,7 +109,7 @@ def evaluate(pipeline: Path, model_dir: Path, *, poll: float, eval_initial: bool
     while True:
         latest = _next_checkpoint(tf, model_dir, done)
         if latest is None:
-            if time.time() - last_new > timeout:
+            if timeout and time.time() - last_new > timeout:
                 print(f"eval: no new checkpoint for {timeout:.0f}s; exiting", flush=True)
                 return
             time.sleep(poll)
@@ -144,20 +174,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", type=int, default=3, help="checkpoints to keep (last N)")
     p.add_argument("--poll", type=float, default=1.0)
     p.add_argument("--eval-initial", action="store_true", help="also evaluate the step-0 checkpoint")
-    p.add_argument("--timeout", type=float, default=3600.0,
-                   help="eval: exit after this long without a new checkpoint")
+    p.add_argument("--timeout", type=float, default=0.0,
+                   help="eval: exit after this long without a new checkpoint (0 = never; a "
+                        "trial ends its eval job itself) [%(default)s]")
+    p.add_argument("--cpu-replicas", type=int, default=0,
+                   help="train: mirror over this many logical CPU devices (tests the "
+                        "multi-GPU path on a CPU machine)")
     a = p.parse_args(argv)
     if a.parent_pid:
         from sweep.process import watch_parent
 
         watch_parent(a.parent_pid)
     (a.model_dir / "eval").mkdir(parents=True, exist_ok=True)
-    _setup_tf(a.threads)
+    _setup_tf(a.threads, a.cpu_replicas if a.job == "train" else 0)
     print(f"sweep.worker {a.job} pid={os.getpid()} "
           f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}", flush=True)
     if a.job == "train":
         train(a.pipeline, a.model_dir, checkpoint_every=a.checkpoint_every,
-              steps_per_iteration=a.steps_per_iteration, keep=a.keep)
+              steps_per_iteration=a.steps_per_iteration, keep=a.keep,
+              cpu_replicas=a.cpu_replicas)
     else:
         evaluate(a.pipeline, a.model_dir, poll=a.poll, eval_initial=a.eval_initial,
                  timeout=a.timeout)

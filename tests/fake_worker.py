@@ -3,7 +3,9 @@
 It writes what the OD API jobs write -- train/eval event files, ckpt-N files, the `checkpoint`
 state file, eval/evaluated.jsonl -- at the same argv, in milliseconds. FAKE_MODE picks a
 behaviour: ok | nan (loss becomes NaN at step 20) | crash_once (train dies with SIGKILL the
-first time, after its first checkpoint) | crash_always | hang (train never progresses).
+first time, after its first checkpoint) | crash_always | hang (train never progresses: no
+summary, no checkpoint) | slow (a summary every FAKE_STEP_SLEEP s, default 0.5). As the real
+eval job, the eval job has no clock unless given --timeout.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ def train(a: argparse.Namespace) -> None:
     total = num_steps(a.pipeline)
     n, step = latest(a.model_dir)
     marker = a.model_dir / "crashed-once"
+    pace = float(os.environ.get("FAKE_STEP_SLEEP", "0.5")) if mode == "slow" else 0.05
     while step < total:
         if mode == "hang":
             time.sleep(0.5)
@@ -70,7 +73,7 @@ def train(a: argparse.Namespace) -> None:
             if mode == "crash_always" or (mode == "crash_once" and not marker.exists()):
                 marker.write_text("1")
                 os.kill(os.getpid(), signal.SIGKILL)
-        time.sleep(0.05)
+        time.sleep(pace)
 
 
 def evaluate(a: argparse.Namespace) -> None:
@@ -79,9 +82,13 @@ def evaluate(a: argparse.Namespace) -> None:
     log = a.model_dir / "eval" / "evaluated.jsonl"
     if log.exists():
         done = {json.loads(x)["step"] for x in log.read_text().splitlines()}
+    last_new = time.time()
     while True:
         n, step = latest(a.model_dir)
+        if a.timeout and time.time() - last_new > a.timeout:
+            return
         if step and step not in done:
+            last_new = time.time()
             mAP = min(1.0, step / 100)
             # The real eval job writes its own Loss/* too (eval losses, not the training's).
             append_event(a.model_dir / "eval", step, {"DetectionBoxes_Precision/mAP": mAP,
@@ -103,6 +110,7 @@ def main() -> None:
     p.add_argument("--model-dir", type=Path)
     p.add_argument("--checkpoint-every", type=int, default=10)
     p.add_argument("--steps-per-iteration", type=int, default=10)
+    p.add_argument("--timeout", type=float, default=0.0)
     a, _ = p.parse_known_args()
     (a.model_dir / "eval").mkdir(parents=True, exist_ok=True)
     print(f"fake {a.job} CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')} "

@@ -12,7 +12,7 @@ import os
 import optuna
 import pytest
 
-from sweep import metrics
+from sweep import errors, metrics
 from sweep.experiment import COMPLETED, FAILED, STOPPED, Experiment
 
 pytestmark = pytest.mark.slow
@@ -29,9 +29,12 @@ def _by_l2(exp: Experiment) -> dict[float, object]:
     return {t.params()["l2_weight"]: t for t in exp.trials()}
 
 
-def test_sweep_exits_cleanly(real_sweep) -> None:  # noqa: ANN001
-    assert real_sweep.returncode == 0, real_sweep.output[-4000:]
+def test_sweep_exits_saying_how_many_trials_failed(real_sweep) -> None:  # noqa: ANN001
+    """The diverging point fails by design: the sweep runs to its end, exits 1 (some trials
+    failed) and its last line says how many, why, and where to look."""
+    assert real_sweep.returncode == errors.EXIT_TRIALS_FAILED, real_sweep.output[-4000:]
     assert "3/3 trials done" in real_sweep.output
+    assert "1 of 3 trials failed (diverged 1)" in real_sweep.output.strip().splitlines()[-1]
 
 
 def test_every_trial_has_a_folder_a_person_can_read(real_sweep) -> None:  # noqa: ANN001
@@ -77,7 +80,7 @@ def test_a_killed_train_process_is_retried_from_its_checkpoint(real_sweep) -> No
     base = _by_l2(_exp(real_sweep))[BASE]
     assert real_sweep.killed["trial"] == base.name
     st = base.status()
-    assert st["state"] == COMPLETED and st["retries"] == 1
+    assert st["state"] == COMPLETED and st["restarts"] == 1
     assert st["last_failure"].startswith("killed: train process exited with -9")
     assert st["train_pid"] != real_sweep.killed["pid"]
     files = metrics.event_files(base.path / "train")

@@ -24,13 +24,22 @@ def _render(base: Path, params: dict, out: Path) -> int:
 
 def _runner(tmp_path: Path, mode: str = "ok", *, max_failures: int = 2, name: str = "t1",
             params: dict | None = None, gpu_ids: list[str] | None = None,
-            metric: str = "DetectionBoxes_Precision/mAP", metric_mode: str = "max") -> TrialRunner:
+            metric: str = "DetectionBoxes_Precision/mAP", metric_mode: str = "max",
+            render=_render, env: dict | None = None, **spec_kw) -> TrialRunner:  # noqa: ANN001
     (tmp_path / "base_pipeline.config").write_text("")
     spec = TrialSpec(experiment_root=tmp_path, eval_every=20, max_failures=max_failures,
                      metric=metric, mode=metric_mode, cwd=tmp_path,
                      poll=0.05, worker_module="tests.fake_worker",
-                     extra_env={"FAKE_MODE": mode, "PYTHONPATH": str(REPO)})
-    return TrialRunner(spec, name, params or {"lr": 0.1}, gpu_ids=gpu_ids, render=_render)
+                     extra_env={"FAKE_MODE": mode, "PYTHONPATH": str(REPO), **(env or {})},
+                     **spec_kw)
+    return TrialRunner(spec, name, params or {"lr": 0.1}, gpu_ids=gpu_ids, render=render)
+
+
+def _until_done(r: TrialRunner) -> list[dict]:
+    results = [r.next_result(timeout=60)]
+    while not results[-1]["done"]:
+        results.append(r.next_result(timeout=60))
+    return results
 
 
 @pytest.mark.parametrize(("num_steps", "eval_every", "expected"), [
@@ -101,7 +110,7 @@ def test_a_killed_train_process_is_retried_from_its_checkpoint(tmp_path: Path) -
         results.append(r.next_result(timeout=30))
     assert [x["step"] for x in results] == [20, 40]
     st = r.dir.status()
-    assert st["state"] == COMPLETED and st["retries"] == 1
+    assert st["state"] == COMPLETED and st["restarts"] == 1
     assert st["last_failure"].startswith("killed: train process exited with -9")
     # The second attempt resumed at step 20: no step was trained twice.
     from sweep import metrics
@@ -120,6 +129,7 @@ def test_retries_are_bounded_then_the_trial_fails_with_the_reason(tmp_path: Path
     assert out["sweep_failed"] == errors.KILLED
     st = r.dir.status()
     assert st["state"] == FAILED and "gave up after 2 failures" in st["detail"]
+    assert "--max-failures 1" in st["detail"]
 
 
 def test_stop_ends_both_processes_within_seconds_and_marks_stopped(tmp_path: Path) -> None:
@@ -145,3 +155,93 @@ def test_a_restarted_trial_keeps_its_first_parameters(tmp_path: Path) -> None:
         assert again.dir.status()["attempts"] == 2
     finally:
         again.stop()
+
+
+# --- no clock kills a healthy trial; a stalled one is caught by its lack of progress -----------
+
+def test_a_slow_trial_with_progress_is_never_stalled(tmp_path: Path) -> None:
+    """Checkpoints 4 s apart, summaries every 0.4 s: longer between checkpoints than the stall
+    setting, but training is visibly alive, so the trial completes."""
+    r = _runner(tmp_path, "slow", stall_s=1.5, env={"FAKE_STEP_SLEEP": "0.4"})
+    r.start()
+    results = _until_done(r)
+    assert [x["step"] for x in results] == [20, 40] and "sweep_failed" not in results[-1]
+    st = r.dir.status()
+    assert st["state"] == COMPLETED and st.get("restarts", 0) == 0
+
+
+def test_a_hung_training_job_is_stalled_restarted_then_failed(tmp_path: Path) -> None:
+    r = _runner(tmp_path, "hang", stall_s=1.0, max_failures=1)
+    r.start()
+    first_pid = r.train_proc.pid
+    out = r.next_result(timeout=60)
+    assert out["done"] is True and out["sweep_failed"] == errors.STALLED
+    st = r.dir.status()
+    assert st["state"] == FAILED and st["reason"] == errors.STALLED
+    assert "no summary or checkpoint" in st["detail"] and "--stall-minutes" in st["detail"]
+    assert st["restarts"] == 1 and st["last_failure"].startswith("stalled")
+    assert r.dir.train_log.read_text().count("start train") == 2  # restarted once, as policy
+    with pytest.raises(ProcessLookupError):
+        os.kill(first_pid, 0)
+    assert not r.train_proc.alive() and not r.eval_proc.alive()
+
+
+def test_stall_detection_off(tmp_path: Path) -> None:
+    r = _runner(tmp_path, "hang", stall_s=0)
+    r.start()
+    try:
+        with pytest.raises(TimeoutError):
+            r.next_result(timeout=2.5)
+    finally:
+        r.stop()
+
+
+# --- honest failure accounting and one retry budget -------------------------------------------
+
+def test_a_trial_whose_config_does_not_render_fails_with_the_reason(tmp_path: Path) -> None:
+    def broken(base: Path, params: dict, out: Path) -> int:
+        raise ValueError("cosine_decay_learning_rate.warmup_steps 500 > total_steps 40")
+
+    r = _runner(tmp_path, render=broken)
+    r.start()  # never raises: the failure is the trial's, reported as its result
+    out = r.next_result(timeout=5)
+    assert out["done"] is True and out["sweep_failed"] == errors.SETUP
+    st = r.dir.status()
+    assert st["state"] == FAILED and st["reason"] == errors.SETUP
+    assert "warmup_steps 500" in st["detail"] and r.train_proc is None
+
+
+def test_actor_deaths_and_process_crashes_share_one_restart_budget(tmp_path: Path) -> None:
+    """--max-failures 1: a process crash uses the one restart; the Ray actor then dying (the
+    same run finds the trial RUNNING) is the second failure, and the trial fails."""
+    r = _runner(tmp_path, "crash_once", max_failures=1, run_id="run-1")
+    r.start()
+    out = r.next_result(timeout=30)
+    assert r.dir.status()["restarts"] == 1 and "sweep_failed" not in out
+    r.stop_processes()  # the actor dies without cleanup: status.json still says RUNNING
+    again = _runner(tmp_path, max_failures=1, run_id="run-1")
+    again.start()
+    out = again.next_result(timeout=5)
+    assert out["sweep_failed"] == errors.ACTOR_DIED
+    st = again.dir.status()
+    assert st["state"] == FAILED and "gave up after 2 restarts" in st["detail"]
+
+
+def test_a_resumed_driver_is_not_a_trial_failure(tmp_path: Path) -> None:
+    r = _runner(tmp_path, max_failures=0, run_id="run-1")
+    r.start()
+    r.stop_processes()  # the driver was killed (status RUNNING); a resumed run has a new id
+    again = _runner(tmp_path, max_failures=0, run_id="run-2")
+    again.start()
+    results = _until_done(again)
+    assert results[-1]["step"] == 40 and again.dir.status()["state"] == COMPLETED
+    assert again.dir.status()["restarts"] == 0
+
+
+@pytest.mark.parametrize(("eval_device", "eval_gpus"), [("gpu", "3"), ("cpu", "")])
+def test_eval_job_runs_on_one_device(tmp_path: Path, eval_device: str, eval_gpus: str) -> None:
+    r = _runner(tmp_path, gpu_ids=["3", "5"], eval_device=eval_device)
+    r.start()
+    _until_done(r)
+    assert "CUDA_VISIBLE_DEVICES=3,5 " in r.dir.train_log.read_text()
+    assert f"CUDA_VISIBLE_DEVICES={eval_gpus} " in r.dir.eval_log.read_text()

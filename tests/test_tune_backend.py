@@ -3,14 +3,18 @@ OD API jobs (tests/fake_worker.py) so each sweep takes seconds of training, not 
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import optuna
 import pytest
 
-from sweep import metrics
+from sweep import errors, metrics
 from sweep.experiment import COMPLETED, FAILED, Experiment
 from tests.conftest import run_cli
 
@@ -78,3 +82,68 @@ def test_consecutive_failures_stop_the_sweep(base: tuple[Path, Path]) -> None:
     assert 2 <= len(trials) < 6
     assert all(t.status()["state"] == FAILED and t.status()["reason"] == "diverged"
                for t in trials[:2])
+
+
+def _study(exp: Experiment) -> optuna.Study:
+    s = exp.settings()
+    return optuna.load_study(study_name=s["study_name"], storage=s["storage_url"])
+
+
+def test_stalled_trials_fail_with_their_reason_everywhere(base: tuple[Path, Path]) -> None:
+    """A hung training job (no summary, no checkpoint) is `stalled` within seconds with a low
+    --stall-minutes: FAILED in status.json, FAIL with the reason in the study, in `sweep
+    status`, exit code 1 and a last line that says where to look."""
+    root, pipeline = base
+    out = _run(root, pipeline, "hung", "hang", "--num-trials", "2", "--stall-minutes", "0.03",
+               "--max-failures", "0", "--max-consecutive-failures", "5", "--scheduler", "fifo")
+    assert out.returncode == errors.EXIT_TRIALS_FAILED, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "2 of 2 trials failed (stalled 2)" in out.stderr.strip().splitlines()[-1]
+    exp = Experiment(root / "experiments" / "hung")
+    assert [t.status()["reason"] for t in exp.trials()] == [errors.STALLED] * 2
+    study = _study(exp)
+    assert [(t.state, t.user_attrs.get("failure")) for t in study.trials] == [
+        (optuna.trial.TrialState.FAIL, errors.STALLED)] * 2
+    status = run_cli(["status", "hung"], root, timeout=120)
+    assert status.stdout.count("stalled") == 2
+
+
+def test_a_lost_ray_actor_fails_the_trial_with_its_reason(base: tuple[Path, Path]) -> None:
+    """kill -9 of a trial's Ray actor with --max-failures 0: Ray gives up on it; the trial is
+    FAILED "actor died" in its folder and the study (never left RUNNING or PENDING), and it
+    counts as a failed trial in the exit code."""
+    root, pipeline = base
+    trials = root / "experiments" / "lost" / "trials"
+    stop, killed = threading.Event(), {}
+
+    def kill_first_actor() -> None:
+        while not stop.is_set():
+            for st in trials.glob("*/status.json"):
+                try:
+                    pid = json.loads(st.read_text()).get("pid")
+                except ValueError:
+                    continue
+                if pid:
+                    os.kill(pid, signal.SIGKILL)
+                    killed[st.parent.name] = pid
+                    return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_first_actor, daemon=True)
+    killer.start()
+    os.environ["FAKE_STEP_SLEEP"] = "0.3"
+    try:
+        out = _run(root, pipeline, "lost", "slow", "--num-trials", "2", "--max-concurrent", "1",
+                   "--max-failures", "0", "--scheduler", "fifo")
+    finally:
+        stop.set()
+        del os.environ["FAKE_STEP_SLEEP"]
+    assert killed, out.stdout[-2000:]
+    assert out.returncode == errors.EXIT_TRIALS_FAILED, out.stdout[-3000:] + out.stderr[-3000:]
+    exp = Experiment(root / "experiments" / "lost")
+    states = {t.name: (t.status()["state"], t.status().get("reason")) for t in exp.trials()}
+    (victim,) = killed
+    assert states.pop(victim) == (FAILED, errors.ACTOR_DIED)
+    assert [s for s, _ in states.values()] == [COMPLETED]
+    by_ray = {t.user_attrs["ray_trial_id"]: t for t in _study(exp).trials}
+    assert by_ray[victim].state == optuna.trial.TrialState.FAIL
+    assert by_ray[victim].user_attrs["failure"] == errors.ACTOR_DIED

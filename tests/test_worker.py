@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -57,3 +58,37 @@ def test_worker_processes_get_the_tf_slim_patch() -> None:
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "patched tensorflow.python.ops.control_flow_case tensorflow.python.ops.cond" in out.stdout
+
+
+@pytest.mark.slow
+def test_two_replica_training_under_mirrored_strategy_and_its_checkpoints_evaluate(
+        tmp_path: Path) -> None:
+    """`--gpus-per-trial 2` trains under MirroredStrategy as model_main_tf2.py does; on this
+    CPU machine the same path runs over two logical CPU devices. The eval job (one device)
+    evaluates the checkpoints the two replicas wrote."""
+    from sweep.render import load_pipeline, render, write_pipeline
+    from tests.conftest import make_workspace
+
+    base = make_workspace(tmp_path, n_train=8, n_eval=4)
+    model_dir = tmp_path / "trial"
+    model_dir.mkdir()
+    cfg = render(load_pipeline(base), {"num_steps": 10, "batch_size": 4})
+    write_pipeline(cfg, model_dir / "pipeline.config")
+    common = ["--pipeline", str(model_dir / "pipeline.config"), "--model-dir", str(model_dir),
+              "--threads", "1"]
+    train = subprocess.run(
+        [sys.executable, "-m", "sweep.worker", "train", *common, "--cpu-replicas", "2",
+         "--checkpoint-every", "10", "--steps-per-iteration", "5", "--keep", "2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
+    assert "train: 2 replica(s) (MirroredStrategy)" in train.stdout
+    ev = subprocess.run(
+        [sys.executable, "-m", "sweep.worker", "eval", *common, "--poll", "0.2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert ev.returncode == 0, ev.stdout[-3000:] + ev.stderr[-3000:]
+    rows = read_evaluated(model_dir)
+    assert rows[-1]["step"] == 10  # ckpt-1 is train_loop's step-0 checkpoint
+    assert (model_dir / f"{rows[-1]['checkpoint']}.index").exists()
+    assert "DetectionBoxes_Precision/mAP" in rows[-1]["metrics"]
