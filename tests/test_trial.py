@@ -3,6 +3,7 @@ jobs write, so results, divergence, retries, stop and best-checkpoint logic run 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -160,12 +161,13 @@ def test_a_restarted_trial_keeps_its_first_parameters(tmp_path: Path) -> None:
 # --- no clock kills a healthy trial; a stalled one is caught by its lack of progress -----------
 
 def test_a_slow_trial_with_progress_is_never_stalled(tmp_path: Path) -> None:
-    """Checkpoints 4 s apart, summaries every 0.4 s: longer between checkpoints than the stall
-    setting, but training is visibly alive, so the trial completes."""
-    r = _runner(tmp_path, "slow", stall_s=1.5, env={"FAKE_STEP_SLEEP": "0.4"})
+    """6 s from start to its only checkpoint, a summary every 1.5 s: longer without a
+    checkpoint than the stall setting (4 s), but training is visibly alive, so it completes."""
+    r = _runner(tmp_path, "slow", stall_s=4.0, env={"FAKE_STEP_SLEEP": "1.5"})
+    r.spec = dataclasses.replace(r.spec, eval_every=0)  # one checkpoint, at step 40
     r.start()
     results = _until_done(r)
-    assert [x["step"] for x in results] == [20, 40] and "sweep_failed" not in results[-1]
+    assert [x["step"] for x in results] == [40] and "sweep_failed" not in results[-1]
     st = r.dir.status()
     assert st["state"] == COMPLETED and st.get("restarts", 0) == 0
 
