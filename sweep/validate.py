@@ -33,16 +33,25 @@ from sweep.space import (
     describe,
     parse_space,
 )
-from sweep.tfrecord import TFRecordError, count_records
+from sweep.tfrecord import TFRecordError, Verify, count_records
 
 CHECKPOINT_TYPES = ("detection", "classification", "full", "fine_tune")
 RANDOM_SAMPLES = 16  # random trials rendered to catch cross-field problems (e.g. warm-up rules)
 
 
+VERIFY_DATA = {"sample": "sample", "full": "all"}  # --verify-data -> sweep.tfrecord's level
+
+
 def validate(space_path: str | Path, pipeline_path: str | Path, *, check_data: bool = True,
-             storage: str | Path = "experiments", replicas: int = 1) -> list[Problem]:
+             storage: str | Path = "experiments", replicas: int = 1, verify_data: str = "sample",
+             examples: dict[str, int] | None = None) -> list[Problem]:
     """Every problem with this space + pipeline (+ data, checkpoints unless ``check_data``).
-    ``replicas``: devices each trial trains on (MirroredStrategy splits the batch over them)."""
+
+    ``replicas``: devices each trial trains on (MirroredStrategy splits the batch over them).
+    ``verify_data``: "sample" checks every record's framing and a sample of data checksums,
+    "full" every data checksum. ``examples``, if given, receives the number of records of each
+    input reader (``train_input_reader``, ``eval_input_reader[0]``): every file is read once.
+    """
     problems: list[Problem] = []
     space = parse_space(Path(space_path), problems)
     try:
@@ -63,16 +72,21 @@ def validate(space_path: str | Path, pipeline_path: str | Path, *, check_data: b
         except ValueError:
             cfg = base  # already reported above
         _check_label_maps(cfg, str(pipeline_path), problems)
-        _check_tfrecords(cfg, str(pipeline_path), problems)
+        counts = _check_tfrecords(cfg, str(pipeline_path), problems, VERIFY_DATA[verify_data])
+        if examples is not None:
+            examples.update(counts)
         _check_checkpoints(space, cfg, str(space_path), str(pipeline_path), storage, problems)
     return problems
 
 
-def check(space_path: str | Path, pipeline_path: str | Path, **kw: Any) -> None:
-    """Raise ``ConfigError`` listing every problem, if there is any."""
-    problems = validate(space_path, pipeline_path, **kw)
+def check(space_path: str | Path, pipeline_path: str | Path, **kw: Any) -> dict[str, int]:
+    """Raise ``ConfigError`` listing every problem, if there is any; else return the number
+    of examples of each input reader (empty when data is not checked)."""
+    examples: dict[str, int] = {}
+    problems = validate(space_path, pipeline_path, examples=examples, **kw)
     if problems:
         raise ConfigError(problems)
+    return examples
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,7 +258,9 @@ def _check_label_maps(cfg: TrainEvalPipelineConfig, file: str, problems: list[Pr
 # TFRecords
 
 
-def _check_tfrecords(cfg: TrainEvalPipelineConfig, file: str, problems: list[Problem]) -> None:
+def _check_tfrecords(cfg: TrainEvalPipelineConfig, file: str, problems: list[Problem],
+                     verify: Verify = "sample") -> dict[str, int]:
+    counts: dict[str, int] = {}
     for where, reader in _readers(cfg):
         if reader.WhichOneof("input_reader") != "tf_record_input_reader":
             continue
@@ -267,7 +283,7 @@ def _check_tfrecords(cfg: TrainEvalPipelineConfig, file: str, problems: list[Pro
             total = 0
             for f in files:
                 try:
-                    total += count_records(f)  # every length checksum, the first data checksum
+                    total += count_records(f, verify=verify)
                 except (OSError, ValueError) as e:
                     reason = e.reason if isinstance(e, TFRecordError) else e  # names no file
                     problems.append(Problem(file, key, f"'{f}' is unreadable: {reason}",
@@ -276,6 +292,8 @@ def _check_tfrecords(cfg: TrainEvalPipelineConfig, file: str, problems: list[Pro
             if total == 0 and not any(p.key == key and p.file == file for p in problems):
                 problems.append(Problem(file, key, f"'{pattern}' holds no examples",
                                         "point input_path at non-empty TFRecord files"))
+            counts[where] = counts.get(where, 0) + total
+    return counts
 
 
 # ---------------------------------------------------------------------------------------------

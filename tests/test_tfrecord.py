@@ -21,6 +21,35 @@ def test_crc32c_matches_tensorboards_independent_implementation() -> None:
     assert crc32c(b"123456789") == 0xE3069283  # the published CRC-32C check value
 
 
+def test_compiled_crc32c_agrees_with_the_pure_python_one() -> None:
+    from sweep import tfrecord
+
+    assert tfrecord.COMPILED_CRC  # google-crc32c is in the lock: full verification is fast
+    rng = random.Random(2)
+    for n in (0, 1, 3, 64, 4097, 100_000):
+        data = rng.randbytes(n)
+        assert tfrecord.crc32c(data) == tfrecord.crc32c_python(data)
+
+
+def test_sample_verification_spreads_over_the_whole_file(tmp_path: Path) -> None:
+    """`sample` (the pre-flight default) checks every length checksum and the data of the
+    first 8 records and every 997th; `all` (--verify-data full) every record's data."""
+    payloads = [bytes([i % 251]) * 20 for i in range(2000)]
+    good = b"".join(frame_record(p) for p in payloads)
+    size = 12 + 20 + 4
+    path = tmp_path / "big.record"
+    path.write_bytes(_flip(good, 500 * size + 12 + 3))  # record 500's data: not sampled
+    assert count_records(path) == 2000
+    with pytest.raises(TFRecordError, match="record 500 has a bad data checksum"):
+        count_records(path, verify="all")
+    path.write_bytes(_flip(good, 997 * size + 12 + 3))  # record 997's data: sampled
+    with pytest.raises(TFRecordError, match="record 997 has a bad data checksum"):
+        count_records(path)
+    path.write_bytes(_flip(good, 1500 * size + 2))  # any record's length: always checked
+    with pytest.raises(TFRecordError, match="record 1500 has a bad length checksum"):
+        count_records(path)
+
+
 def test_framing_round_trips_and_detects_corruption(tmp_path: Path) -> None:
     payloads = [b"", b"a", bytes(range(256)) * 3]
     path = tmp_path / "x.record"
@@ -59,7 +88,9 @@ def test_verify_levels(tmp_path: Path) -> None:
     with pytest.raises(TFRecordError, match="record 1 has a bad data checksum at byte 26"):
         list(read_records(path))
     assert len(list(read_records(path, verify="first"))) == 3  # only record 0's data is checked
-    assert count_records(path) == 3
+    assert count_records(path, verify="first") == 3
+    with pytest.raises(TFRecordError, match="record 1 has a bad data checksum"):
+        count_records(path)  # the default sample starts with the first 8 records
 
     path.write_bytes(_flip(good, 12))  # record 0's data
     with pytest.raises(TFRecordError, match="record 0 has a bad data checksum at byte 0"):
@@ -67,7 +98,7 @@ def test_verify_levels(tmp_path: Path) -> None:
     assert list(read_records(path, verify="none"))[1:] == PAYLOADS[1:]
 
     path.write_bytes(_flip(good, 26))  # record 1's length checksum: checked unless "none"
-    for verify in ("all", "first"):
+    for verify in ("all", "sample", "first"):
         with pytest.raises(TFRecordError, match="record 1 has a bad length checksum at byte 26$"):
             list(read_records(path, verify=verify))
     with pytest.raises(ValueError, match="verify must be"):

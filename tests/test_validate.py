@@ -339,6 +339,24 @@ def test_tfrecord_glob_and_count(setup) -> None:
     assert count_records(setup["dir"] / "shard-00002-of-00003.record") == 3
 
 
+def test_examples_are_counted_once_per_reader_and_full_verification(setup) -> None:
+    """`check` returns what it counted (the report's dataset sizes: no second read); a
+    corrupt record outside the default sample is found by --verify-data full."""
+    for i in range(3):
+        (setup["dir"] / f"shard-{i:05d}-of-00003.record").write_bytes(tfrecord([b"x"] * (i + 1)))
+    edit_pipeline(setup, {"train_input_reader.tf_record_input_reader.input_path":
+                          str(setup["dir"] / "shard-?????-of-00003.record")})
+    assert check(setup["space"], setup["pipeline"]) == {
+        "train_input_reader": 6, "eval_input_reader[0]": 1}
+    data = bytearray(tfrecord([bytes([i]) * 8 for i in range(20)]))
+    data[12 * 24 + 12 + 2] ^= 0xFF  # record 12's data (records are 24 bytes): not sampled
+    (setup["dir"] / "test.record").write_bytes(bytes(data))
+    assert check(setup["space"], setup["pipeline"])["eval_input_reader[0]"] == 20
+    p = one(problems_for(setup, verify_data="full"),
+            "eval_input_reader[0].tf_record_input_reader.input_path")
+    assert "record 12 has a bad data checksum" in p.problem
+
+
 def test_data_checks_can_be_skipped(setup) -> None:
     (setup["dir"] / "train.record").unlink()
     assert problems_for(setup, check_data=False) == []
