@@ -114,6 +114,7 @@ def main() -> None:
     a, _ = p.parse_known_args()
     (a.model_dir / "eval").mkdir(parents=True, exist_ok=True)
     print(f"fake {a.job} CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')} "
+          f"TF_FORCE_GPU_ALLOW_GROWTH={os.environ.get('TF_FORCE_GPU_ALLOW_GROWTH')} "
           f"cwd={os.getcwd()}", flush=True)
     train(a) if a.job == "train" else evaluate(a)
 

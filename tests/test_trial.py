@@ -247,3 +247,6 @@ def test_eval_job_runs_on_one_device(tmp_path: Path, eval_device: str, eval_gpus
     _until_done(r)
     assert "CUDA_VISIBLE_DEVICES=3,5 " in r.dir.train_log.read_text()
     assert f"CUDA_VISIBLE_DEVICES={eval_gpus} " in r.dir.eval_log.read_text()
+    # Both jobs may share a GPU: TF must take its memory as needed, not all of it at start.
+    for log in (r.dir.train_log, r.dir.eval_log):
+        assert "TF_FORCE_GPU_ALLOW_GROWTH=true" in log.read_text()

@@ -396,3 +396,27 @@ def test_fine_tune_from_an_experiment_that_does_not_exist(setup) -> None:
     space = GOOD_SPACE + "  fine_tune_checkpoint: 'best:my_model_6'\n"
     p = one(problems_for(setup, space, storage=setup["dir"]), "parameters.fine_tune_checkpoint")
     assert "'best:my_model_6': no experiment 'my_model_6'" in p.problem
+
+
+@pytest.mark.parametrize(("batch", "ok"), [
+    ("{categorical: [4, 8, 16]}", True), ("{categorical: [4, 6, 9]}", False),
+    ("{int: [2, 16], step: 2}", True), ("{int: [2, 16]}", False), ("{int: [3, 15], step: 2}", False),
+    ("8", True), ("5", False),
+])
+def test_batch_size_must_divide_by_the_replicas_of_a_multi_gpu_trial(setup, batch, ok) -> None:  # noqa: ANN001
+    space = GOOD_SPACE + f"  batch_size: {batch}\n"
+    assert problems_for(setup, space) == []  # one device: any batch size
+    problems = problems_for(setup, space, replicas=2)
+    if ok:
+        assert problems == []
+    else:
+        p = one(problems, "parameters.batch_size")
+        assert "do not divide by the 2 replicas of --gpus-per-trial 2" in p.problem
+        assert "multiples of 2" in p.fix
+
+
+def test_base_batch_size_must_divide_by_the_replicas(setup) -> None:
+    edit_pipeline(setup, {"batch_size": 3})
+    p = one(problems_for(setup, replicas=2), "train_config.batch_size")
+    assert p.file == str(setup["pipeline"]) and "3 does not divide by the 2 replicas" in p.problem
+    assert problems_for(setup, replicas=3) == []
