@@ -44,7 +44,14 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     g.add_argument("--sampler", default="tpe",
                    help="tpe, random, cmaes, grid, qmc, nsga2 (multi-objective) [%(default)s]")
     g.add_argument("--scheduler", default="asha",
-                   help="fifo, asha or median (early stopping on the first metric) [%(default)s]")
+                   help="fifo, asha or median (early stopping on the first metric), or pbt: "
+                        "population-based training, where worse trials continue from better "
+                        "trials' checkpoints with perturbed values of the space's `perturb:` "
+                        "parameters (the sampler is not used: known points, then random draws, "
+                        "make the population) [%(default)s]")
+    g.add_argument("--perturbation-interval", type=int, default=0, metavar="STEPS",
+                   help="pbt: train steps between exploit/explore, a multiple of --eval-every "
+                        "(0 = --eval-every) [%(default)s]")
     g.add_argument("--metric", action="append", dest="metrics",
                    help="metric to optimise: mAP, mAP_50, AR_100, total_loss or an OD API tag;"
                         " repeat for multi-objective [mAP]")
@@ -173,6 +180,7 @@ def _settings(a: argparse.Namespace, space: Path, pipeline: Path, default_name: 
         eval_every=a.eval_every, keep_checkpoints=a.keep_checkpoints,
         max_failures=a.max_failures, max_consecutive_failures=a.max_consecutive_failures,
         stall_minutes=a.stall_minutes, eval_device=a.eval_device,
+        perturbation_interval=a.perturbation_interval,
         address=a.address, study_url=a.study_url, dashboard=not a.no_dashboard,
         dashboard_host=a.dashboard_host, declare_gpus=a.declare_gpus,
         model_name=pipeline.parent.name)

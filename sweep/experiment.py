@@ -31,7 +31,8 @@ COMPLETED = "COMPLETED"  # trained to num_steps and evaluated
 STOPPED = "STOPPED"  # stopped early by the scheduler (or the sweep's budget)
 FAILED = "FAILED"  # see "reason": diverged, killed, out of memory, error
 PENDING = "PENDING"
-STATES = (PENDING, RUNNING, COMPLETED, STOPPED, FAILED)
+PAUSED = "PAUSED"  # PBT paused it to clone another trial into it; it continues
+STATES = (PENDING, RUNNING, PAUSED, COMPLETED, STOPPED, FAILED)
 
 
 def write_json(path: Path, data: Any) -> None:

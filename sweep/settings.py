@@ -12,7 +12,7 @@ from sweep import metrics
 from sweep.errors import ConfigError, Problem
 
 SAMPLERS = ("tpe", "random", "cmaes", "grid", "qmc", "nsga2")
-SCHEDULERS = ("fifo", "asha", "median")
+SCHEDULERS = ("fifo", "asha", "median", "pbt")
 EVAL_DEVICES = ("gpu", "cpu")
 # Short names accepted on the command line for the OD API's tags.
 METRIC_ALIASES = {
@@ -48,6 +48,7 @@ class SweepSettings:
     keep_checkpoints: int = 3
     max_failures: int = 2
     max_consecutive_failures: int = 3
+    perturbation_interval: int = 0  # PBT: steps between exploit/explore; 0 = --eval-every
     stall_minutes: float = 30.0  # training without a new summary or checkpoint; 0 = never
     eval_device: str = "gpu"
     address: str | None = None
@@ -113,6 +114,19 @@ class SweepSettings:
         if self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
             bad("--gpus-per-trial", f"{self.gpus_per_trial} GPUs: above 1 it must be whole",
                 "use a fraction below 1 or a whole number")
+        if self.scheduler == "pbt":
+            if self.eval_every <= 0:
+                bad("--eval-every", "PBT needs evaluations during training to compare trials",
+                    "set --eval-every (e.g. 2000) and --perturbation-interval a multiple of it")
+            elif self.perturbation_interval % self.eval_every:
+                bad("--perturbation-interval", f"{self.perturbation_interval} is not a multiple "
+                    f"of --eval-every {self.eval_every}: trials are compared and cloned at "
+                    "evaluated checkpoints", f"use a multiple of {self.eval_every}")
+            if self.multi_objective:
+                bad("--scheduler", "pbt compares trials on one metric", "give one --metric")
+        if self.perturbation_interval < 0:
+            bad("--perturbation-interval", f"must be >= 0, got {self.perturbation_interval}",
+                "use a number of steps, or 0 for --eval-every")
         if self.stall_minutes < 0:
             bad("--stall-minutes", f"must be >= 0, got {self.stall_minutes}",
                 "use 0 to turn stall detection off, or minutes (e.g. 30)")

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 Bound = int | float | str
 Values = dict[str, Any]
 
-TOP_LEVEL_KEYS = ("description", "parameters", "points")
+TOP_LEVEL_KEYS = ("description", "parameters", "points", "perturb")
 BASE_POINT = "base"  # a point that takes its values from the base pipeline.config
 
 
@@ -145,6 +145,7 @@ class SearchSpace:
     points: tuple[Mapping[str, Any] | BasePoint, ...] = ()
     description: str = ""
     path: Path | None = None
+    perturb: tuple[str, ...] = ()  # what population-based training may change mid-trial
 
     def define_by_run(self, trial: optuna.trial.Trial) -> dict[str, Any]:
         """Suggest every active parameter on ``trial``; return the constants and derived values.
@@ -326,7 +327,27 @@ def parse_space(path: Path, problems: list[Problem]) -> SearchSpace | None:
     params = loader.params(raw, "parameters", scope={})
     space = SearchSpace(params=params, description=description, path=path)
     points = _load_points(file, data.get("points") or [], space, problems)
-    return SearchSpace(params=params, points=points, description=description, path=path)
+    perturb = _load_perturb(file, data.get("perturb") or [], space, problems)
+    return SearchSpace(params=params, points=points, description=description, path=path,
+                       perturb=perturb)
+
+
+def _load_perturb(file: str, raw: Any, space: SearchSpace,
+                  problems: list[Problem]) -> tuple[str, ...]:
+    """``perturb:``: names of searched parameters that PBT may change at each perturbation
+    (which ones make sense mid-training is PBT's rule, checked by ``sweep validate``)."""
+    if not isinstance(raw, list) or not all(isinstance(n, str) for n in raw):
+        problems.append(Problem(file, "perturb", "expected a list of parameter names",
+                                "write `perturb: [l2_weight, cosine_decay_learning_rate."
+                                "learning_rate_base]`"))
+        return ()
+    sampled = {p.name for p, _ in space.walk() if p.sampled}
+    for name in raw:
+        if name not in sampled:
+            problems.append(Problem(file, f"perturb.{name}", "not a searched parameter of "
+                                    "this space", "list names from `parameters:` that have a "
+                                    "distribution (constants cannot be perturbed)"))
+    return tuple(n for n in raw if n in sampled)
 
 
 @dataclass

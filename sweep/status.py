@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sweep import metrics
+from sweep import metrics, pbt
 from sweep.experiment import FAILED, RUNNING, Experiment
 
 
@@ -31,6 +31,7 @@ def trial_rows(exp: Experiment) -> list[dict[str, Any]]:
             "gpus": st.get("cuda_visible_devices") or "-",
             "node": st.get("node_ip") or st.get("node") or "-",
             "reason": st.get("reason") or "",
+            "parent": pbt.parent(st) or "",
         })
     return rows
 
@@ -48,6 +49,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         return "no trials yet"
     cols = ["trial", "state", "step", "total_loss", "mAP", "elapsed", "tries", "gpus", "node",
             "reason"]
+    lineage = any(r.get("parent") for r in rows)  # PBT: the trial each one continues from
+    if lineage:
+        cols.insert(1, "cloned from")
     cells = []
     for r in rows:
         step = f"{r['step']}/{r['of']}" if r.get("of") else str(r["step"])
@@ -56,6 +60,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                       "-" if el is None else f"{el / 60:.1f} min", _cell(r["attempts"]), r["gpus"],
                       r["node"],
                       r["reason"]])
+        if lineage:
+            cells[-1].insert(1, r.get("parent") or "-")
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
     line = "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))
     out = [line, "  ".join("-" * w for w in widths)]

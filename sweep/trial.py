@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from sweep import best, errors, metrics
-from sweep.experiment import COMPLETED, FAILED, RUNNING, STOPPED, Experiment, TrialDir, write_json
+from sweep.experiment import (
+    COMPLETED,
+    FAILED,
+    PAUSED,
+    RUNNING,
+    STOPPED,
+    Experiment,
+    TrialDir,
+    write_json,
+)
 from sweep.process import ManagedProcess, start
 
 # Result keys reported to Ray Tune (and shown by `sweep status`), from the OD API's tags.
@@ -63,6 +72,8 @@ class TrialSpec:
     # run lost its Ray actor (a restart, counted); one found by a resumed run was interrupted
     # with the driver (not the trial's fault, not counted).
     run_id: str = ""
+    perturb: tuple[str, ...] = ()  # PBT: parameters recorded per lineage segment
+    space: Any = None  # PBT: the SearchSpace, to keep each config to its active parameters
     poll: float = 1.0
     extra_env: Mapping[str, str] = field(default_factory=dict)
     worker_module: str = "sweep.worker"  # tests swap in a fast stand-in for the OD API jobs
@@ -134,6 +145,10 @@ class TrialRunner:
                 write_json(d.params_path, self.params)
                 self.num_steps = self._render(self.exp.base_pipeline, self.params,
                                               d.pipeline_path)
+                if self.spec.perturb:
+                    from sweep import pbt
+
+                    d.update_status(lineage=[pbt.segment(0, self.params, self.spec.perturb)])
             else:  # a restored or retried trial keeps what it was first given
                 self.params = d.params()
                 self.num_steps = _num_steps(d.pipeline_path)
@@ -174,6 +189,61 @@ class TrialRunner:
             self._start_train()
             self._start_eval()
 
+    def exploit(self, source: str, step: int, checkpoint: str) -> None:
+        """PBT's exploit, before ``start()``: continue from ``source``'s checkpoint evaluated at
+        ``step`` with this runner's (perturbed) parameters.
+
+        The trial's own segment so far (event files, evaluated.jsonl, best/) moves to
+        ``lineage/segment-<k>/`` and its checkpoints are dropped; the source's checkpoint files
+        are copied in (never moved: the source keeps training) and the config is re-rendered,
+        so the OD API restores the weights and global step and its step-based schedule goes on
+        from ``step`` with the new values. Done once per clone (an actor restart that hands
+        the same checkpoint again changes nothing)."""
+        from sweep import pbt
+
+        d = self.dir
+        status = d.status()
+        lineage = list(status.get("lineage") or [])
+        origin = {"trial": source, "step": int(step), "checkpoint": checkpoint}
+        if lineage and lineage[-1].get("cloned_from") == origin:
+            return
+        src = self.exp.trial(source)
+        files = sorted(src.path.glob(checkpoint + ".*"))
+        if not files:
+            kept = best.kept_best(src)
+            if kept.get("checkpoint") == checkpoint:
+                files = sorted((src.path / best.BEST_DIR).glob(checkpoint + ".*"))
+        if not files:  # rotated away already: keep training this trial as it is
+            d.update_status(last_failure=f"exploit of {source} at step {step} skipped: "
+                                         f"{checkpoint} is no longer on disk")
+            return
+        archive = d.path / "lineage" / f"segment-{max(len(lineage) - 1, 0)}"
+        archive.mkdir(parents=True, exist_ok=True)
+        for name in ("train", "eval", best.BEST_DIR):
+            if (d.path / name).exists():
+                shutil.move(str(d.path / name), str(archive / name))
+        for _, prefix in d.checkpoints():
+            for f in d.path.glob(prefix.name + ".*"):
+                f.unlink()
+        for f in files:
+            shutil.copy2(f, d.path / f.name)
+        (d.path / "checkpoint").write_text(f'model_checkpoint_path: "{checkpoint}"\n'
+                                           f'all_model_checkpoint_paths: "{checkpoint}"\n')
+        (d.path / "eval").mkdir()
+        # The copied checkpoint was evaluated by the source: the eval job starts after it.
+        rows = [r for r in src.evaluated() if r.get("checkpoint") == checkpoint
+                and int(r.get("step", -1)) == int(step)]
+        from sweep.experiment import append_evaluated
+
+        append_evaluated(d.path, {**(rows[-1] if rows else {"checkpoint": checkpoint,
+                                                            "step": int(step)}),
+                                  "cloned_from": source})
+        write_json(d.params_path, self.params)
+        self.num_steps = self._render(self.exp.base_pipeline, self.params, d.pipeline_path)
+        lineage.append(pbt.segment(int(step), self.params, self.spec.perturb, origin))
+        d.update_status(lineage=lineage, reported_step=int(step), best_value=None,
+                        parent=source)
+
     def _env(self, gpu_ids: list[str]) -> dict[str, str]:
         # Each job sees only the GPUs Ray gave this trial ("" = CPU only). TF then takes GPU
         # memory as it needs it (the worker also sets memory growth): without it the first
@@ -207,7 +277,10 @@ class TrialRunner:
 
     def stop(self, state: str = STOPPED, reason: str | None = "stopped early by the scheduler"
              ) -> None:
-        """End both processes (within seconds); a running trial is marked ``state``."""
+        """End both processes (within seconds); a running trial is marked ``state``. Under
+        PBT a stop is a pause: the trial continues as a clone of a better one."""
+        if self.spec.perturb and state == STOPPED:
+            state, reason = PAUSED, "paused by PBT to continue from a better trial's checkpoint"
         for proc in (self.train_proc, self.eval_proc):
             if proc is not None:
                 proc.terminate(grace=3.0)

@@ -53,11 +53,16 @@ def make_sampler(name: str, seed: int | None, space: Any = None):  # noqa: ANN20
     raise errors.ConfigError(f"unknown sampler {name!r}")
 
 
-def make_scheduler(settings: SweepSettings, max_steps: int):  # noqa: ANN201 - ray type
+def make_scheduler(settings: SweepSettings, max_steps: int, space: Any = None):  # noqa: ANN201
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 
     metric = result_key(settings.metrics[0])
     mode = settings.modes[0]
+    if settings.scheduler == "pbt":
+        from sweep import pbt
+
+        return pbt.make_scheduler(space, metric=metric, mode=mode, seed=settings.seed,
+                                  interval=settings.perturbation_interval or settings.eval_every)
     grace = settings.eval_every or max_steps
     if settings.scheduler == "asha":
         return ASHAScheduler(time_attr="step", metric=metric, mode=mode, max_t=max_steps,
@@ -77,23 +82,101 @@ def _trainable_class():  # noqa: ANN202 - a Ray Trainable subclass, built lazily
 
         def setup(self, config: dict[str, Any], spec: TrialSpec | None = None) -> None:
             gpu_ids = [str(g) for g in ray.get_gpu_ids()]
+            if spec.space is not None:  # PBT adds every mutable name to every config
+                from sweep import pbt
+
+                config = pbt.active(spec.space, config)
             self.runner = TrialRunner(spec, self.trial_id, config, gpu_ids=gpu_ids)
-            self.runner.start()
+            self.started = False  # Ray restores a checkpoint (load_checkpoint) after setup
 
         def step(self) -> dict[str, Any]:
+            if not self.started:
+                self.started = True
+                self.runner.start()
             return self.runner.next_result()
 
         def save_checkpoint(self, checkpoint_dir: str) -> dict[str, Any]:
-            # The OD API's own checkpoints live in the trial folder; this marks progress.
-            return {"reported_step": self.runner.reported_step}
+            # The OD API's own checkpoints live in the trial folder; this names the one
+            # evaluated last, which PBT hands to the trials that clone this one.
+            step = self.runner.reported_step
+            names = [r["checkpoint"] for r in self.runner.dir.evaluated()
+                     if int(r.get("step", -1)) == step and "checkpoint" in r]
+            return {"trial": self.trial_id, "reported_step": step, "step": step,
+                    "checkpoint": names[-1] if names else None}
 
         def load_checkpoint(self, checkpoint: dict[str, Any] | str | None) -> None:
-            pass  # TrialRunner.start() resumes from the trial folder
+            # Our own checkpoint: start() resumes from the trial folder. Another trial's:
+            # PBT's exploit, continue from its OD API checkpoint with our perturbed config.
+            if (isinstance(checkpoint, dict) and checkpoint.get("checkpoint")
+                    and checkpoint.get("trial") not in (None, self.trial_id)):
+                self.runner.exploit(checkpoint["trial"], int(checkpoint["step"]),
+                                    checkpoint["checkpoint"])
 
         def cleanup(self) -> None:
             self.runner.stop()
 
     return SweepTrainable
+
+
+def _pbt_population(settings: SweepSettings, space: Any, points: list[dict[str, Any]]):  # noqa: ANN202
+    """PBT's initial population (Ray allows no searcher beside it): the known points first,
+    then configs drawn at random from the space, ``--num-trials`` in all."""
+    from ray.tune.search import BasicVariantGenerator
+
+    from sweep.space import random_samples, replay
+
+    known = [replay(space, p) for p in points[:settings.num_trials]]
+    drawn = random_samples(space, settings.num_trials - len(known), seed=settings.seed or 0)
+    population = known + drawn
+    # Ray takes preset configs only for keys of param_space: every key, unset by default (a
+    # parameter under another choice stays None and is dropped by pbt.active in the trial).
+    keys = {k for config in population for k in config}
+    return (BasicVariantGenerator(points_to_evaluate=population,
+                                  max_concurrent=settings.max_concurrent),
+            dict.fromkeys(sorted(keys)))
+
+
+def _pbt_study_recorder(settings: SweepSettings, exp: Experiment, space: Any):  # noqa: ANN202
+    """Under PBT no Optuna searcher runs, yet the report and optuna-dashboard read the study:
+    record each finished trial there (its final parameters and last reported value)."""
+    import optuna
+    from ray.tune import Callback
+
+    url, key = settings.to_json()["storage_url"], result_key(settings.metrics[0])
+    direction = "maximize" if settings.modes[0] == "max" else "minimize"
+    optuna.create_study(study_name=settings.name, storage=url, direction=direction,
+                        load_if_exists=True)
+
+    class PbtStudy(Callback):
+        def _record(self, trial, result: dict | None) -> None:  # noqa: ANN001
+            from optuna.trial import TrialState
+
+            from sweep import pbt
+
+            study = optuna.load_study(study_name=settings.name, storage=url)
+            if any(t.user_attrs.get("ray_trial_id") == trial.trial_id for t in study.trials):
+                return
+            params = pbt.active(space, exp.trial(trial.trial_id).params() or trial.config)
+            study.enqueue_trial({k: v for k, v in params.items()
+                                 if k in {p.name for p, _ in space.walk() if p.sampled}})
+            ot = study.ask()
+            space.define_by_run(ot)
+            ot.set_user_attr("ray_trial_id", trial.trial_id)
+            value = (result or {}).get(key)
+            failed = (result or {}).get("sweep_failed")
+            if failed or not isinstance(value, int | float) or value != value:
+                ot.set_user_attr("failure", failed or "no result")
+                study.tell(ot, state=TrialState.FAIL)
+            else:
+                study.tell(ot, float(value))
+
+        def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+            self._record(trial, trial.last_result)
+
+        def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
+            self._record(trial, {"sweep_failed": errors.ACTOR_DIED})
+
+    return PbtStudy()
 
 
 ACTOR_DETAIL = ("Ray gave up on the trial's actor (its process or node died, or the trainable "
@@ -331,6 +414,8 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
                      max_failures=settings.max_failures,
                      stall_s=settings.stall_minutes * 60, eval_device=settings.eval_device,
                      run_id=f"{socket.gethostname()}-{os.getpid()}-{time.time():.0f}",
+                     perturb=space.perturb if settings.scheduler == "pbt" else (),
+                     space=space if settings.scheduler == "pbt" else None,
                      # A test hook: tests run Ray-level logic with a fast stand-in worker.
                      worker_module=os.environ.get("SWEEP_WORKER_MODULE", "sweep.worker"),
                      cwd=Path(settings.cwd))
@@ -357,11 +442,15 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
     try:
         run_config = tune.RunConfig(
             name="ray", storage_path=str(exp.root), verbose=0,
-            callbacks=[progress], stop=budget,
+            callbacks=[progress] + ([_pbt_study_recorder(settings, exp, space)]
+                                    if settings.scheduler == "pbt" else []),
+            stop=budget,
             # Ray restarts a trial whose actor died; the runner counts those restarts and its
             # own process restarts against the same --max-failures (TrialSpec.run_id).
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_frequency=1),
+            # PBT clones from a trial's last saved checkpoint; keep a few (Ray warns at <= 2).
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=4 if settings.scheduler == "pbt" else 1, checkpoint_frequency=1),
         )
         ray_dir = exp.ray_dir
         if resume:
@@ -370,7 +459,11 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
                                        restart_errored=False)
         else:
             metric_keys = [result_key(m) for m in settings.metrics]
-            search = _searcher_class(exp)(
+            param_space = None
+            if settings.scheduler == "pbt":
+                search, param_space = _pbt_population(settings, space, points)
+            else:
+                search = _searcher_class(exp)(
                 space=space.define_by_run,
                 metric=metric_keys if settings.multi_objective else metric_keys[0],
                 mode=settings.modes if settings.multi_objective else settings.modes[0],
@@ -380,9 +473,9 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
                 storage=optuna.storages.RDBStorage(settings.to_json()["storage_url"]),
             )
             tuner = tune.Tuner(
-                trainable,
+                trainable, param_space=param_space,
                 tune_config=tune.TuneConfig(
-                    search_alg=search, scheduler=make_scheduler(settings, max_steps),
+                    search_alg=search, scheduler=make_scheduler(settings, max_steps, space),
                     num_samples=settings.num_trials, max_concurrent_trials=settings.max_concurrent,
                     time_budget_s=settings.time_budget_s,
                     trial_dirname_creator=lambda t: t.trial_id,
@@ -415,7 +508,7 @@ def reconcile(exp: Experiment, storage_url: str, study_name: str) -> list[str]:
     import optuna
     from optuna.trial import TrialState
 
-    from sweep.experiment import PENDING, RUNNING
+    from sweep.experiment import PAUSED, PENDING, RUNNING, STOPPED
 
     lost: list[str] = []
     study = optuna.load_study(study_name=study_name, storage=storage_url)
@@ -424,6 +517,9 @@ def reconcile(exp: Experiment, storage_url: str, study_name: str) -> list[str]:
         study.tell(t.number, state=TrialState.FAIL)
         lost.append(str(t.user_attrs.get("ray_trial_id", f"optuna#{t.number}")))
     for t in exp.trials():
+        if t.status().get("state") == PAUSED:  # PBT paused it and the sweep ended first
+            t.update_status(state=STOPPED, reason="the sweep ended while PBT had it paused",
+                            ended_at=time.time())
         if t.status().get("state") in (RUNNING, PENDING):
             mark_failed(t, LOST, "its process ended without a word (driver or node killed)")
             if t.name not in lost:

@@ -62,6 +62,16 @@ def validate(space_path: str | Path, pipeline_path: str | Path, *, check_data: b
     if space is None or base is None:
         return problems
     fits = _check_params(space, base, str(space_path), problems)
+    conditional = {p.name for p, cond in space.walk() if cond}
+    for name in space.perturb:
+        from sweep.pbt import perturb_problem
+
+        why = perturb_problem(name) or (
+            "it exists only under one option of a `choice`, and PBT perturbs every trial's "
+            "value" if name in conditional else None)
+        if why:
+            problems.append(Problem(str(space_path), f"perturb.{name}", f"cannot be perturbed: "
+                                    f"{why}", f"remove {name} from `perturb:`"))
     if fits:
         _check_trials(space, base, str(space_path), problems)
         if replicas > 1:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -43,12 +44,24 @@ def num_steps(pipeline: Path) -> int:
 
 
 def latest(model_dir: Path) -> tuple[int, int]:
-    """(checkpoint number, step) of the newest checkpoint, (0, 0) when none."""
-    state = model_dir / "checkpoint.json"
+    """(checkpoint number, step) of the newest checkpoint, (0, 0) when none: from the
+    `checkpoint` state file, as TensorFlow reads it (a PBT exploit rewrites it)."""
+    state = model_dir / "checkpoint"
     if state.exists():
-        d = json.loads(state.read_text())
-        return d["n"], d["step"]
+        name = re.search(r'model_checkpoint_path: "([^"]+)"', state.read_text())
+        index = model_dir / f"{name.group(1)}.index" if name else None
+        if index is not None and index.exists():
+            return int(name.group(1).rsplit("-", 1)[1]), int(index.read_text())
     return 0, 0
+
+
+def learning_rate(pipeline: Path, step: int) -> float | None:
+    """The rate the config's schedule gives at ``step`` (constant or cosine's base, the two
+    the fake tests use), so a PBT test can check which config trained after an exploit."""
+    text = pipeline.read_text()
+    m = re.search(r"learning_rate_base: ([0-9.e+-]+)", text) or re.search(
+        r"constant_learning_rate \{\s*learning_rate: ([0-9.e+-]+)", text)
+    return float(m.group(1)) if m else None
 
 
 def train(a: argparse.Namespace) -> None:
@@ -63,13 +76,14 @@ def train(a: argparse.Namespace) -> None:
             continue
         step += a.steps_per_iteration
         loss = float("nan") if mode == "nan" and step >= 20 else 2.0 / (1 + step / 10)
-        append_event(a.model_dir / "train", step, {"Loss/total_loss": loss,
-                                                   "learning_rate": 0.01, "steps_per_sec": 100.0})
+        append_event(a.model_dir / "train", step, {
+            "Loss/total_loss": loss, "learning_rate": learning_rate(a.pipeline, step) or 0.01,
+            "steps_per_sec": 100.0})
         if step % a.checkpoint_every == 0:
             n += 1
             (a.model_dir / f"ckpt-{n}.index").write_text(str(step))
             (a.model_dir / f"ckpt-{n}.data-00000-of-00001").write_text(str(step))
-            (a.model_dir / "checkpoint.json").write_text(json.dumps({"n": n, "step": step}))
+            (a.model_dir / "checkpoint").write_text(f'model_checkpoint_path: "ckpt-{n}"\n')
             if mode == "crash_always" or (mode == "crash_once" and not marker.exists()):
                 marker.write_text("1")
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -89,7 +103,9 @@ def evaluate(a: argparse.Namespace) -> None:
             return
         if step and step not in done:
             last_new = time.time()
-            mAP = min(1.0, step / 100)
+            # Better with a higher rate (up to 0.02), so trials differ as PBT needs them to.
+            lr = learning_rate(a.pipeline, step)
+            mAP = min(1.0, step / 100) * (1.0 if lr is None else min(1.0, lr / 0.02))
             # The real eval job writes its own Loss/* too (eval losses, not the training's).
             append_event(a.model_dir / "eval", step, {"DetectionBoxes_Precision/mAP": mAP,
                                                       "DetectionBoxes_Recall/AR@100": mAP / 2,

@@ -1,0 +1,129 @@
+"""Population-based training (`--scheduler pbt`): what may be perturbed, explored configs stay
+in the space, lineage words; and a real Ray PBT sweep through the stand-in worker in which the
+worse trial continues from the better one's checkpoint with a perturbed learning rate."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from sweep import metrics, pbt
+from sweep.experiment import COMPLETED, Experiment
+from sweep.space import load_space
+from tests.conftest import run_cli
+
+LR = "cosine_decay_learning_rate.learning_rate_base"
+SPACE = f"""\
+parameters:
+  num_steps: 80
+  {LR}: {{loguniform: [0.006, 0.05]}}
+  l2_weight: {{loguniform: [1.0e-5, 1.0e-3]}}
+  augment.random_horizontal_flip: {{categorical: [true, false]}}
+perturb: [{LR}, l2_weight]
+points:
+  - {{{LR}: 0.04, l2_weight: 0.0001, augment.random_horizontal_flip: true}}
+  - {{{LR}: 0.006, l2_weight: 0.0001, augment.random_horizontal_flip: true}}
+"""
+
+
+def test_what_may_be_perturbed() -> None:
+    for ok in (LR, "exponential_decay_learning_rate.decay_steps", "l2_weight",
+               "l2_weight.box_predictor", "augment.random_horizontal_flip", "momentum"):
+        assert pbt.perturb_problem(ok) is None, ok
+    for bad in ("batch_size", "num_steps", "box_coder.y_scale", "learning_rate",
+                "model.ssd.num_classes"):
+        assert pbt.perturb_problem(bad), bad
+
+
+def test_explored_configs_stay_in_the_space(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text(SPACE)
+    space = load_space(tmp_path / "s.yaml")
+    explore = pbt.explore_fn(space)
+    out = explore({"num_steps": 80, LR: 0.05 * 1.2, "l2_weight": 1e-5 * 0.8,
+                   "augment.random_horizontal_flip": False, "not.in.space": 3})
+    assert out[LR] == pytest.approx(0.05) and out["l2_weight"] == pytest.approx(1e-5)
+    assert "not.in.space" not in out and out["num_steps"] == 80
+    muts = pbt.mutations(space)
+    assert set(muts) == {LR, "l2_weight"}
+
+
+def test_perturbing_an_architecture_field_is_refused_before_launch(tmp_path: Path) -> None:
+    from tests.conftest import make_workspace
+
+    pipeline = make_workspace(tmp_path, n_train=4, n_eval=2)
+    (tmp_path / "s.yaml").write_text(SPACE.replace(f"perturb: [{LR}, l2_weight]",
+                                                   "perturb: [box_coder.y_scale]")
+                                     + "  \n")
+    (tmp_path / "s.yaml").write_text((tmp_path / "s.yaml").read_text().replace(
+        "  l2_weight: {loguniform", "  box_coder.y_scale: {uniform: [5.0, 20.0]}\n"
+        "  l2_weight: {loguniform"))
+    out = run_cli(["validate", str(tmp_path / "s.yaml"), str(pipeline)], tmp_path, timeout=120)
+    assert out.returncode == 2
+    assert "perturb.box_coder.y_scale: cannot be perturbed" in out.stderr
+
+
+def test_lineage_in_the_seeds_words() -> None:
+    status = {"lineage": [
+        pbt.segment(0, {LR: 0.006, "l2_weight": 1e-4}, (LR, "l2_weight")),
+        pbt.segment(20, {LR: 0.048, "l2_weight": 1e-4}, (LR, "l2_weight"),
+                    {"trial": "trial_a", "step": 20, "checkpoint": "ckpt-3"})]}
+    assert pbt.describe(status) == ("default settings + fine tune (trial_a at step 20): "
+                                    "learning_rate_base 0.048")
+    assert pbt.parent(status) == "trial_a"
+
+
+@pytest.mark.slow
+def test_pbt_sweep_clones_the_better_trial_and_trains_with_the_perturbed_rate(
+        tmp_path: Path) -> None:
+    from tests.conftest import make_workspace
+
+    pipeline = make_workspace(tmp_path, n_train=4, n_eval=2)
+    (tmp_path / "s.yaml").write_text(SPACE)
+    # Slow enough that both trials are alive at the first perturbation (PBT compares only
+    # unfinished trials): 10 steps every 3 s.
+    os.environ.update(SWEEP_WORKER_MODULE="tests.fake_worker", FAKE_MODE="slow",
+                      FAKE_STEP_SLEEP="3")
+    try:
+        out = run_cli(["run", "--space", str(tmp_path / "s.yaml"), "--pipeline", str(pipeline),
+                       "--name", "pbt", "--no-dashboard", "--scheduler", "pbt",
+                       "--eval-every", "10", "--perturbation-interval", "20",
+                       "--num-trials", "2", "--max-concurrent", "2"], tmp_path, timeout=600)
+    finally:
+        for k in ("SWEEP_WORKER_MODULE", "FAKE_MODE", "FAKE_STEP_SLEEP"):
+            del os.environ[k]
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    exp = Experiment(tmp_path / "experiments" / "pbt")
+    clones = [t for t in exp.trials() if t.status().get("parent")]
+    assert clones, [t.status() for t in exp.trials()]
+    for t in exp.trials():
+        assert t.status()["state"] == COMPLETED
+    clone = clones[0]
+    st = clone.status()
+    seg = st["lineage"][-1]
+    source = exp.trial(seg["cloned_from"]["trial"])
+    step = seg["cloned_from"]["step"]
+    assert step % 20 == 0 and step > 0
+    # The source kept its own checkpoint files (copied, never moved).
+    assert (source.path / f"{seg['cloned_from']['checkpoint']}.index").exists() or (
+        source.path / "best" / f"{seg['cloned_from']['checkpoint']}.index").exists()
+    # After the switch the clone trained with its new (perturbed) rate, from that step on.
+    new_lr = clone.params()[LR]
+    assert seg["params"][LR] == pytest.approx(new_lr)
+    tm = metrics.read_trial(clone.path)
+    after = {s: r[metrics.LEARNING_RATE] for s, r in tm.train.items()}
+    assert min(after) > step and all(v == pytest.approx(new_lr, rel=1e-6) for v in after.values())
+    # Its first segment (its own, worse start) is kept aside, whole.
+    old = metrics.read_scalars(clone.path / "lineage" / "segment-0" / "train")
+    first_lr = st["lineage"][0]["params"][LR]
+    assert old and all(s.value == pytest.approx(first_lr, rel=1e-6)
+                       for s in old if s.tag == metrics.LEARNING_RATE)
+    assert len(exp.trials()) == 2
+    assert json.loads((clone.path / "params.json").read_text())[LR] == new_lr
+    assert "fine tune (" in pbt.describe(st)
+    status = run_cli(["status", "pbt"], tmp_path, timeout=120)
+    assert "cloned from" in status.stdout
+    row = next(line for line in status.stdout.splitlines() if line.startswith(clone.name))
+    assert row.split()[1] == source.name
