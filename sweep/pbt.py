@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from sweep.space import (
@@ -151,3 +152,81 @@ def describe(status: Mapping[str, Any]) -> str:
         elif i == 0:
             parts.append("default settings")
     return " + ".join(parts)
+
+
+# ------------------------------------------------------------------------- replay
+
+END = 10**12  # "to the end" of a stretch
+
+
+def chain(exp: Any, trial_name: str) -> list[tuple[Any, Path, int, int]]:
+    """The lineage of a trial's weights, oldest first: ``(trial, event root, from, to)`` per
+    stretch of steps. Before a clone at step S the weights came from the source trial's own
+    lineage up to S (its archived segment if it was itself cloned later), back to step 0."""
+    out: list[tuple[Any, Path, int, int]] = []
+    name: str | None = trial_name
+    end, seen = END, set()
+    while name is not None and name not in seen:
+        seen.add(name)
+        trial = exp.trial(name)
+        lineage = trial.status().get("lineage") or [segment(0, {}, ())]
+        name = None
+        for k in reversed(range(len(lineage))):
+            start = int(lineage[k].get("from_step", 0))
+            if start >= end:
+                continue  # this trial's later stretch: not what the clone took
+            last = k == len(lineage) - 1
+            out.append((trial, trial.path if last else trial.path / "lineage" / f"segment-{k}",
+                        start, end))
+            src = lineage[k].get("cloned_from")
+            if src:  # earlier segments of this trial were replaced by the clone
+                name, end = src["trial"], int(src["step"])
+                break
+            end = start
+    return list(reversed(out))
+
+
+def learning_rate_history(exp: Any, trial_name: str) -> list[tuple[int, float]]:
+    """``(step, learning rate)`` as training logged it along the trial's best lineage."""
+    from sweep.metrics import LEARNING_RATE, read_scalars
+
+    out: list[tuple[int, float]] = []
+    for _, root, start, end in chain(exp, trial_name):
+        rows = {s.step: s.value for s in read_scalars(root / "train", [LEARNING_RATE])}
+        out += [(s, v) for s, v in sorted(rows.items()) if start < s <= end]
+    return out
+
+
+MAX_REPLAY_STEPS = 200  # boundaries in the replayed manual schedule
+
+
+def replay_params(history: list[tuple[int, float]], rel_tol: float = 0.02
+                  ) -> dict[str, Any]:
+    """A ``manual_step_learning_rate`` that follows ``history`` from step 0 in one run: a new
+    boundary where the rate moved by more than ``rel_tol`` (at most MAX_REPLAY_STEPS)."""
+    if not history:
+        raise ValueError("no learning_rate summaries along this lineage")
+    steps: list[list[float]] = []
+    current = history[0][1]
+    for step, rate in history[1:]:
+        if abs(rate - current) > rel_tol * max(abs(current), 1e-12):
+            steps.append([int(step), float(rate)])
+            current = rate
+    if len(steps) > MAX_REPLAY_STEPS:
+        keep = len(steps) / MAX_REPLAY_STEPS
+        steps = [steps[int(i * keep)] for i in range(MAX_REPLAY_STEPS)]
+    return {"learning_rate": "manual_step_learning_rate",
+            "manual_step_learning_rate.initial_learning_rate": float(history[0][1]),
+            "manual_step_learning_rate.schedule": steps}
+
+
+def replay_note(exp: Any, trial_name: str) -> str:
+    """What else changed between the lineage's segments (the replay keeps the last values)."""
+    lines = []
+    for trial, _, start, end in chain(exp, trial_name):
+        for seg in trial.status().get("lineage") or []:
+            if int(seg.get("from_step", 0)) == start:
+                values = ", ".join(f"{k} {_fmt(v)}" for k, v in seg["params"].items())
+                lines.append(f"steps {start}-{end if end < END else 'end'}: {trial.name} "
+                             f"({values})")
+    return "\n".join(lines)

@@ -577,10 +577,36 @@ def _write_best(g: Gathered, best: str, out: Path, fine_tune_from_best: bool) ->
                            "best/pipeline.config does not fine-tune from it.")
         shutil.copyfile(trial.pipeline_path, out / ".pipeline.config.tmp")
         (out / ".pipeline.config.tmp").replace(out / "pipeline.config")
+    _write_replay(g, trial, out)
     _write_text(out / "params.json", json.dumps(params, indent=2, sort_keys=True) + "\n")
     _write_text(out / "params.yaml", yaml.safe_dump(params, sort_keys=True))
     _write_text(out / "trial.json", json.dumps(info, indent=2, default=str) + "\n")
     return info
+
+
+def _write_replay(g: Gathered, trial: TrialDir, out: Path) -> None:
+    """PBT: the best lineage's learning-rate history as one config that reproduces it from
+    step 0 in a single run (best/replay_pipeline.config), and what else changed (replay.md)."""
+    from sweep import pbt
+
+    if not any(len(t.status().get("lineage") or []) > 1 for t in g.trials.values()):
+        return
+    from sweep.render import load_pipeline, render, write_pipeline
+
+    try:
+        params = pbt.replay_params(pbt.learning_rate_history(g.exp, trial.name))
+    except ValueError as e:
+        g.notes.append(f"no replay config for {trial.name}: {e}")
+        return
+    write_pipeline(render(load_pipeline(trial.pipeline_path), params),
+                   out / "replay_pipeline.config")
+    _write_text(out / "replay.md", f"# Replaying {trial.name}'s lineage in one run\n\n"
+                f"`replay_pipeline.config` is {trial.name}'s config with a "
+                f"manual_step_learning_rate of {len(params['manual_step_learning_rate.schedule'])}"
+                " steps that follows the rate its lineage trained with from step 0. Other "
+                "values in force, per stretch (the replay keeps the last ones):\n\n"
+                + "\n".join(f"- {line}" for line in
+                            pbt.replay_note(g.exp, trial.name).splitlines()) + "\n")
 
 
 def _plots(g: Gathered, study: Any | None, plot_dir: Path) -> tuple[dict[str, Path], list[str]]:

@@ -123,7 +123,93 @@ def test_pbt_sweep_clones_the_better_trial_and_trains_with_the_perturbed_rate(
     assert len(exp.trials()) == 2
     assert json.loads((clone.path / "params.json").read_text())[LR] == new_lr
     assert "fine tune (" in pbt.describe(st)
+    # The lineage of the clone's weights: the source up to the clone step, then the clone.
+    links = pbt.chain(exp, clone.name)
+    assert [(t.name, start) for t, _, start, _ in links] == [(source.name, 0), (clone.name, step)]
+    history = pbt.learning_rate_history(exp, clone.name)
+    src_lr = source.status()["lineage"][0]["params"][LR]
+    assert all(v == pytest.approx(src_lr, rel=1e-6) for s, v in history if s <= step)
+    assert all(v == pytest.approx(new_lr, rel=1e-6) for s, v in history if s > step)
+    replay = pbt.replay_params(history)
+    assert replay["manual_step_learning_rate.initial_learning_rate"] == pytest.approx(src_lr)
+    assert replay["manual_step_learning_rate.schedule"] == [[min(s for s, _ in history if s > step),
+                                                             pytest.approx(new_lr)]]
+    from sweep.render import load_pipeline
+
+    replayed = load_pipeline(tmp_path / "reports" / "pbt" / "best" / "replay_pipeline.config")
+    lr = replayed.train_config.optimizer.momentum_optimizer.learning_rate
+    assert lr.WhichOneof("learning_rate") == "manual_step_learning_rate"
+    assert "steps 0-" in (tmp_path / "reports" / "pbt" / "best" / "replay.md").read_text()
     status = run_cli(["status", "pbt"], tmp_path, timeout=120)
     assert "cloned from" in status.stdout
     row = next(line for line in status.stdout.splitlines() if line.startswith(clone.name))
     assert row.split()[1] == source.name
+
+
+def _cosine(step: int, base: float, total: int, warmup_lr: float, warmup: int) -> float:
+    """The OD API's cosine_decay_with_warmup (object_detection.utils.learning_schedules)."""
+    import math
+
+    if step > total:
+        return 0.0
+    if step < warmup:
+        return (base - warmup_lr) / warmup * step + warmup_lr
+    return 0.5 * base * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+
+
+@pytest.mark.slow
+def test_real_exploit_restores_the_step_and_trains_with_the_perturbed_schedule(
+        tmp_path: Path) -> None:
+    """Real OD API jobs: trial A trains 20 steps; trial B (a worse config) takes A's step-20
+    checkpoint through TrialRunner.exploit with a perturbed learning_rate_base and trains on to
+    40. B continues at global step 20 (its first summary is after it, its checkpoint is at 40),
+    and the rate its training logged is the new schedule's at each step, not A's nor its own
+    old one."""
+    import subprocess
+    import sys
+
+    from sweep.render import load_pipeline, render, write_pipeline
+    from sweep.trial import TrialRunner, TrialSpec
+    from tests.conftest import REPO, make_workspace
+
+    base = make_workspace(tmp_path, n_train=8, n_eval=4)
+    exp = tmp_path / "exp"
+    (exp / "trials").mkdir(parents=True)
+    (exp / "base_pipeline.config").write_text(base.read_text())
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def train(model_dir: Path) -> None:
+        out = subprocess.run(
+            [sys.executable, "-m", "sweep.worker", "train", "--pipeline",
+             str(model_dir / "pipeline.config"), "--model-dir", str(model_dir), "--threads", "1",
+             "--checkpoint-every", "20", "--steps-per-iteration", "10", "--keep", "3"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+    a = exp / "trials" / "a"
+    a.mkdir()
+    write_pipeline(render(load_pipeline(base), {"num_steps": 20, LR: 0.04}), a / "pipeline.config")
+    train(a)
+    ckpt = [line.split('"')[1] for line in (a / "checkpoint").read_text().splitlines()
+            if line.startswith("model_checkpoint_path")][0]
+
+    new_lr = 0.012
+    spec = TrialSpec(experiment_root=exp, perturb=(LR,), cwd=tmp_path)
+    b = TrialRunner(spec, "b", {"num_steps": 40, LR: 0.006})
+    b.dir.path.mkdir()
+    b.params = {"num_steps": 40, LR: new_lr}  # PBT's perturbed copy of A's config
+    b.exploit("a", 20, ckpt)
+    cfg = load_pipeline(b.dir.pipeline_path)
+    cos = cfg.train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate
+    assert cos.learning_rate_base == pytest.approx(new_lr) and cos.total_steps == 40
+    train(b.dir.path)
+    tm = metrics.read_trial(b.dir.path)
+    assert min(tm.train) > 20 and max(tm.train) == 40  # resumed at A's global step 20
+    for step, row in tm.train.items():
+        expected = [_cosine(s, new_lr, 40, cos.warmup_learning_rate, cos.warmup_steps)
+                    for s in (step - 1, step)]  # logged after the iteration's last step
+        assert any(row[metrics.LEARNING_RATE] == pytest.approx(e, rel=1e-4) for e in expected), (
+            step, row[metrics.LEARNING_RATE], expected)
+    assert (b.dir.path / "ckpt-3.index").exists() or any(
+        p.name.endswith(".index") for p in b.dir.path.glob("ckpt-*"))
+    assert (a / f"{ckpt}.index").exists()  # A's files were copied, not moved
