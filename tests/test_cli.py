@@ -37,7 +37,10 @@ def _settings(tmp_path: Path, **kw) -> SweepSettings:  # noqa: ANN003
 @pytest.mark.parametrize(("kw", "key", "words"), [
     ({"num_trials": 0}, "--num-trials", "must be >= 1"),
     ({"sampler": "bayes"}, "--sampler", "unknown sampler 'bayes'"),
-    ({"scheduler": "pbt"}, "--scheduler", "unknown scheduler 'pbt'"),
+    ({"scheduler": "hyperband"}, "--scheduler", "unknown scheduler 'hyperband'"),
+    ({"scheduler": "pbt"}, "--eval-every", "PBT needs evaluations during training"),
+    ({"scheduler": "pbt", "eval_every": 20, "perturbation_interval": 30},
+     "--perturbation-interval", "not a multiple of --eval-every 20"),
     ({"modes": ["up"]}, "--mode", "neither 'max' nor 'min'"),
     ({"metrics": ["a", "b"], "modes": ["max"]}, "--mode", "2 metrics but 1 modes"),
     ({"sampler": "nsga2"}, "--sampler", "multi-objective sampler but one metric"),
