@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sweep.errors import ConfigError
+from sweep.errors import ConfigError, Problem
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 DEMO_SPACE = PACKAGE_ROOT.parent / "search_spaces" / "demo_tiny.yaml"
@@ -234,6 +234,12 @@ def _run(settings: Any, *, overwrite: bool, report: bool, resume: bool = False,
         settings.check()
         examples = validate.check(settings.space, settings.pipeline, storage=settings.storage,
                                   replicas=settings.replicas, verify_data=verify_data)
+        if settings.scheduler == "pbt" and not space.load_space(settings.space).perturb:
+            raise ConfigError([Problem(str(settings.space), "perturb", "--scheduler pbt needs "
+                                       "parameters it may change mid-training",
+                                       "add e.g. `perturb: [cosine_decay_learning_rate."
+                                       "learning_rate_base, l2_weight]` (searched parameters; "
+                                       "see the README's Population-based training)")])
         settings.dataset = _dataset_info(settings.pipeline, examples)
         exp = prepare_experiment(settings, overwrite=overwrite)
     else:

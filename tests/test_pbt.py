@@ -213,3 +213,15 @@ def test_real_exploit_restores_the_step_and_trains_with_the_perturbed_schedule(
     assert (b.dir.path / "ckpt-3.index").exists() or any(
         p.name.endswith(".index") for p in b.dir.path.glob("ckpt-*"))
     assert (a / f"{ckpt}.index").exists()  # A's files were copied, not moved
+
+
+def test_pbt_without_perturbable_parameters_is_refused_before_launch(tmp_path: Path) -> None:
+    from tests.conftest import make_workspace
+
+    pipeline = make_workspace(tmp_path, n_train=4, n_eval=2)
+    (tmp_path / "s.yaml").write_text(SPACE.replace(f"perturb: [{LR}, l2_weight]\n", ""))
+    out = run_cli(["run", "--space", str(tmp_path / "s.yaml"), "--pipeline", str(pipeline),
+                   "--scheduler", "pbt", "--eval-every", "10", "--name", "p"], tmp_path,
+                  timeout=120)
+    assert out.returncode == 2 and "s.yaml: perturb: --scheduler pbt needs" in out.stderr
+    assert not (tmp_path / "experiments" / "p").exists()
