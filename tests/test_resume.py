@@ -17,7 +17,7 @@ import optuna
 import psutil
 import pytest
 
-from sweep import metrics
+from sweep import errors, metrics
 from sweep.experiment import COMPLETED, FAILED, RUNNING, Experiment, TrialDir
 from tests.conftest import REPO, make_workspace, run_cli
 
@@ -145,7 +145,8 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
         res = run_cli(["resume", "rs", "--no-dashboard", "--no-report"], tmp_path, timeout=1200)
         resume_s = time.time() - t0
         (tmp_path / "resume.log").write_text(res.stdout + res.stderr)
-        assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+        # The third point diverges by design: the sweep ends, with "some trials failed".
+        assert res.returncode == errors.EXIT_TRIALS_FAILED, (res.stdout + res.stderr)[-4000:]
         print(f"resume took {resume_s:.0f}s; lingering Ray processes after kill: {lingering}")
     finally:
         if driver.poll() is None:
