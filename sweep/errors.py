@@ -17,6 +17,7 @@ KILLED = "killed"
 OOM = "out of memory"
 CRASHED = "crashed"
 RETRYABLE = (KILLED, OOM, CRASHED)
+MAX_FIELD = 500  # characters of one part of a Problem
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,13 @@ class Problem:
     key: str
     problem: str
     fix: str
+
+    def __post_init__(self) -> None:
+        # A message quotes user input; never let one print megabytes (see sweep.inputs.short).
+        for name in ("file", "key", "problem", "fix"):
+            text = getattr(self, name)
+            if len(text) > MAX_FIELD:
+                object.__setattr__(self, name, text[: MAX_FIELD - 3] + "...")
 
     def __str__(self) -> str:
         where = f"{self.file}: {self.key}" if self.key else self.file

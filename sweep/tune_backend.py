@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -261,6 +262,79 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+@dataclass
+class Plan:
+    """What a sweep needs that can be built and checked before Ray starts or a folder is
+    written: the sampler and scheduler (None on resume: Ray restores its own), and the
+    study storage opened (None for a new run's default SQLite file, made in the folder)."""
+
+    sampler: Any = None
+    scheduler: Any = None
+    storage: Any = None
+
+
+def preflight(settings: SweepSettings, space: Any, max_steps: int, *,
+              resume: bool = False) -> Plan:
+    """Build and check everything that does not need Ray running; ``ConfigError`` if bad."""
+    plan = Plan()
+    if resume:
+        from ray import tune
+
+        exp = Experiment(settings.experiment_root)
+        if not tune.Tuner.can_restore(str(exp.ray_dir)):
+            # A new Tuner here would sample the known points again into the same study.
+            raise errors.ConfigError(errors.Problem(
+                "sweep resume", str(exp.ray_dir), "Ray Tune saved no experiment state before the "
+                "driver stopped, so there is nothing to resume",
+                f"start anew: sweep run ... --name {settings.name} --overwrite"))
+    else:
+        plan.sampler = make_sampler(settings.sampler, settings.seed, space)
+        plan.scheduler = make_scheduler(settings, max_steps)
+    if resume or settings.study_url:
+        plan.storage = open_study_storage(settings, resume=resume)
+    return plan
+
+
+def open_study_storage(settings: SweepSettings, *, resume: bool) -> Any:
+    """Open (and on resume, load the study from) the Optuna storage; ``ConfigError`` naming
+    the URL or file and the database's own words if it cannot."""
+    import optuna
+
+    url = settings.to_json()["storage_url"]
+    key = "--study-url" if settings.study_url else "study.db"
+    where = "command line" if settings.study_url else str(settings.experiment_root)
+    try:
+        storage = optuna.storages.RDBStorage(url)
+        if resume:
+            optuna.load_study(study_name=settings.name, storage=storage)
+    except KeyError as e:
+        raise errors.ConfigError(errors.Problem(
+            where, key, f"the study '{settings.name}' is not in {_safe_url(url)}",
+            "resume with the storage the sweep was started with, or start anew with "
+            f"`sweep run ... --name {settings.name} --overwrite`")) from e
+    except Exception as e:  # noqa: BLE001 - SQLAlchemy/driver errors vary by database
+        words = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        fix = ("give a SQLAlchemy URL the database answers, e.g. sqlite:////abs/path/study.db "
+               "or postgresql+psycopg://user@host/db (is the server up, the driver installed?)"
+               if settings.study_url else
+               "the study database is damaged: restore it from a copy, or start anew with "
+               f"`sweep run ... --name {settings.name} --overwrite`")
+        raise errors.ConfigError(errors.Problem(
+            where, key, f"cannot open the Optuna study storage {_safe_url(url)}: {words}",
+            fix)) from e
+    return storage
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL has no password to hide
+        return url[:120]
+
+
 STARTUP_ATTEMPTS = 3
 
 
@@ -273,7 +347,19 @@ def init_ray(settings: SweepSettings) -> str | None:
     env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
         p for p in (pkg_root, os.environ.get("PYTHONPATH", "")) if p)}}
     if settings.address:
-        ctx = ray.init(address=settings.address, runtime_env=env, log_to_driver=False)
+        try:
+            ctx = ray.init(address=settings.address, runtime_env=env, log_to_driver=False)
+        except (ConnectionError, ValueError, RuntimeError) as e:
+            raise errors.ConfigError(errors.Problem(
+                "command line", "--address", f"cannot connect to a Ray cluster at "
+                f"{settings.address!r}: {str(e).splitlines()[0][:200] if str(e) else e!r}",
+                "start one with `ray start --head` and give its address (host:port or 'auto'), "
+                "or leave --address out for an embedded local Ray")) from e
+        try:
+            settings.check_cluster(ray.nodes())
+        except errors.ConfigError:
+            ray.shutdown()
+            raise
     else:
         # "local": always a new Ray of our own, even if `ray start` left a cluster running here
         # (ray.init() with no address would join that one).
@@ -296,9 +382,17 @@ def init_ray(settings: SweepSettings) -> str | None:
     return f"http://{url}" if url and not str(url).startswith("http") else url
 
 
+def stop_ray() -> None:
+    """Shut down the Ray this driver started or joined (a no-op if none)."""
+    import ray
+
+    ray.shutdown()
+
+
 def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]], max_steps: int,
-              *, resume: bool = False) -> dict[str, Any]:
-    """Run (or resume) the sweep to its end; returns a summary for the CLI."""
+              *, plan: Plan, url: str | None, resume: bool = False) -> dict[str, Any]:
+    """Run (or resume) the sweep to its end on the Ray ``init_ray`` started; returns a summary
+    for the CLI. Shuts Ray down at the end."""
     import optuna
     import ray
     from ray import tune
@@ -315,23 +409,17 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
         tune.with_parameters(_trainable_class(), spec=spec),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
     progress, budget = _callbacks(settings, exp)
-    if resume and not tune.Tuner.can_restore(str(exp.ray_dir)):
-        # A new Tuner here would sample the known points again into the same study.
-        raise errors.ConfigError(errors.Problem(
-            "sweep resume", str(exp.ray_dir), "Ray Tune saved no experiment state before the "
-            "driver stopped, so there is nothing to resume",
-            f"start anew: sweep run ... --name {settings.name} --overwrite"))
-    url = init_ray(settings)
-    if url:
-        print(f"Ray dashboard: {url}", flush=True)
-    print(f"TensorBoard:   tensorboard --logdir {exp.root}", flush=True)
     try:
-        from sweep import hparams
+        if url:
+            print(f"Ray dashboard: {url}", flush=True)
+        print(f"TensorBoard:   tensorboard --logdir {exp.root}", flush=True)
+        try:
+            from sweep import hparams
 
-        hparams.write_experiment(exp.root, space, description=f"sweep {settings.name}")
-    except Exception as e:  # noqa: BLE001 - TensorBoard extras never stop a sweep
-        print(f"sweep: could not write the TensorBoard HParams experiment: {e}", file=sys.stderr)
-    try:
+            hparams.write_experiment(exp.root, space, description=f"sweep {settings.name}")
+        except Exception as e:  # noqa: BLE001 - TensorBoard extras never stop a sweep
+            print(f"sweep: could not write the TensorBoard HParams experiment: {e}",
+                  file=sys.stderr)
         run_config = tune.RunConfig(
             name="ray", storage_path=str(exp.root), verbose=0,
             callbacks=[progress], stop=budget,
@@ -350,14 +438,15 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
                 metric=metric_keys if settings.multi_objective else metric_keys[0],
                 mode=settings.modes if settings.multi_objective else settings.modes[0],
                 points_to_evaluate=points or None,
-                sampler=make_sampler(settings.sampler, settings.seed, space),
+                sampler=plan.sampler,
                 study_name=settings.name,
-                storage=optuna.storages.RDBStorage(settings.to_json()["storage_url"]),
+                storage=plan.storage or optuna.storages.RDBStorage(
+                    settings.to_json()["storage_url"]),
             )
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
-                    search_alg=search, scheduler=make_scheduler(settings, max_steps),
+                    search_alg=search, scheduler=plan.scheduler,
                     num_samples=settings.num_trials, max_concurrent_trials=settings.max_concurrent,
                     time_budget_s=settings.time_budget_s,
                     trial_dirname_creator=lambda t: t.trial_id,
