@@ -336,6 +336,18 @@ def _safe_url(url: str) -> str:
 
 
 STARTUP_ATTEMPTS = 3
+LOOPBACK = "127.0.0.1"
+
+
+def _loopback_only() -> None:
+    """An embedded single-machine Ray listens on loopback only (GCS, raylet, workers, agents,
+    metrics): nothing on this machine's network addresses. Ray binds its servers to the node
+    IP, and takes the loopback IP as the node IP when it believes clusters are off (as on
+    macOS); its children read the same switch from the environment."""
+    from ray._private import ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def init_ray(settings: SweepSettings) -> str | None:
@@ -363,10 +375,12 @@ def init_ray(settings: SweepSettings) -> str | None:
     else:
         # "local": always a new Ray of our own, even if `ray start` left a cluster running here
         # (ray.init() with no address would join that one).
+        _loopback_only()
         for attempt in range(1, STARTUP_ATTEMPTS + 1):
             try:
-                ctx = ray.init(address="local", num_cpus=os.cpu_count(),
-                               num_gpus=settings.declare_gpus, include_dashboard=settings.dashboard,
+                ctx = ray.init(address="local", _node_ip_address=LOOPBACK,
+                               num_cpus=os.cpu_count(), num_gpus=settings.declare_gpus,
+                               include_dashboard=settings.dashboard,
                                dashboard_host=settings.dashboard_host, runtime_env=env,
                                log_to_driver=False)
                 break
