@@ -40,6 +40,7 @@ def _bounded_repr(value: Any, limit: int) -> str:
         parts, size = [], 2
         for k, v in value.items():
             if size > limit:
+                parts.append("...")
                 break
             part = f"{_bounded_repr(k, limit)}: {_bounded_repr(v, limit - size)}"
             parts.append(part)
@@ -49,6 +50,7 @@ def _bounded_repr(value: Any, limit: int) -> str:
         parts, size = [], 2
         for v in value:
             if size > limit:
+                parts.append("...")
                 break
             part = _bounded_repr(v, limit - size)
             parts.append(part)

@@ -7,6 +7,7 @@ and whose scheduler is FIFO, ASHA or median stopping on the step axis.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -303,6 +304,8 @@ def open_study_storage(settings: SweepSettings, *, resume: bool) -> Any:
     url = settings.to_json()["storage_url"]
     key = "--study-url" if settings.study_url else "study.db"
     where = "command line" if settings.study_url else str(settings.experiment_root)
+    if resume and not settings.study_url:
+        _check_study_file(settings, Experiment(settings.experiment_root).study_db)
     try:
         storage = optuna.storages.RDBStorage(url)
         if resume:
@@ -323,6 +326,31 @@ def open_study_storage(settings: SweepSettings, *, resume: bool) -> Any:
             where, key, f"cannot open the Optuna study storage {_safe_url(url)}: {words}",
             fix)) from e
     return storage
+
+
+def _check_study_file(settings: SweepSettings, path: Path) -> None:
+    """Read-only look at a resumed experiment's study.db: opening a damaged or empty file
+    with SQLAlchemy would write Optuna's tables into it."""
+    import sqlite3
+
+    problem = None
+    try:
+        with path.open("rb") as f:
+            header = f.read(16)
+        if header != b"SQLite format 3\x00":
+            problem = "is not an SQLite database"
+        else:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                tables = {r[0] for r in db.execute("select name from sqlite_master")}
+            if "studies" not in tables:
+                problem = "holds no Optuna study"
+    except (OSError, sqlite3.Error) as e:
+        problem = f"cannot be read ({e})"
+    if problem:
+        raise errors.ConfigError(errors.Problem(
+            str(settings.experiment_root), "study.db", f"the sweep's Optuna study database "
+            f"{problem}", "restore study.db from a copy, or start anew with "
+            f"`sweep run ... --name {settings.name} --overwrite`"))
 
 
 def _safe_url(url: str) -> str:
