@@ -178,7 +178,7 @@ def _undone_on_failure(settings: Any) -> Iterator[None]:
     before = set(root.parent.iterdir()) if root.parent.is_dir() else set()
     try:
         yield
-    except BaseException:
+    except BaseException as e:
         if not _resumable(root):
             aside = [p for p in root.parent.iterdir() if p not in before
                      and p.name.startswith(f"{root.name}.old-")] if root.parent.is_dir() else []
@@ -192,6 +192,7 @@ def _undone_on_failure(settings: Any) -> Iterator[None]:
                 os.replace(aside[0], root)
             else:
                 raise  # refused before anything was written: nothing to undo
+            e.undone = True  # type: ignore[attr-defined] - main() says there is no resuming
             print(f"sweep: removed what this run created in {settings.storage}; nothing else "
                   "was changed", file=sys.stderr)
         raise
@@ -318,6 +319,11 @@ def cmd_demo(a: argparse.Namespace) -> int:
     from sweep.workspace import init_workspace
 
     ws = a.workspace
+    # The options and the space first: a refused option must not leave demo data behind.
+    _settings(a, a.space, ws / "models" / "pipeline.config", f"demo-{_stamp()}").check()
+    from sweep.space import load_space
+
+    load_space(a.space)
     print(f"writing the synthetic dataset to {ws / 'annotations'} ...", flush=True)
     info = make_dataset(ws / "annotations", images_dir=ws / "images", overwrite=a.force)
     pipeline = init_workspace(ws, dataset=info, overwrite=a.force)
@@ -415,9 +421,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sweep {a.command}: {e.filename}: {e.strerror or e}. Fix: check the path and "
               "its permissions", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"\nsweep {a.command}: interrupted. Continue with `sweep resume <experiment>`.",
-              file=sys.stderr)
+    except KeyboardInterrupt as e:
+        then = ("Nothing was kept; run it again." if getattr(e, "undone", False)
+                else "Continue with `sweep resume <experiment>`.")
+        print(f"\nsweep {a.command}: interrupted. {then}", file=sys.stderr)
         return 130
 
 

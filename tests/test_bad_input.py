@@ -210,6 +210,17 @@ def test_bad_option_is_refused_before_launch(extra: list[str], key: str, words: 
     assert snapshot(tmp_path) == before and not no_ray
 
 
+@pytest.mark.parametrize("extra", [["--metric", "nope"], ["--max-failures", "-1"],
+                                   ["--space", "SPACE"]])
+def test_demo_refuses_before_writing_its_data(extra: list[str], tmp_path: Path, no_ray: list,
+                                              capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "bad.yaml").write_text("parameters:\n  a: 1\n  a: 2\n")
+    extra = [str(tmp_path / "bad.yaml") if x == "SPACE" else x for x in extra]
+    refused(["demo", "--workspace", str(tmp_path / "ws"), "--storage", str(tmp_path / "exps"),
+             *extra], capsys, "Fix:")
+    assert list(tmp_path.iterdir()) == [tmp_path / "bad.yaml"] and not no_ray
+
+
 @pytest.mark.parametrize("storage", ["file", "file/sub"])
 def test_storage_that_is_a_file(storage: str, tmp_path: Path, workspace: Path, no_ray: list,
                                 capsys: pytest.CaptureFixture) -> None:
