@@ -364,6 +364,24 @@ def _safe_url(url: str) -> str:
 
 
 STARTUP_ATTEMPTS = 3
+PROBE_TIMEOUT_S = 10.0
+
+
+def _probe_address(address: str) -> None:
+    """Refuse a host:port nothing listens on: ray.init would retry it for minutes."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # 'auto', or a ray:// client address: Ray answers these quickly itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as e:
+        raise errors.ConfigError(errors.Problem(
+            "command line", "--address", f"no Ray cluster answers at {address} "
+            f"({e.strerror or e})", "start one with `ray start --head` and give its address "
+            "(host:port, or 'auto' on a node of the cluster), or leave --address out for an "
+            "embedded local Ray")) from e
 LOOPBACK = "127.0.0.1"
 
 
@@ -387,6 +405,7 @@ def init_ray(settings: SweepSettings) -> str | None:
     env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
         p for p in (pkg_root, os.environ.get("PYTHONPATH", "")) if p)}}
     if settings.address:
+        _probe_address(settings.address)
         try:
             ctx = ray.init(address=settings.address, runtime_env=env, log_to_driver=False)
         except (ConnectionError, ValueError, RuntimeError) as e:
