@@ -293,6 +293,25 @@ def test_cluster_check_runs_right_after_connecting(tmp_path: Path,
     assert calls == ["init", "shutdown"] and not (tmp_path / "exps").exists()
 
 
+def test_an_address_nothing_listens_on_is_refused_at_once(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    import ray
+
+    def tripwire(**kw: object) -> None:
+        raise RayStarted("ray.init would retry this address for minutes")
+
+    monkeypatch.setattr(ray, "init", tripwire)
+    with socket.socket() as s:  # a port that was free a moment ago
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = SweepSettings(name="n", space=tmp_path / "s", pipeline=tmp_path / "p",
+                             address=f"127.0.0.1:{port}")
+    with pytest.raises(ConfigError, match="no Ray cluster answers at 127.0.0.1"):
+        tune_backend.init_ray(settings)
+
+
 # --- 4: failing after the folder is written leaves nothing behind ------------------------------
 
 @pytest.fixture
