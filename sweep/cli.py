@@ -390,6 +390,13 @@ def cmd_resume(a: argparse.Namespace) -> int:
     if untrusted:
         raise ConfigError(Problem(str(exp.root), "", *untrusted))
     settings = SweepSettings.from_json(exp.settings())
+    if settings.name != exp.name:
+        # The study, Ray's state and the trials all carry the name the sweep started with.
+        raise ConfigError(Problem(
+            str(exp.root), "experiment.json", f"this folder holds experiment "
+            f"{settings.name!r} (renamed or copied from it)", f"rename the folder back to "
+            f"{settings.name!r} to resume it, or start anew with `sweep run ... --name {exp.name}"
+            " --overwrite`"))
     settings.storage = exp.root.parent
     if a.address:
         settings.address = a.address

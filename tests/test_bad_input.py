@@ -543,6 +543,15 @@ def test_resume_refuses_a_folder_others_can_write(where: str, bits: int, tmp_pat
     assert trust_problem(exp) is None
 
 
+def test_resume_refuses_a_renamed_folder(tmp_path: Path, workspace: Path, no_ray: list,
+                                         capsys: pytest.CaptureFixture) -> None:
+    exp = _experiment(tmp_path, workspace)
+    exp.root.rename(exp.root.with_name("copy"))
+    refused(["resume", "copy", "--storage", str(tmp_path / "exps")], capsys,
+            "holds experiment 'n'", "rename the folder back to 'n'")
+    assert not no_ray and not exp.root.exists()
+
+
 def test_a_private_folder_is_trusted(tmp_path: Path, workspace: Path) -> None:
     assert trust_problem(_experiment(tmp_path, workspace)) is None
 
