@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -385,15 +386,27 @@ def _probe_address(address: str) -> None:
 LOOPBACK = "127.0.0.1"
 
 
-def _loopback_only() -> None:
-    """An embedded single-machine Ray listens on loopback only (GCS, raylet, workers, agents,
-    metrics): nothing on this machine's network addresses. Ray binds its servers to the node
-    IP, and takes the loopback IP as the node IP when it believes clusters are off (as on
-    macOS); its children read the same switch from the environment."""
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """While an embedded single-machine Ray starts, make it listen on loopback only (GCS,
+    raylet, workers, agents, metrics): nothing on this machine's network addresses. Ray binds
+    its servers to the node IP, and takes the loopback IP as the node IP when it believes
+    clusters are off (as on macOS); the processes it starts read the same switch from the
+    environment. Restored afterwards, so nothing else in this process inherits it."""
     from ray._private import ray_constants
 
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    name = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+    saved_env, saved_flag = os.environ.get(name), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[name] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved_env
 
 
 def init_ray(settings: SweepSettings) -> str | None:
@@ -422,14 +435,14 @@ def init_ray(settings: SweepSettings) -> str | None:
     else:
         # "local": always a new Ray of our own, even if `ray start` left a cluster running here
         # (ray.init() with no address would join that one).
-        _loopback_only()
         for attempt in range(1, STARTUP_ATTEMPTS + 1):
             try:
-                ctx = ray.init(address="local", _node_ip_address=LOOPBACK,
-                               num_cpus=os.cpu_count(), num_gpus=settings.declare_gpus,
-                               include_dashboard=settings.dashboard,
-                               dashboard_host=settings.dashboard_host, runtime_env=env,
-                               log_to_driver=False)
+                with _loopback_only():
+                    ctx = ray.init(address="local", _node_ip_address=LOOPBACK,
+                                   num_cpus=os.cpu_count(), num_gpus=settings.declare_gpus,
+                                   include_dashboard=settings.dashboard,
+                                   dashboard_host=settings.dashboard_host, runtime_env=env,
+                                   log_to_driver=False)
                 break
             except Exception as e:  # noqa: BLE001 - Ray raises a bare Exception for this
                 # On a loaded machine the raylet can give up on its agents (slow Python start-up)
