@@ -40,6 +40,7 @@ from google.protobuf.message import Message
 from object_detection.protos import pipeline_pb2, preprocessor_pb2
 
 from sweep.errors import ConfigError, Problem
+from sweep.inputs import InputError, read_text, short
 
 TrainEvalPipelineConfig = pipeline_pb2.TrainEvalPipelineConfig
 
@@ -69,8 +70,6 @@ class ParamError(ValueError):
 
 def load_pipeline(path: str | Path) -> TrainEvalPipelineConfig:
     """Parse a pipeline.config; raises ``ConfigError`` naming the file and line."""
-    from sweep.inputs import InputError, read_text
-
     path = Path(path)
     try:
         text = read_text(path, "the pipeline config",
@@ -292,7 +291,7 @@ def _check_arch(cfg: TrainEvalPipelineConfig, name: str, path: str) -> None:
 
 def _set_optimizer(cfg: TrainEvalPipelineConfig, value: Any) -> None:
     if value not in OPTIMIZERS:
-        raise ParamError("optimizer", f"{value!r} is not an optimizer of the OD API",
+        raise ParamError("optimizer", f"{short(value)} is not an optimizer of the OD API",
                          f"use one of {', '.join(OPTIMIZERS)}")
     opt = cfg.train_config.optimizer
     current = opt.WhichOneof("optimizer")
@@ -307,7 +306,7 @@ def _set_optimizer(cfg: TrainEvalPipelineConfig, value: Any) -> None:
 
 def _set_schedule(cfg: TrainEvalPipelineConfig, value: Any) -> None:
     if value not in SCHEDULES:
-        raise ParamError("learning_rate", f"{value!r} is not a learning-rate schedule",
+        raise ParamError("learning_rate", f"{short(value)} is not a learning-rate schedule",
                          f"use one of {', '.join(SCHEDULES)}")
     lr = getattr(cfg.train_config.optimizer, _optimizer(cfg, "learning_rate")).learning_rate
     if lr.WhichOneof("learning_rate") != value:
@@ -322,7 +321,7 @@ def _set_manual_schedule(cfg: TrainEvalPipelineConfig, value: Any) -> None:
                 f"train_config.optimizer.{opt}.learning_rate")
     manual = lr.manual_step_learning_rate
     if not isinstance(value, list):
-        raise ParamError(name, f"expected a list of [step, learning_rate] pairs, got {value!r}",
+        raise ParamError(name, f"expected a list of [step, learning_rate] pairs, got {short(value)}",
                          "e.g. `[[10000, 0.004], [20000, 0.0004]]`")
     del manual.schedule[:]
     for item in value:
@@ -331,7 +330,7 @@ def _set_manual_schedule(cfg: TrainEvalPipelineConfig, value: Any) -> None:
         elif isinstance(item, list | tuple) and len(item) == 2:
             step, rate = item
         else:
-            raise ParamError(name, f"entry {item!r} is not [step, learning_rate]",
+            raise ParamError(name, f"entry {short(item)} is not [step, learning_rate]",
                              "write each entry as [step, learning_rate]")
         entry = manual.schedule.add()
         _set_field(entry, entry.DESCRIPTOR.fields_by_name["step"], step, name)
@@ -349,7 +348,7 @@ def _set_augmentation(cfg: TrainEvalPipelineConfig, name: str, value: Any) -> No
     found = [i for i, s in enumerate(steps) if s.WhichOneof("preprocessing_step") == step_name]
     if len(parts) == 2:
         if not isinstance(value, bool):
-            raise ParamError(name, f"expected true or false, got {value!r}",
+            raise ParamError(name, f"expected true or false, got {short(value)}",
                              "turn an augmentation on or off with true/false")
         if value and not found:
             getattr(steps.add(), step_name).SetInParent()
@@ -517,11 +516,11 @@ def _convert(fd: FieldDescriptor, value: Any, name: str) -> Any:
         names = [v.name for v in fd.enum_type.values]
         if isinstance(value, str) and value in names:
             return fd.enum_type.values_by_name[value].number
-        raise ParamError(name, f"{fd.name} is an enum ({fd.enum_type.name}), got {value!r}",
+        raise ParamError(name, f"{fd.name} is an enum ({fd.enum_type.name}), got {short(value)}",
                          f"use one of {', '.join(names)}")
     kind = {FieldDescriptor.TYPE_BOOL: "a bool", FieldDescriptor.TYPE_STRING: "a string"}.get(
         fd.type, "an integer" if fd.type in _INTS else "a number")
-    raise ParamError(name, f"{fd.name} takes {kind}, got {value!r} ({type(value).__name__})",
+    raise ParamError(name, f"{fd.name} takes {kind}, got {short(value)} ({type(value).__name__})",
                      f"give {kind}")
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from google.protobuf import text_format
 
 from sweep.errors import ConfigError, Problem
-from sweep.inputs import InputError, read_text
+from sweep.inputs import InputError, read_text, short
 from sweep.render import (
     BEST,
     ParamError,
@@ -86,7 +86,7 @@ def _check_params(space: SearchSpace, base: TrainEvalPipelineConfig, file: str,
             try:
                 check_value(cfg, param.name, value)
             except ParamError as e:
-                problems.append(Problem(file, key, f"value {value!r}: {e.problem}", e.fix))
+                problems.append(Problem(file, key, f"value {short(value)}: {e.problem}", e.fix))
                 break
     return len(problems) == before
 
@@ -134,7 +134,7 @@ def _check_trials(space: SearchSpace, base: TrainEvalPipelineConfig, file: str,
 
 
 def _short(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={short(v)}"
                      for k, v in params.items())
 
 

@@ -117,6 +117,13 @@ def test_a_huge_value_is_truncated_in_the_message(tmp_path: Path,
     assert len(err) < 2000
 
 
+def test_a_huge_constant_is_truncated_in_a_render_message(tmp_path: Path) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text("parameters:\n  batch_size: [" + ", ".join(["x"] * 50_000) + "]\n")
+    (p,) = validate.validate(space, TINY, check_data=False)
+    assert "batch_size takes an integer" in p.problem and len(str(p)) < 600
+
+
 @pytest.mark.parametrize("which", ["space", "pipeline", "label_map"])
 @pytest.mark.parametrize("content", ["binary", "huge"])
 def test_binary_or_huge_files(which: str, content: str, tmp_path: Path, workspace: Path,
