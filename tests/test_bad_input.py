@@ -574,7 +574,8 @@ def test_broken_experiment_json(content: bytes, command: str, tmp_path: Path, no
     root.chmod(0o755)
     (root / "experiment.json").write_bytes(content)
     before = snapshot(tmp_path)
-    refused([command, "n", "--storage", str(tmp_path / "exps")], capsys, "n")
+    out = ["--out", str(tmp_path / "out")] if command in ("report", "export") else []
+    refused([command, "n", "--storage", str(tmp_path / "exps"), *out], capsys, "n")
     assert snapshot(tmp_path) == before and not no_ray
 
 
