@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -172,10 +175,10 @@ def _settings(a: argparse.Namespace, space: Path, pipeline: Path, default_name: 
     tags = [metric_tag(m) for m in (a.metrics or ["mAP"])]
     modes = a.modes or [DEFAULT_MODES.get(t, "max") for t in tags]
     return SweepSettings(
-        name=a.name or default_name, space=space, pipeline=pipeline, storage=a.storage,
+        name=default_name if a.name is None else a.name, space=space, pipeline=pipeline, storage=a.storage,
         num_trials=a.num_trials, max_concurrent=a.max_concurrent, sampler=a.sampler,
         scheduler=a.scheduler, metrics=tags, modes=modes,
-        time_budget_s=a.time_budget * 60 if a.time_budget else None, step_budget=a.step_budget,
+        time_budget_s=None if a.time_budget is None else a.time_budget * 60, step_budget=a.step_budget,
         seed=a.seed, cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
         eval_every=a.eval_every, keep_checkpoints=a.keep_checkpoints,
         max_failures=a.max_failures, max_consecutive_failures=a.max_consecutive_failures,
@@ -188,6 +191,54 @@ def _settings(a: argparse.Namespace, space: Path, pipeline: Path, default_name: 
 
 def _stamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
+
+
+@contextlib.contextmanager
+def _undone_on_failure(settings: Any) -> Iterator[None]:
+    """If the sweep fails before Ray saved a state it could resume from, remove what this run
+    created (the experiment folder, storage folders it made) and put back an experiment that
+    --overwrite moved aside; never touch anything that was there before."""
+    root = settings.experiment_root
+    made = root  # the outermost folder this run will create
+    while not made.parent.exists() and made.parent != made:
+        made = made.parent
+    was_empty = root.is_dir() and not any(root.iterdir())
+    before = set(root.parent.iterdir()) if root.parent.is_dir() else set()
+    try:
+        yield
+    except BaseException as e:
+        if not _resumable(root):
+            aside = [p for p in root.parent.iterdir() if p not in before
+                     and p.name.startswith(f"{root.name}.old-")] if root.parent.is_dir() else []
+            if not before or root not in before:  # root is new (or so is the storage folder)
+                _remove(made if made.exists() else root)
+            elif was_empty:
+                for p in root.iterdir():
+                    _remove(p)
+            elif aside:  # --overwrite moved the old experiment aside: put it back
+                _remove(root)
+                os.replace(aside[0], root)
+            else:
+                raise  # refused before anything was written: nothing to undo
+            e.undone = True  # type: ignore[attr-defined] - main() says there is no resuming
+            print(f"sweep: removed what this run created in {settings.storage}; nothing else "
+                  "was changed", file=sys.stderr)
+        raise
+
+
+def _resumable(root: Path) -> bool:
+    if not (root / "ray").is_dir():
+        return False
+    from ray import tune
+
+    return bool(tune.Tuner.can_restore(str(root / "ray")))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
 
 
 def prepare_experiment(settings: Any, *, overwrite: bool) -> Any:
@@ -241,22 +292,37 @@ def _run(settings: Any, *, overwrite: bool, report: bool, resume: bool = False,
                                        "learning_rate_base, l2_weight]` (searched parameters; "
                                        "see the README's Population-based training)")])
         settings.dataset = _dataset_info(settings.pipeline, examples)
-        exp = prepare_experiment(settings, overwrite=overwrite)
+        space_path, base_path = settings.space, settings.pipeline
     else:
         from sweep.experiment import Experiment
 
         exp = Experiment(settings.experiment_root)
-    sp = space.load_space(exp.space_path)
-    base = render.load_pipeline(exp.base_pipeline)
+        space_path, base_path = exp.space_path, exp.base_pipeline
+    sp = space.load_space(space_path)
+    base = render.load_pipeline(base_path)
     steps = int(sp.constants().get("num_steps", render.num_steps(base)))
 
     from sweep import tune_backend
 
-    print(f"experiment {exp.name}: {exp.root}", flush=True)
-    t0 = time.time()
-    # The base config's own values are the first known point (the report's baseline).
-    summary = tune_backend.run_sweep(settings, sp, sp.points_to_evaluate(base), steps,
-                                     resume=resume)
+    # Everything that can be refused is refused before Ray starts and before a folder exists.
+    plan = tune_backend.preflight(settings, sp, steps, resume=resume)
+    try:
+        url = tune_backend.init_ray(settings)  # on --address, checks what the cluster holds
+        if not resume:
+            with _undone_on_failure(settings):
+                exp = prepare_experiment(settings, overwrite=overwrite)
+                print(f"experiment {exp.name}: {exp.root}", flush=True)
+                t0 = time.time()
+                # The base config's own values are the first known point (the report's baseline).
+                summary = tune_backend.run_sweep(settings, sp, sp.points_to_evaluate(base), steps,
+                                                 plan=plan, url=url)
+        else:
+            print(f"experiment {exp.name}: {exp.root}", flush=True)
+            t0 = time.time()
+            summary = tune_backend.run_sweep(settings, sp, sp.points_to_evaluate(base), steps,
+                                             plan=plan, url=url, resume=True)
+    finally:
+        tune_backend.stop_ray()
     from sweep.experiment import read_json, write_json
 
     data = read_json(exp.settings_path, {})
@@ -296,6 +362,11 @@ def cmd_demo(a: argparse.Namespace) -> int:
     from sweep.workspace import init_workspace
 
     ws = a.workspace
+    # The options and the space first: a refused option must not leave demo data behind.
+    _settings(a, a.space, ws / "models" / "pipeline.config", f"demo-{_stamp()}").check()
+    from sweep.space import load_space
+
+    load_space(a.space)
     print(f"writing the synthetic dataset to {ws / 'annotations'} ...", flush=True)
     info = make_dataset(ws / "annotations", images_dir=ws / "images", overwrite=a.force)
     pipeline = init_workspace(ws, dataset=info, overwrite=a.force)
@@ -358,10 +429,22 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 
 def cmd_resume(a: argparse.Namespace) -> int:
+    from sweep.errors import Problem
+    from sweep.experiment import trust_problem
     from sweep.settings import SweepSettings
 
     exp = _experiment(a)
+    untrusted = trust_problem(exp)
+    if untrusted:
+        raise ConfigError(Problem(str(exp.root), "", *untrusted))
     settings = SweepSettings.from_json(exp.settings())
+    if settings.name != exp.name:
+        # The study, Ray's state and the trials all carry the name the sweep started with.
+        raise ConfigError(Problem(
+            str(exp.root), "experiment.json", f"this folder holds experiment "
+            f"{settings.name!r} (renamed or copied from it)", f"rename the folder back to "
+            f"{settings.name!r} to resume it, or start anew with `sweep run ... --name {exp.name}"
+            " --overwrite`"))
     settings.storage = exp.root.parent
     if a.address:
         settings.address = a.address
@@ -386,9 +469,17 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as e:
         print(f"sweep {a.command}: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"\nsweep {a.command}: interrupted. Continue with `sweep resume <experiment>`.",
-              file=sys.stderr)
+    except OSError as e:
+        if e.filename is None:
+            raise  # not about a path the user gave: a real bug, keep its traceback
+        # A path the user gave that cannot be used (a folder for a file, no permission...).
+        print(f"sweep {a.command}: {e.filename}: {e.strerror or e}. Fix: check the path and "
+              "its permissions", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        then = ("Nothing was kept; run it again." if getattr(e, "undone", False)
+                else "Continue with `sweep resume <experiment>`.")
+        print(f"\nsweep {a.command}: interrupted. {then}", file=sys.stderr)
         return 130
 
 

@@ -25,6 +25,7 @@ STALLED = "stalled"  # training wrote no summary or checkpoint for --stall-minut
 ACTOR_DIED = "actor died"  # the Ray actor (or its node) that ran the trial was lost
 SETUP = "setup failed"  # the trial could not be prepared (e.g. its config does not render)
 RETRYABLE = (KILLED, OOM, CRASHED, STALLED, ACTOR_DIED)
+MAX_FIELD = 500  # characters of one part of a Problem
 
 # Exit codes of `sweep run` / `sweep demo` / `sweep resume` (README: "How a trial runs, and fails").
 EXIT_OK = 0  # every trial completed or was stopped early by the scheduler
@@ -41,6 +42,13 @@ class Problem:
     key: str
     problem: str
     fix: str
+
+    def __post_init__(self) -> None:
+        # A message quotes user input; never let one print megabytes (see sweep.inputs.short).
+        for name in ("file", "key", "problem", "fix"):
+            text = getattr(self, name)
+            if len(text) > MAX_FIELD:
+                object.__setattr__(self, name, text[: MAX_FIELD - 3] + "...")
 
     def __str__(self) -> str:
         where = f"{self.file}: {self.key}" if self.key else self.file

@@ -45,7 +45,7 @@ def write_json(path: Path, data: Any) -> None:
 def read_json(path: Path, default: Any = None) -> Any:
     try:
         return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError, json.JSONDecodeError):
         return default
 
 
@@ -165,7 +165,7 @@ class Experiment:
 
     def settings(self) -> dict[str, Any]:
         data = read_json(self.settings_path)
-        if data is None:
+        if not isinstance(data, dict):
             raise FileNotFoundError(
                 f"{self.settings_path}: no experiment here. "
                 "Start one with `sweep run` (or `sweep demo`), or pass --storage to where it is."
@@ -184,6 +184,35 @@ class Experiment:
         dirs = [p for p in self.trials_dir.iterdir() if p.is_dir()]
         # Creation order = the order Ray started them; stable for tables and plots.
         return [TrialDir(p) for p in sorted(dirs, key=lambda p: (_created(p), p.name))]
+
+
+def trust_problem(exp: Experiment) -> tuple[str, str] | None:
+    """(problem, fix) if the folder could hold someone else's code, else None.
+
+    Resuming unpickles Ray Tune's state (``ray/tuner.pkl``), which runs whatever code the
+    pickle names: an experiment folder is trusted input. Like ssh with a group-writable key,
+    refuse one that another user owns or could have written.
+    """
+    paths = [exp.root, exp.ray_dir]
+    if exp.ray_dir.is_dir():
+        paths += sorted(exp.ray_dir.iterdir())
+    me = os.getuid()
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        if st.st_uid not in (me, 0):
+            return (f"'{path}' belongs to another user (uid {st.st_uid}); resuming runs the "
+                    "code its pickled Ray state names",
+                    "resume only your own experiments (copy the folder to start from it "
+                    "as yourself, after checking it)")
+        if st.st_mode & 0o022:
+            return (f"'{path}' is writable by {'group and others' if st.st_mode & 0o002 else 'its group'}"
+                    f" (mode {st.st_mode & 0o777:o}); resuming runs the code its pickled Ray "
+                    "state names, so someone else could have put code there",
+                    f"if you trust its contents: chmod -R go-w '{exp.root}', then resume")
+    return None
 
 
 def _created(path: Path) -> float:

@@ -40,6 +40,7 @@ from google.protobuf.message import Message
 from object_detection.protos import pipeline_pb2, preprocessor_pb2
 
 from sweep.errors import ConfigError, Problem
+from sweep.inputs import InputError, read_text, short
 
 TrainEvalPipelineConfig = pipeline_pb2.TrainEvalPipelineConfig
 
@@ -71,11 +72,10 @@ def load_pipeline(path: str | Path) -> TrainEvalPipelineConfig:
     """Parse a pipeline.config; raises ``ConfigError`` naming the file and line."""
     path = Path(path)
     try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(Problem(
-            str(path), "", f"cannot read the pipeline config ({e.strerror})",
-            "check the path; shipped templates are in sweep/templates/")) from e
+        text = read_text(path, "the pipeline config",
+                         "check the path; shipped templates are in sweep/templates/")
+    except InputError as e:
+        raise ConfigError(e.problem) from e
     cfg = TrainEvalPipelineConfig()
     try:
         text_format.Parse(text, cfg)
@@ -182,6 +182,8 @@ def param_paths(cfg: TrainEvalPipelineConfig, name: str) -> list[str]:
     head, _, rest = name.partition(".")
     if head in SCHEDULES:
         opt = _optimizer(cfg, name)
+        _same_oneof(name, getattr(cfg.train_config.optimizer, opt).learning_rate, "learning_rate",
+                    head, f"train_config.optimizer.{opt}.learning_rate")
         return [f"train_config.optimizer.{opt}.learning_rate.{name}"]
     if head == "l2_weight":
         return _l2_paths(cfg, name, arch)
@@ -193,6 +195,8 @@ def param_paths(cfg: TrainEvalPipelineConfig, name: str) -> list[str]:
             raise ParamError(name, f"this pipeline's model is {arch}, which has no box_coder "
                              "field (Faster R-CNN hard-codes its box coder)",
                              "remove the box_coder parameters for this architecture")
+        _same_oneof(name, cfg.model.ssd.box_coder, "box_coder_oneof", "faster_rcnn_box_coder",
+                    "model.ssd.box_coder")
         return [f"model.ssd.box_coder.faster_rcnn_box_coder.{rest}"]
     if head == "focal_loss":
         if rest not in ("alpha", "gamma"):
@@ -213,6 +217,23 @@ def param_paths(cfg: TrainEvalPipelineConfig, name: str) -> list[str]:
     raise ParamError(name, "not a named parameter nor a proto path",
                      "use a named parameter (the README's Search spaces section) or a path starting with "
                      f"one of {', '.join(TOP_LEVEL)}")
+
+
+def _same_oneof(name: str, msg: Message, oneof: str, wanted: str, where: str) -> None:
+    """A named parameter edits a field of one member of a oneof; refuse to switch the member
+    (setting it would silently replace the user's structure, e.g. their box coder)."""
+    there = msg.WhichOneof(oneof)
+    if there is None or there == wanted:
+        return
+    fields = ", ".join(f.name for f in getattr(msg, there).DESCRIPTOR.fields) or "none"
+    if oneof == "learning_rate":
+        fix = (f"choose the schedule in the space too (`learning_rate: {wanted}`, or a `choice` "
+               f"with {name} under its {wanted} option), or search {there}'s own fields")
+    else:
+        fix = (f"search the fields of {there} instead (proto paths {where}.{there}.<field>; its "
+               f"fields: {fields}), or remove {name}")
+    raise ParamError(name, f"{where} is {there}, not {wanted}: setting {name} would replace it",
+                     fix)
 
 
 def _optimizer(cfg: TrainEvalPipelineConfig, name: str) -> str:
@@ -249,7 +270,12 @@ def _l2_paths(cfg: TrainEvalPipelineConfig, name: str, arch: str | None) -> list
                          "Faster R-CNN", "use the proto path of the regularizer you mean")
     if part == "box_predictor" and not bp:
         raise ParamError(name, "this pipeline sets no box_predictor", "set one in the base config")
-    return {"": fe + bp, "feature_extractor": fe, "box_predictor": bp}[part]
+    paths = {"": fe + bp, "feature_extractor": fe, "box_predictor": bp}[part]
+    for path in paths:
+        where = path[: -len(".l2_regularizer.weight")]
+        holder, fd = _walk(cfg, where, name, create=False)
+        _same_oneof(name, getattr(holder, fd.name), "regularizer_oneof", "l2_regularizer", where)
+    return paths
 
 
 def _check_arch(cfg: TrainEvalPipelineConfig, name: str, path: str) -> None:
@@ -265,7 +291,7 @@ def _check_arch(cfg: TrainEvalPipelineConfig, name: str, path: str) -> None:
 
 def _set_optimizer(cfg: TrainEvalPipelineConfig, value: Any) -> None:
     if value not in OPTIMIZERS:
-        raise ParamError("optimizer", f"{value!r} is not an optimizer of the OD API",
+        raise ParamError("optimizer", f"{short(value)} is not an optimizer of the OD API",
                          f"use one of {', '.join(OPTIMIZERS)}")
     opt = cfg.train_config.optimizer
     current = opt.WhichOneof("optimizer")
@@ -280,7 +306,7 @@ def _set_optimizer(cfg: TrainEvalPipelineConfig, value: Any) -> None:
 
 def _set_schedule(cfg: TrainEvalPipelineConfig, value: Any) -> None:
     if value not in SCHEDULES:
-        raise ParamError("learning_rate", f"{value!r} is not a learning-rate schedule",
+        raise ParamError("learning_rate", f"{short(value)} is not a learning-rate schedule",
                          f"use one of {', '.join(SCHEDULES)}")
     lr = getattr(cfg.train_config.optimizer, _optimizer(cfg, "learning_rate")).learning_rate
     if lr.WhichOneof("learning_rate") != value:
@@ -290,9 +316,12 @@ def _set_schedule(cfg: TrainEvalPipelineConfig, value: Any) -> None:
 def _set_manual_schedule(cfg: TrainEvalPipelineConfig, value: Any) -> None:
     name = "manual_step_learning_rate.schedule"
     opt = _optimizer(cfg, name)
-    manual = getattr(cfg.train_config.optimizer, opt).learning_rate.manual_step_learning_rate
+    lr = getattr(cfg.train_config.optimizer, opt).learning_rate
+    _same_oneof(name, lr, "learning_rate", "manual_step_learning_rate",
+                f"train_config.optimizer.{opt}.learning_rate")
+    manual = lr.manual_step_learning_rate
     if not isinstance(value, list):
-        raise ParamError(name, f"expected a list of [step, learning_rate] pairs, got {value!r}",
+        raise ParamError(name, f"expected a list of [step, learning_rate] pairs, got {short(value)}",
                          "e.g. `[[10000, 0.004], [20000, 0.0004]]`")
     del manual.schedule[:]
     for item in value:
@@ -301,7 +330,7 @@ def _set_manual_schedule(cfg: TrainEvalPipelineConfig, value: Any) -> None:
         elif isinstance(item, list | tuple) and len(item) == 2:
             step, rate = item
         else:
-            raise ParamError(name, f"entry {item!r} is not [step, learning_rate]",
+            raise ParamError(name, f"entry {short(item)} is not [step, learning_rate]",
                              "write each entry as [step, learning_rate]")
         entry = manual.schedule.add()
         _set_field(entry, entry.DESCRIPTOR.fields_by_name["step"], step, name)
@@ -319,7 +348,7 @@ def _set_augmentation(cfg: TrainEvalPipelineConfig, name: str, value: Any) -> No
     found = [i for i, s in enumerate(steps) if s.WhichOneof("preprocessing_step") == step_name]
     if len(parts) == 2:
         if not isinstance(value, bool):
-            raise ParamError(name, f"expected true or false, got {value!r}",
+            raise ParamError(name, f"expected true or false, got {short(value)}",
                              "turn an augmentation on or off with true/false")
         if value and not found:
             getattr(steps.add(), step_name).SetInParent()
@@ -487,11 +516,11 @@ def _convert(fd: FieldDescriptor, value: Any, name: str) -> Any:
         names = [v.name for v in fd.enum_type.values]
         if isinstance(value, str) and value in names:
             return fd.enum_type.values_by_name[value].number
-        raise ParamError(name, f"{fd.name} is an enum ({fd.enum_type.name}), got {value!r}",
+        raise ParamError(name, f"{fd.name} is an enum ({fd.enum_type.name}), got {short(value)}",
                          f"use one of {', '.join(names)}")
     kind = {FieldDescriptor.TYPE_BOOL: "a bool", FieldDescriptor.TYPE_STRING: "a string"}.get(
         fd.type, "an integer" if fd.type in _INTS else "a number")
-    raise ParamError(name, f"{fd.name} takes {kind}, got {value!r} ({type(value).__name__})",
+    raise ParamError(name, f"{fd.name} takes {kind}, got {short(value)} ({type(value).__name__})",
                      f"give {kind}")
 
 

@@ -826,8 +826,8 @@ def write_report(exp: Experiment, out_dir: Path | None = None, *,
     checkpoint nearest its best eval step, to continue the chain.
     """
     out_dir = Path(out_dir) if out_dir is not None else REPORTS_DIR / exp.name
+    g = gather(exp)  # first: an experiment that cannot be read leaves no empty report folder
     out_dir.mkdir(parents=True, exist_ok=True)
-    g = gather(exp)
     generated = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
     best = g.best_name()
     best_info = None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +26,46 @@ DEFAULT_MODES = {metrics.TOTAL_LOSS: "min", metrics.CLASSIFICATION_LOSS: "min",
 
 
 def metric_tag(name: str) -> str:
-    return METRIC_ALIASES.get(name, name)
+    """The OD API tag for a --metric: a short alias, a result key a trial reports, or the tag."""
+    from sweep.trial import RESULT_KEYS
+
+    by_key = {key: tag for tag, key in RESULT_KEYS.items()}
+    return METRIC_ALIASES.get(name) or by_key.get(name, name)
+
+
+def known_metrics() -> list[str]:
+    """What --metric accepts: every tag a trial reports, by its tag or its result key."""
+    from sweep.trial import RESULT_KEYS
+
+    return sorted({*METRIC_ALIASES, *RESULT_KEYS, *RESULT_KEYS.values()})
+
+
+def local_gpus() -> int:
+    """GPUs an embedded Ray would see on this machine (Ray's own count, without starting it)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip()])
+    try:
+        from ray._private.accelerators import get_accelerator_manager_for_resource
+
+        return int(get_accelerator_manager_for_resource("GPU").get_current_node_num_accelerators())
+    except Exception:  # noqa: BLE001 - no driver, no library: no GPU Ray could use
+        return 0
+
+
+def writable_storage_problem(storage: Path) -> tuple[str, str] | None:
+    """(problem, fix) if experiments cannot be created under ``storage``, else None."""
+    if storage.exists() and not storage.is_dir():
+        return (f"'{storage}' is a file, not a folder", "give a folder (it is created if missing)")
+    existing = storage
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return (f"'{existing}' is a file, so '{storage}' cannot be created",
+                "give a folder path whose parents are folders")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return (f"'{existing}' is not writable by this user", "give a folder you can write to")
+    return None
 
 
 @dataclass
@@ -83,7 +124,8 @@ class SweepSettings:
         def bad(key: str, problem: str, fix: str) -> None:
             problems.append(Problem("command line", key, problem, fix))
 
-        if not self.name or "/" in self.name or self.name.startswith("."):
+        if not self.name or "/" in self.name or self.name.startswith(".") or any(
+                c in self.name for c in "\0\\\n\r\t"):
             bad("--name", f"experiment name {self.name!r} is not a plain folder name",
                 "use letters, digits, '-' and '_'")
         if self.num_trials < 1:
@@ -132,8 +174,72 @@ class SweepSettings:
                 "use 0 to turn stall detection off, or minutes (e.g. 30)")
         if self.eval_device not in EVAL_DEVICES:
             bad("--eval-device", f"unknown device {self.eval_device!r}", "use gpu or cpu")
+        for key, value in (("--cpus-per-trial", self.cpus_per_trial),
+                           ("--gpus-per-trial", self.gpus_per_trial),
+                           ("--time-budget", self.time_budget_s)):
+            if value is not None and not math.isfinite(value):
+                bad(key, f"must be a finite number, got {value}", "give a number")
+        known = known_metrics()
+        for m in self.metrics:
+            if m not in known:
+                bad("--metric", f"unknown metric {m!r}: trials report no such value, so they "
+                    "could never be ranked", f"use one of {', '.join(known)}")
+        if len(set(self.metrics)) != len(self.metrics):
+            bad("--metric", f"the same metric twice in {self.metrics}", "give each --metric once")
+        at_least = (("--eval-every", self.eval_every, 0, "0 (evaluate at the end only) or more"),
+                    ("--keep-checkpoints", self.keep_checkpoints, 1,
+                     "1 or more (the eval job and retries read the last checkpoint)"),
+                    ("--max-failures", self.max_failures, 0, "0 (no retries) or more"),
+                    ("--max-consecutive-failures", self.max_consecutive_failures, 1,
+                     "1 or more (0 would stop the sweep before any trial failed)"))
+        for key, value, low, fix in at_least:
+            if value < low:
+                bad(key, f"must be >= {low}, got {value}", f"use {fix}")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            bad("--time-budget", f"must be > 0 minutes, got {self.time_budget_s / 60:g}",
+                "give the minutes after which no trial starts, or leave it out (no limit)")
+        if self.step_budget is not None and self.step_budget <= 0:
+            bad("--step-budget", f"must be > 0, got {self.step_budget}",
+                "give the total train steps, or leave it out (no limit)")
+        storage = writable_storage_problem(self.storage)
+        if storage:
+            bad("--storage", *storage)
+        if not self.address:
+            self._check_local_resources(bad)
         if problems:
             raise ConfigError(problems)
+
+    def _check_local_resources(self, bad: Any) -> None:
+        """A trial the embedded Ray can never place would wait forever: refuse it now."""
+        cpus = os.cpu_count() or 1
+        if math.isfinite(self.cpus_per_trial) and self.cpus_per_trial > cpus:
+            bad("--cpus-per-trial", f"{self.cpus_per_trial:g} CPUs per trial, but this machine "
+                f"has {cpus}", f"use at most {cpus}, or run on a cluster with --address")
+        gpus = self.declare_gpus if self.declare_gpus is not None else local_gpus()
+        if self.declare_gpus is not None and self.declare_gpus < 0:
+            bad("--declare-gpus", f"must be >= 0, got {self.declare_gpus}", "use 0 or more")
+        elif math.isfinite(self.gpus_per_trial) and self.gpus_per_trial > gpus:
+            source = "--declare-gpus says" if self.declare_gpus is not None else "Ray would see"
+            bad("--gpus-per-trial", f"{self.gpus_per_trial:g} GPUs per trial, but {source} "
+                f"{gpus} on this machine, so no trial could ever start",
+                f"use --gpus-per-trial {min(gpus, 1) if gpus else 0}, or run on a cluster "
+                "with GPUs (--address)")
+
+    def check_cluster(self, nodes: list[dict[str, Any]]) -> None:
+        """After connecting to --address: refuse a trial no alive node can ever hold."""
+        alive = [n.get("Resources", {}) for n in nodes if n.get("Alive", n.get("alive", True))]
+        fits = [r for r in alive if r.get("CPU", 0) >= self.cpus_per_trial
+                and r.get("GPU", 0) >= self.gpus_per_trial]
+        if not fits:
+            most_cpu = max((r.get("CPU", 0) for r in alive), default=0)
+            most_gpu = max((r.get("GPU", 0) for r in alive), default=0)
+            raise ConfigError(Problem(
+                "command line", "--cpus-per-trial/--gpus-per-trial",
+                f"a trial needs {self.cpus_per_trial:g} CPUs and {self.gpus_per_trial:g} GPUs "
+                f"on one node, but the {len(alive)} node(s) of the cluster at {self.address} "
+                f"have at most {most_cpu:g} CPUs and {most_gpu:g} GPUs each",
+                f"ask for at most {most_cpu:g} CPUs and {most_gpu:g} GPUs per trial, or add a "
+                "node that has them (`ray start --address ...`)"))
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -150,6 +256,12 @@ class SweepSettings:
     def from_json(cls, data: dict[str, Any]) -> SweepSettings:
         names = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in data.items() if k in names}
-        for k in ("space", "pipeline", "storage"):
-            kw[k] = Path(kw[k])
-        return cls(**kw)
+        try:
+            for k in ("space", "pipeline", "storage"):
+                kw[k] = Path(kw[k])
+            return cls(**kw)
+        except (KeyError, TypeError) as e:
+            raise ConfigError(Problem(
+                "experiment.json", str(e), "the experiment's settings are incomplete or not "
+                "those of this version of sweep", "start anew with `sweep run ... --overwrite`, "
+                "or restore experiment.json")) from e

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from sweep.errors import ConfigError, Problem
+from sweep.inputs import InputError, load_yaml, short
 
 if TYPE_CHECKING:
     import optuna
@@ -292,19 +291,10 @@ def parse_space(path: Path, problems: list[Problem]) -> SearchSpace | None:
     """Parse ``path``, appending every problem found; None if the file cannot be read at all."""
     file = str(path)
     try:
-        text = path.read_text()
-    except OSError as e:
-        problems.append(Problem(file, "", f"cannot read the search-space file ({e.strerror})",
-                                "check the path; shipped spaces are in search_spaces/"))
-        return None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
-        what = getattr(e, "problem", None) or str(e)
-        problems.append(Problem(file, where, f"invalid YAML: {what}",
-                                "fix the YAML syntax (indentation, colons, quotes)"))
+        data = load_yaml(path, "the search-space file",
+                         "check the path; shipped spaces are in search_spaces/")
+    except InputError as e:
+        problems.append(e.problem)
         return None
     if not isinstance(data, dict):
         problems.append(Problem(file, "", f"expected a mapping with 'parameters', got "
@@ -357,6 +347,7 @@ class _Loader:
 
     def __post_init__(self) -> None:
         self.seen: set[str] = set()
+        self.name = ""
 
     def bad(self, key: str, problem: str, fix: str) -> None:
         self.problems.append(Problem(self.file, key, problem, fix))
@@ -365,7 +356,7 @@ class _Loader:
         if raw is None:
             return ()
         if not isinstance(raw, dict):
-            self.bad(key, f"expected a mapping of parameter name -> spec, got {raw!r}",
+            self.bad(key, f"expected a mapping of parameter name -> spec, got {short(raw)}",
                      "write `name: spec` lines")
             return ()
         scope = dict(scope)  # names visible to later siblings and their options only
@@ -374,6 +365,7 @@ class _Loader:
             where = f"{key}.{name}"
             if not self.name_ok(name, where):
                 continue
+            self.name = name  # for fixes that quote the parameter
             dist = self.dist(spec, where, scope)
             if dist is None:
                 continue
@@ -381,6 +373,8 @@ class _Loader:
                 # Options were loaded with scope; rebuild them now that the parent is visible.
                 scope[name] = dist
                 dist = self.choice(spec, where, scope)
+                if dist is None:
+                    continue
             scope[name] = dist
             out.append(Param(name, dist))
         return tuple(out)
@@ -404,12 +398,12 @@ class _Loader:
         if not isinstance(spec, dict):
             if isinstance(spec, str | int | float | bool | list) or spec is None:
                 return Constant(spec)
-            self.bad(where, f"unsupported value {spec!r}", "use a number, string, bool or list")
+            self.bad(where, f"unsupported value {short(spec)}", "use a number, string, bool or list")
             return None
         kinds = [k for k in spec if k in KINDS]
         if len(kinds) != 1:
             self.bad(where, f"a spec needs exactly one of {', '.join(KINDS)}, got keys "
-                     f"{sorted(map(str, spec))}",
+                     f"{short(sorted(map(str, spec)))}",
                      "e.g. `{uniform: [0.1, 1.0]}`, `{categorical: [a, b]}`, or a plain value "
                      "for a constant")
             return None
@@ -427,13 +421,14 @@ class _Loader:
     def choice(self, spec: dict, where: str, scope: dict[str, Distribution]) -> Choice | None:
         raw = spec["choice"]
         if not isinstance(raw, dict) or not raw:
-            self.bad(f"{where}.choice", "expected a non-empty mapping of option -> parameters",
-                     "e.g. `choice: {constant_learning_rate: {...}, manual: {}}`")
-            return Choice(())
+            self.bad(f"{where}.choice", "expected a non-empty mapping of option -> parameters, "
+                     f"got {short(raw)}", "e.g. `choice: {constant_learning_rate: {...}, "
+                     "cosine_decay_learning_rate: {}}` (a plain list of values is `categorical`)")
+            return None
         options = []
         for option, sub in raw.items():
             if not isinstance(option, str | int | float | bool):
-                self.bad(f"{where}.choice", f"option {option!r} is not a string/number/bool",
+                self.bad(f"{where}.choice", f"option {short(option)} is not a string/number/bool",
                          "use plain option names")
                 continue
             options.append((option, self.params(sub, f"{where}.choice.{option}", scope)))
@@ -444,12 +439,12 @@ class _Loader:
         raw = spec[kind]
         if not isinstance(raw, list) or len(raw) != n:
             shape = "[low, high]" if n == 2 else "[low, high, step]"
-            self.bad(f"{where}.{kind}", f"expected {shape}, got {raw!r}", f"write {kind}: {shape}")
+            self.bad(f"{where}.{kind}", f"expected {shape}, got {short(raw)}", f"write {kind}: {shape}")
             return None
         out = []
         for i, b in enumerate(raw):
             if isinstance(b, bool) or not isinstance(b, int | float | str):
-                self.bad(f"{where}.{kind}", f"bound {b!r} is not a number",
+                self.bad(f"{where}.{kind}", f"bound {short(b)} is not a number",
                          "use numbers (or the name of an earlier numeric parameter)")
                 return None
             if isinstance(b, str):
@@ -457,12 +452,12 @@ class _Loader:
                     self.bad(f"{where}.{kind}", "the step must be a number", "write a number")
                     return None
                 if not _numeric(scope.get(b)):
-                    self.bad(f"{where}.{kind}", f"bound '{b}' is not a number nor a numeric "
+                    self.bad(f"{where}.{kind}", f"bound {short(b)} is not a number nor a numeric "
                              "parameter defined before this one",
                              "use a number, or move the referenced parameter above this one")
                     return None
             elif not math.isfinite(b):
-                self.bad(f"{where}.{kind}", f"bound {b!r} is not finite", "use finite numbers")
+                self.bad(f"{where}.{kind}", f"bound {short(b)} is not finite", "use finite numbers")
                 return None
             out.append(b)
         low, high = out[0], out[1]
@@ -473,8 +468,7 @@ class _Loader:
                 return None
             if low == high:
                 self.bad(f"{where}.{kind}", f"empty range: low == high == {low}",
-                         f"widen the range, or fix the value with `{where.rsplit('.', 1)[-1]}: "
-                         f"{low}`")
+                         f"widen the range, or fix the value with `{self.name}: {low}`")
                 return None
         return out
 
@@ -503,18 +497,18 @@ class _Loader:
                 return None
         step, log = spec.get("step", 1), spec.get("log", False)
         if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-            self.bad(f"{where}.step", f"step must be a positive integer, got {step!r}",
+            self.bad(f"{where}.step", f"step must be a positive integer, got {short(step)}",
                      "e.g. `step: 2`")
             return None
         if not isinstance(log, bool):
-            self.bad(f"{where}.log", f"log must be true or false, got {log!r}", "write `log: true`")
+            self.bad(f"{where}.log", f"log must be true or false, got {short(log)}", "write `log: true`")
             return None
         if log and step != 1:
             self.bad(f"{where}.step", "an int range cannot be both log-scaled and stepped",
                      "drop `step` or `log`")
             return None
         if log and any(isinstance(b, int | float) and b <= 0 for b in r):
-            self.bad(f"{where}.int", f"log-scaled bounds must be > 0, got {r}",
+            self.bad(f"{where}.int", f"log-scaled bounds must be > 0, got {short(r)}",
                      "use a positive lower bound")
             return None
         return IntRange(*(int(b) if isinstance(b, float) else b for b in r), step=step, log=log)
@@ -531,12 +525,12 @@ class _Loader:
     def _categorical(self, spec: dict, where: str, scope: dict) -> Categorical | None:
         raw = spec["categorical"]
         if not isinstance(raw, list) or not raw:
-            self.bad(f"{where}.categorical", f"expected a non-empty list, got {raw!r}",
+            self.bad(f"{where}.categorical", f"expected a non-empty list, got {short(raw)}",
                      "write `categorical: [a, b]`")
             return None
         for c in raw:
             if c is not None and not isinstance(c, str | int | float | bool):
-                self.bad(f"{where}.categorical", f"choice {c!r} is not a string/number/bool",
+                self.bad(f"{where}.categorical", f"choice {short(c)} is not a string/number/bool",
                          "Optuna samples only plain values; use a `choice` for structured options")
                 return None
         return Categorical(tuple(raw))
@@ -544,14 +538,14 @@ class _Loader:
     def _derived(self, spec: dict, where: str, scope: dict) -> Derived | None:
         source, scale = spec["derived"], spec.get("scale", 1.0)
         if not isinstance(source, str) or source not in scope:
-            self.bad(f"{where}.derived", f"'{source}' is not a parameter defined before this one",
+            self.bad(f"{where}.derived", f"{short(source)} is not a parameter defined before this one",
                      "name a parameter above this one (same option or an enclosing one)")
             return None
         if not _numeric(scope[source]):
-            self.bad(f"{where}.derived", f"'{source}' is not numeric", "derive from a number")
+            self.bad(f"{where}.derived", f"{short(source)} is not numeric", "derive from a number")
             return None
         if isinstance(scale, bool) or not isinstance(scale, int | float):
-            self.bad(f"{where}.scale", f"scale must be a number, got {scale!r}",
+            self.bad(f"{where}.scale", f"scale must be a number, got {short(scale)}",
                      "e.g. `scale: 0.5`")
             return None
         return Derived(source, float(scale))
@@ -598,7 +592,7 @@ def _load_points(file: str, raw: Any, space: SearchSpace,
             key = f"{key}.{BASE_POINT}"
         if not isinstance(point, dict):
             problems.append(Problem(file, key, f"expected a mapping or '{BASE_POINT}', got "
-                                    f"{point!r}", "write `- {name: value, ...}`"))
+                                    f"{short(point)}", "write `- {name: value, ...}`"))
             continue
         ok = True
         for name, value in point.items():
@@ -624,17 +618,17 @@ def _point_problem(name: str, value: Any, point: Mapping[str, Any],
         if from_base and parent not in point:
             continue  # the base config decides; validate checks the outcome
         if parent not in point or point[parent] != option:
-            return (f"only exists when {parent} = {option!r}",
+            return (f"only exists when {parent} = {short(option)}",
                     f"add `{parent}: {option}` to this point, or remove {name}")
     if not _contains(param.dist, value, point):
-        return (f"value {value!r} is outside the parameter's {describe(param.dist)}",
+        return (f"value {short(value)} is outside the parameter's {describe(param.dist)}",
                 "widen the range / add the choice, or fix the value")
     return None
 
 
 def describe(d: Distribution) -> str:
     if isinstance(d, Categorical | Choice):
-        return f"choices {list(d.choices)}"
+        return f"choices {short(list(d.choices))}"
     if isinstance(d, IntRange | Uniform | LogUniform | Stepped):
         return f"range [{d.low}, {d.high}]"
     return type(d).__name__

@@ -7,11 +7,14 @@ and whose scheduler is FIFO, ASHA or median stopping on the step axis.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -365,7 +368,149 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+@dataclass
+class Plan:
+    """What a sweep needs that can be built and checked before Ray starts or a folder is
+    written: the sampler and scheduler (None on resume: Ray restores its own), and the
+    study storage opened (None for a new run's default SQLite file, made in the folder)."""
+
+    sampler: Any = None
+    scheduler: Any = None
+    storage: Any = None
+
+
+def preflight(settings: SweepSettings, space: Any, max_steps: int, *,
+              resume: bool = False) -> Plan:
+    """Build and check everything that does not need Ray running; ``ConfigError`` if bad."""
+    plan = Plan()
+    if resume:
+        from ray import tune
+
+        exp = Experiment(settings.experiment_root)
+        if not tune.Tuner.can_restore(str(exp.ray_dir)):
+            # A new Tuner here would sample the known points again into the same study.
+            raise errors.ConfigError(errors.Problem(
+                "sweep resume", str(exp.ray_dir), "Ray Tune saved no experiment state before the "
+                "driver stopped, so there is nothing to resume",
+                f"start anew: sweep run ... --name {settings.name} --overwrite"))
+    else:
+        plan.sampler = make_sampler(settings.sampler, settings.seed, space)
+        plan.scheduler = make_scheduler(settings, max_steps, space)
+    if resume or settings.study_url:
+        plan.storage = open_study_storage(settings, resume=resume)
+    return plan
+
+
+def open_study_storage(settings: SweepSettings, *, resume: bool) -> Any:
+    """Open (and on resume, load the study from) the Optuna storage; ``ConfigError`` naming
+    the URL or file and the database's own words if it cannot."""
+    import optuna
+
+    url = settings.to_json()["storage_url"]
+    key = "--study-url" if settings.study_url else "study.db"
+    where = "command line" if settings.study_url else str(settings.experiment_root)
+    if resume and not settings.study_url:
+        _check_study_file(settings, Experiment(settings.experiment_root).study_db)
+    try:
+        storage = optuna.storages.RDBStorage(url)
+        if resume:
+            optuna.load_study(study_name=settings.name, storage=storage)
+    except KeyError as e:
+        raise errors.ConfigError(errors.Problem(
+            where, key, f"the study '{settings.name}' is not in {_safe_url(url)}",
+            "resume with the storage the sweep was started with, or start anew with "
+            f"`sweep run ... --name {settings.name} --overwrite`")) from e
+    except Exception as e:  # noqa: BLE001 - SQLAlchemy/driver errors vary by database
+        words = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        fix = ("give a SQLAlchemy URL the database answers, e.g. sqlite:////abs/path/study.db "
+               "or postgresql+psycopg://user@host/db (is the server up, the driver installed?)"
+               if settings.study_url else
+               "the study database is damaged: restore it from a copy, or start anew with "
+               f"`sweep run ... --name {settings.name} --overwrite`")
+        raise errors.ConfigError(errors.Problem(
+            where, key, f"cannot open the Optuna study storage {_safe_url(url)}: {words}",
+            fix)) from e
+    return storage
+
+
+def _check_study_file(settings: SweepSettings, path: Path) -> None:
+    """Read-only look at a resumed experiment's study.db: opening a damaged or empty file
+    with SQLAlchemy would write Optuna's tables into it."""
+    import sqlite3
+
+    problem = None
+    try:
+        with path.open("rb") as f:
+            header = f.read(16)
+        if header != b"SQLite format 3\x00":
+            problem = "is not an SQLite database"
+        else:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                tables = {r[0] for r in db.execute("select name from sqlite_master")}
+            if "studies" not in tables:
+                problem = "holds no Optuna study"
+    except (OSError, sqlite3.Error) as e:
+        problem = f"cannot be read ({e})"
+    if problem:
+        raise errors.ConfigError(errors.Problem(
+            str(settings.experiment_root), "study.db", f"the sweep's Optuna study database "
+            f"{problem}", "restore study.db from a copy, or start anew with "
+            f"`sweep run ... --name {settings.name} --overwrite`"))
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL has no password to hide
+        return url[:120]
+
+
 STARTUP_ATTEMPTS = 3
+PROBE_TIMEOUT_S = 10.0
+
+
+def _probe_address(address: str) -> None:
+    """Refuse a host:port nothing listens on: ray.init would retry it for minutes."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # 'auto', or a ray:// client address: Ray answers these quickly itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as e:
+        raise errors.ConfigError(errors.Problem(
+            "command line", "--address", f"no Ray cluster answers at {address} "
+            f"({e.strerror or e})", "start one with `ray start --head` and give its address "
+            "(host:port, or 'auto' on a node of the cluster), or leave --address out for an "
+            "embedded local Ray")) from e
+LOOPBACK = "127.0.0.1"
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """While an embedded single-machine Ray starts, make it listen on loopback only (GCS,
+    raylet, workers, agents, metrics): nothing on this machine's network addresses. Ray binds
+    its servers to the node IP, and takes the loopback IP as the node IP when it believes
+    clusters are off (as on macOS); the processes it starts read the same switch from the
+    environment. Restored afterwards, so nothing else in this process inherits it."""
+    from ray._private import ray_constants
+
+    name = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+    saved_env, saved_flag = os.environ.get(name), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[name] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved_env
 
 
 def init_ray(settings: SweepSettings) -> str | None:
@@ -377,16 +522,31 @@ def init_ray(settings: SweepSettings) -> str | None:
     env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
         p for p in (pkg_root, os.environ.get("PYTHONPATH", "")) if p)}}
     if settings.address:
-        ctx = ray.init(address=settings.address, runtime_env=env, log_to_driver=False)
+        _probe_address(settings.address)
+        try:
+            ctx = ray.init(address=settings.address, runtime_env=env, log_to_driver=False)
+        except (ConnectionError, ValueError, RuntimeError) as e:
+            raise errors.ConfigError(errors.Problem(
+                "command line", "--address", f"cannot connect to a Ray cluster at "
+                f"{settings.address!r}: {str(e).splitlines()[0][:200] if str(e) else e!r}",
+                "start one with `ray start --head` and give its address (host:port or 'auto'), "
+                "or leave --address out for an embedded local Ray")) from e
+        try:
+            settings.check_cluster(ray.nodes())
+        except errors.ConfigError:
+            ray.shutdown()
+            raise
     else:
         # "local": always a new Ray of our own, even if `ray start` left a cluster running here
         # (ray.init() with no address would join that one).
         for attempt in range(1, STARTUP_ATTEMPTS + 1):
             try:
-                ctx = ray.init(address="local", num_cpus=os.cpu_count(),
-                               num_gpus=settings.declare_gpus, include_dashboard=settings.dashboard,
-                               dashboard_host=settings.dashboard_host, runtime_env=env,
-                               log_to_driver=False)
+                with _loopback_only():
+                    ctx = ray.init(address="local", _node_ip_address=LOOPBACK,
+                                   num_cpus=os.cpu_count(), num_gpus=settings.declare_gpus,
+                                   include_dashboard=settings.dashboard,
+                                   dashboard_host=settings.dashboard_host, runtime_env=env,
+                                   log_to_driver=False)
                 break
             except Exception as e:  # noqa: BLE001 - Ray raises a bare Exception for this
                 # On a loaded machine the raylet can give up on its agents (slow Python start-up)
@@ -400,9 +560,17 @@ def init_ray(settings: SweepSettings) -> str | None:
     return f"http://{url}" if url and not str(url).startswith("http") else url
 
 
+def stop_ray() -> None:
+    """Shut down the Ray this driver started or joined (a no-op if none)."""
+    import ray
+
+    ray.shutdown()
+
+
 def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]], max_steps: int,
-              *, resume: bool = False) -> dict[str, Any]:
-    """Run (or resume) the sweep to its end; returns a summary for the CLI."""
+              *, plan: Plan, url: str | None, resume: bool = False) -> dict[str, Any]:
+    """Run (or resume) the sweep to its end on the Ray ``init_ray`` started; returns a summary
+    for the CLI. Shuts Ray down at the end."""
     import optuna
     import ray
     from ray import tune
@@ -423,23 +591,17 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
         tune.with_parameters(_trainable_class(), spec=spec),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
     progress, budget = _callbacks(settings, exp)
-    if resume and not tune.Tuner.can_restore(str(exp.ray_dir)):
-        # A new Tuner here would sample the known points again into the same study.
-        raise errors.ConfigError(errors.Problem(
-            "sweep resume", str(exp.ray_dir), "Ray Tune saved no experiment state before the "
-            "driver stopped, so there is nothing to resume",
-            f"start anew: sweep run ... --name {settings.name} --overwrite"))
-    url = init_ray(settings)
-    if url:
-        print(f"Ray dashboard: {url}", flush=True)
-    print(f"TensorBoard:   tensorboard --logdir {exp.root}", flush=True)
     try:
-        from sweep import hparams
+        if url:
+            print(f"Ray dashboard: {url}", flush=True)
+        print(f"TensorBoard:   tensorboard --logdir {exp.root}", flush=True)
+        try:
+            from sweep import hparams
 
-        hparams.write_experiment(exp.root, space, description=f"sweep {settings.name}")
-    except Exception as e:  # noqa: BLE001 - TensorBoard extras never stop a sweep
-        print(f"sweep: could not write the TensorBoard HParams experiment: {e}", file=sys.stderr)
-    try:
+            hparams.write_experiment(exp.root, space, description=f"sweep {settings.name}")
+        except Exception as e:  # noqa: BLE001 - TensorBoard extras never stop a sweep
+            print(f"sweep: could not write the TensorBoard HParams experiment: {e}",
+                  file=sys.stderr)
         run_config = tune.RunConfig(
             name="ray", storage_path=str(exp.root), verbose=0,
             callbacks=[progress] + ([_pbt_study_recorder(settings, exp, space)]
@@ -464,19 +626,23 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
                 search, param_space = _pbt_population(settings, space, points)
             else:
                 search = _searcher_class(exp)(
-                space=space.define_by_run,
-                metric=metric_keys if settings.multi_objective else metric_keys[0],
-                mode=settings.modes if settings.multi_objective else settings.modes[0],
-                points_to_evaluate=points or None,
-                sampler=make_sampler(settings.sampler, settings.seed, space),
-                study_name=settings.name,
-                storage=optuna.storages.RDBStorage(settings.to_json()["storage_url"]),
-            )
+                    space=space.define_by_run,
+                    metric=metric_keys if settings.multi_objective else metric_keys[0],
+                    mode=settings.modes if settings.multi_objective else settings.modes[0],
+                    points_to_evaluate=points or None,
+                    sampler=plan.sampler,
+                    study_name=settings.name,
+                    storage=plan.storage or optuna.storages.RDBStorage(
+                        settings.to_json()["storage_url"]),
+                )
             tuner = tune.Tuner(
                 trainable, param_space=param_space,
                 tune_config=tune.TuneConfig(
-                    search_alg=search, scheduler=make_scheduler(settings, max_steps, space),
-                    num_samples=settings.num_trials, max_concurrent_trials=settings.max_concurrent,
+                    search_alg=search, scheduler=plan.scheduler,
+                    num_samples=settings.num_trials,
+                    # PBT's population generator limits concurrency itself.
+                    max_concurrent_trials=(None if settings.scheduler == "pbt"
+                                           else settings.max_concurrent),
                     time_budget_s=settings.time_budget_s,
                     trial_dirname_creator=lambda t: t.trial_id,
                 ),

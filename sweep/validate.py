@@ -15,6 +15,7 @@ from typing import Any
 from google.protobuf import text_format
 
 from sweep.errors import ConfigError, Problem
+from sweep.inputs import InputError, read_text, short
 from sweep.render import (
     BEST,
     ParamError,
@@ -107,20 +108,30 @@ def _check_params(space: SearchSpace, base: TrainEvalPipelineConfig, file: str,
                   problems: list[Problem]) -> bool:
     """Each parameter exists for this architecture and each of its values fits the field."""
     before = len(problems)
-    for param, _ in space.walk():
+    for param, cond in space.walk():
         key = f"parameters.{param.name}"
+        cfg = _switched(base, {**space.constants(), **dict(cond)})
         try:
-            check_param(base, param.name)
+            check_param(cfg, param.name)
         except ParamError as e:
             problems.append(Problem(file, key, e.problem, e.fix))
             continue
         for value in candidate_values(param.dist):
             try:
-                check_value(base, param.name, value)
+                check_value(cfg, param.name, value)
             except ParamError as e:
-                problems.append(Problem(file, key, f"value {value!r}: {e.problem}", e.fix))
+                problems.append(Problem(file, key, f"value {short(value)}: {e.problem}", e.fix))
                 break
     return len(problems) == before
+
+
+def _switched(base: TrainEvalPipelineConfig, fixed: dict[str, Any]) -> TrainEvalPipelineConfig:
+    """``base`` with the constants and the enclosing choices applied: a parameter under
+    `learning_rate: cosine_decay_learning_rate` is checked against a cosine schedule."""
+    try:
+        return render(base, fixed, resolve_checkpoints=False)
+    except ValueError:
+        return base  # a bad constant or choice is reported on its own
 
 
 def _check_trials(space: SearchSpace, base: TrainEvalPipelineConfig, file: str,
@@ -189,7 +200,7 @@ def _check_replicas(space: SearchSpace, base: TrainEvalPipelineConfig, replicas:
 
 
 def _short(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={short(v)}"
                      for k, v in params.items())
 
 
@@ -227,10 +238,10 @@ def _check_label_maps(cfg: TrainEvalPipelineConfig, file: str, problems: list[Pr
             continue
         done.add(path)
         try:
-            text = Path(path).read_text()
-        except OSError as e:
-            problems.append(Problem(file, key, f"cannot read label map '{path}' ({e.strerror})",
-                                    "point label_map_path at an existing label_map.pbtxt"))
+            text = read_text(Path(path), f"label map {path!r}",
+                             "point label_map_path at an existing label_map.pbtxt")
+        except InputError as e:
+            problems.append(Problem(file, key, e.problem.problem, e.problem.fix))
             continue
         label_map = string_int_label_map_pb2.StringIntLabelMap()
         try:
@@ -256,12 +267,14 @@ def _check_label_maps(cfg: TrainEvalPipelineConfig, file: str, problems: list[Pr
             continue
         nc_key, n = nc
         distinct = len(set(ids))
-        if distinct != n or max(ids) > n:
+        # The OD API sizes the classifier by num_classes and takes ids 1..num_classes: the
+        # largest id must be num_classes (gaps are unused classes, not an error).
+        if max(ids) != n:
             problems.append(Problem(
                 file, nc_key, f"is {n} but the label map {path} has {distinct} classes "
                 f"(ids {min(ids)}..{max(ids)})",
-                f"set {nc_key}: {max(distinct, max(ids))} in the pipeline (or as a constant in "
-                "the space), or fix the label map"))
+                f"set {nc_key}: {max(ids)} in the pipeline (or as a constant in the space), "
+                "or fix the label map"))
 
 
 # ---------------------------------------------------------------------------------------------

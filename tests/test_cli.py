@@ -58,7 +58,7 @@ def test_bad_options_name_the_option_and_the_fix(tmp_path: Path, kw: dict, key: 
 
 def test_settings_round_trip_through_experiment_json(tmp_path: Path) -> None:
     s = _settings(tmp_path, metrics=["Loss/total_loss", "DetectionBoxes_Precision/mAP"],
-                  modes=["min", "max"], sampler="nsga2", gpus_per_trial=0.5)
+                  modes=["min", "max"], sampler="nsga2", gpus_per_trial=0.5, declare_gpus=1)
     s.check()
     data = s.to_json()
     assert data["storage_url"].startswith("sqlite:///") and data["storage_url"].endswith("x/study.db")

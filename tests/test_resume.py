@@ -206,11 +206,11 @@ def test_resume_without_ray_state_refuses_before_starting_ray(tmp_path: Path) ->
 
     from sweep.errors import ConfigError
     from sweep.settings import SweepSettings
-    from sweep.tune_backend import run_sweep
+    from sweep.tune_backend import preflight
 
     settings = SweepSettings(name="early", space=tmp_path / "s.yaml", pipeline=tmp_path / "p",
                              storage=tmp_path)
     (tmp_path / "early" / "ray").mkdir(parents=True)
     with pytest.raises(ConfigError, match="--overwrite"):
-        run_sweep(settings, None, [], 40, resume=True)
+        preflight(settings, None, 40, resume=True)
     assert not ray.is_initialized()
