@@ -230,3 +230,54 @@ def replay_note(exp: Any, trial_name: str) -> str:
                 lines.append(f"steps {start}-{end if end < END else 'end'}: {trial.name} "
                              f"({values})")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------- the report's figure
+
+def lineage_figure(exp: Any, best: str | None, out: Path, metric: str) -> Path | None:
+    """Every trial's ``metric`` over steps, step-aligned, each clone drawn as a jump from its
+    source's point (a dashed line), and below it the learning rate ``best``'s lineage trained
+    with. None when no trial was ever cloned."""
+    from sweep.metrics import read_scalars
+
+    trials = [t for t in exp.trials() if len(t.status().get("lineage") or []) > 1]
+    if not trials:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, low) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True,
+                                   gridspec_kw={"height_ratios": [3, 2]})
+    for i, t in enumerate(exp.trials()):
+        color = f"C{i % 10}"
+        lineage = t.status().get("lineage") or []
+        for k, seg in enumerate(lineage):
+            root = t.path if k == len(lineage) - 1 else t.path / "lineage" / f"segment-{k}"
+            pts = sorted((s.step, s.value) for s in read_scalars(root / "eval", [metric])
+                         if s.step > int(seg.get("from_step", 0)))
+            src = seg.get("cloned_from")
+            if src:  # the jump: from the source's value at the clone step
+                sv = [s.value for s in read_scalars(exp.trial(src["trial"]).path / "eval",
+                                                    [metric]) if s.step == int(src["step"])]
+                if sv and pts:
+                    top.plot([src["step"], pts[0][0]], [sv[-1], pts[0][1]], ls="--", lw=1,
+                             color=color)
+            if pts:
+                top.plot(*zip(*pts, strict=True), marker="o", ms=3, color=color,
+                         label=t.name if k == 0 else None)
+    top.set_ylabel(metric.rsplit("/", 1)[-1])
+    top.set_title("Every trial's metric; dashed: a clone continuing from a better trial")
+    top.legend(fontsize=7, ncol=2)
+    if best:
+        history = learning_rate_history(exp, best)
+        if history:
+            low.step(*zip(*history, strict=True), where="post", color="k")
+            low.set_title(f"Learning rate along {best}'s lineage", fontsize=9)
+    low.set_xlabel("step")
+    low.set_ylabel("learning rate")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=96, bbox_inches="tight")
+    plt.close(fig)
+    return out
