@@ -188,6 +188,14 @@ def _add_data_commands(sub: Any) -> None:
                        "instead of stopping")
         c.add_argument("--overwrite", action="store_true",
                        help="replace existing records and label map in --out")
+    i = kinds.add_parser("inspect", help="counts, class balance, sizes and problems of TFRecords",
+                         description="Examples and boxes, boxes per class (against a label map "
+                         "if given), image sizes, box sizes (COCO small/medium/large); flags "
+                         "empty, corrupt or out-of-range records. Exit 1 if anything is flagged.")
+    i.add_argument("records", nargs="+", type=Path, metavar="RECORD",
+                   help="TFRecord files (shards: annotations/train.record-*)")
+    i.add_argument("--label-map", type=Path, help="check class ids and names against it")
+    i.add_argument("--plot", type=Path, metavar="PNG", help="also draw the distributions here")
 
 
 def _settings(a: argparse.Namespace, space: Path, pipeline: Path, default_name: str) -> Any:
@@ -375,6 +383,8 @@ def cmd_resume(a: argparse.Namespace) -> int:
 def cmd_data(a: argparse.Namespace) -> int:
     from sweep import annotations, convert
 
+    if a.data_command == "inspect":
+        return _inspect(a)
     read = {"voc": annotations.read_voc, "csv": annotations.read_csv,
             "gtsrb": annotations.read_gtsrb}[a.data_command]
     found = read(a.source, a.images) if a.data_command == "csv" else read(a.source)
@@ -385,6 +395,16 @@ def cmd_data(a: argparse.Namespace) -> int:
                              progress=sys.stderr.isatty())
     print(result.summary())
     return 0
+
+
+def _inspect(a: argparse.Namespace) -> int:
+    from sweep import inspect_records
+
+    stats = inspect_records.inspect_records(a.records, a.label_map)
+    print(inspect_records.render_table(stats))
+    if a.plot:
+        print(f"plot: {inspect_records.plot(stats, a.plot)}")
+    return 1 if stats.problems else 0
 
 
 COMMANDS = {"demo": cmd_demo, "data": cmd_data, "run": cmd_run, "validate": cmd_validate,
