@@ -138,6 +138,23 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--no-dashboard", action="store_true")
             s.add_argument("--no-report", action="store_true")
     _add_data_commands(sub)
+    n = sub.add_parser(
+        "init", help="write models/<name>/pipeline.config for your data and a pre-trained model",
+        description="From a pre-trained model as the tutorial downloads it (pipeline.config + "
+        "checkpoint/ckpt-0), write models/<name>/pipeline.config with num_classes, label map "
+        "and record paths from --annotations, the batch size, fine_tune_checkpoint (type "
+        "detection) and use_bfloat16: false, then check it as `sweep validate` does.")
+    n.add_argument("--pretrained", required=True, metavar="PATH",
+                   help="model-zoo folder, a pipeline.config, or a shipped template name ("
+                   "e.g. ssd_resnet50_v1_fpn_640x640: no checkpoint, trains from scratch)")
+    n.add_argument("--annotations", type=Path, required=True, metavar="DIR",
+                   help="what `sweep data` wrote: label_map.pbtxt, train.record, test.record")
+    n.add_argument("--name", required=True, help="model folder name under models/")
+    n.add_argument("--batch-size", type=int, default=8, help="[%(default)s]")
+    n.add_argument("--workspace", type=Path,
+                   help="tutorial workspace holding models/ [the folder of --annotations]")
+    n.add_argument("--overwrite", action="store_true",
+                   help="replace an existing models/<name>/pipeline.config that differs")
     return p
 
 
@@ -397,6 +414,24 @@ def cmd_data(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(a: argparse.Namespace) -> int:
+    from sweep import validate
+    from sweep.workspace import init_model
+
+    pipeline, source, data = init_model(a.pretrained, a.annotations, a.name,
+                                        batch_size=a.batch_size, root=a.workspace,
+                                        overwrite=a.overwrite)
+    print(f"pipeline.config: {pipeline}  (from {source.config})")
+    print(f"data: {data.num_classes} classes, {data.n_train} train / {data.n_eval} test examples")
+    print(f"fine_tune_checkpoint: {source.checkpoint}" if source.checkpoint else
+          "no pre-trained checkpoint: training starts from scratch (put the model zoo's folder "
+          "with checkpoint/ckpt-0 in --pretrained to fine-tune)")
+    validate.check_pipeline(pipeline)
+    print(f"ok: label map, TFRecords and checkpoint checked. Next: sweep run --space SPACE "
+          f"--pipeline {pipeline}")
+    return 0
+
+
 def _inspect(a: argparse.Namespace) -> int:
     from sweep import inspect_records
 
@@ -407,7 +442,7 @@ def _inspect(a: argparse.Namespace) -> int:
     return 1 if stats.problems else 0
 
 
-COMMANDS = {"demo": cmd_demo, "data": cmd_data, "run": cmd_run, "validate": cmd_validate,
+COMMANDS = {"demo": cmd_demo, "data": cmd_data, "init": cmd_init, "run": cmd_run, "validate": cmd_validate,
             "status": cmd_status, "report": cmd_report, "export": cmd_export, "resume": cmd_resume}
 
 
