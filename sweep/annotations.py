@@ -230,23 +230,29 @@ def read_voc(folder: Path) -> Annotations:
 def _csv_rows(path: Path, columns: tuple[str, ...], delimiter: str,
               out: Annotations) -> Iterable[tuple[int, dict[str, str]]]:
     """(line, row) of each data row; a missing column is an error for the whole file."""
-    f = open(path, newline="", encoding="utf-8-sig")  # noqa: SIM115 - closed below
-    with f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f, delimiter=delimiter)
-        header = [h.strip() for h in next(reader, [])]
-        missing = [c for c in columns if c not in header]
-        if missing:
-            raise ConfigError(Problem(f"{path}:1", "header", f"missing column(s) {missing} "
-                                      f"(found {header})", "the header must name: "
-                                      + delimiter.join(columns)))
-        for row in reader:
-            if not any(cell.strip() for cell in row):
-                continue
-            if len(row) != len(header):
-                out.bad.append(Bad(f"{path}:{reader.line_num}", f"{len(row)} fields, the header "
-                                   f"has {len(header)}", "fix or remove the line"))
-                continue
-            yield reader.line_num, dict(zip(header, (c.strip() for c in row), strict=True))
+        try:
+            header = [h.strip() for h in next(reader, [])]
+            missing = [c for c in columns if c not in header]
+            if missing:
+                raise ConfigError(Problem(f"{path}:1", "header", f"missing column(s) {missing} "
+                                          f"(found {header})", "the header must name: "
+                                          + delimiter.join(columns)))
+            for row in reader:
+                if not any(cell.strip() for cell in row):
+                    continue
+                if len(row) != len(header):
+                    out.bad.append(Bad(f"{path}:{reader.line_num}", f"{len(row)} fields, the "
+                                       f"header has {len(header)}", "fix or remove the line"))
+                    continue
+                yield reader.line_num, dict(zip(header, (c.strip() for c in row), strict=True))
+        except UnicodeDecodeError as e:  # decoded by the buffer: no reliable line number
+            raise ConfigError(Problem(str(path), "", f"is not UTF-8 text ({e.reason})",
+                                      "save the file as UTF-8 CSV text")) from e
+        except csv.Error as e:
+            raise ConfigError(Problem(f"{path}:{reader.line_num}", "", f"unreadable ({e})",
+                                      "save the file as plain CSV text")) from e
 
 
 def _group_rows(rows: Iterable[tuple[str, int, Box | None, int | None, int | None]],

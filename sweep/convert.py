@@ -326,9 +326,9 @@ def convert(found: Annotations, out: Path, *, test: Annotations | None = None,
         problems.append(Problem("", "", f"{len(bad)} bad example(s); nothing was written",
                                 "fix them, or pass --skip-bad to leave them out"))
         raise ConfigError(problems)
-    train_samples, test_samples = ((found.samples, test.samples) if test is not None
+    train_samples, test_samples = ((list(found.samples), test.samples) if test is not None
                                    else split_samples(found.samples, split, seed))
-    random.Random(seed).shuffle(train_samples := list(train_samples))
+    random.Random(seed).shuffle(train_samples)  # GTSRB comes sorted by class
     if not train_samples:
         raise ConfigError(Problem(str(out), "", "no training images left to write",
                                   "check the input folder (and --split)"))

@@ -27,8 +27,12 @@ class Drawn:
 
 
 def draw_image(path: Path, rng: random.Random, classes: list[str], *, size: tuple[int, int],
-               n_boxes: int = 2) -> Drawn:
-    """Write an image (format from the suffix: .jpg, .png, .ppm) with ``n_boxes`` rectangles."""
+               n_boxes: int = 2, noise: float = 0.0) -> Drawn:
+    """Write an image (format from the suffix: .jpg, .png, .ppm) with ``n_boxes`` rectangles.
+
+    ``noise``: the std of Gaussian pixel noise (flat images compress far better than photos;
+    the benchmark adds noise so its files have a photo's size).
+    """
     w, h = size
     img = Image.new("RGB", (w, h), (120, 120, 120))
     draw = ImageDraw.Draw(img)
@@ -39,6 +43,12 @@ def draw_image(path: Path, rng: random.Random, classes: list[str], *, size: tupl
         x0, y0 = rng.randint(0, w - bw), rng.randint(0, h - bh)
         draw.rectangle((x0, y0, x0 + bw - 1, y0 + bh - 1), fill=COLOURS.get(cls, (200, 200, 0)))
         boxes.append((cls, x0, y0, x0 + bw, y0 + bh))
+    if noise:
+        import numpy as np
+
+        arr = np.asarray(img, dtype=np.float32)
+        arr += np.random.default_rng(rng.randrange(2**32)).normal(0, noise, arr.shape)
+        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
     return Drawn(path, w, h, tuple(boxes))
@@ -76,12 +86,12 @@ def voc_xml(d: Drawn) -> str:
 
 
 def make_voc(folder: Path, n: int, *, seed: int = 0, suffixes: tuple[str, ...] = (".jpg", ".png"),
-             size: tuple[int, int] = (96, 64)) -> list[Drawn]:
+             size: tuple[int, int] = (96, 64), noise: float = 0.0) -> list[Drawn]:
     rng = random.Random(seed)
     drawn = []
     for i in range(n):
         d = draw_image(folder / f"img_{i:04d}{suffixes[i % len(suffixes)]}", rng,
-                       ["cat", "dog", "bird"], size=size, n_boxes=1 + i % 3)
+                       ["cat", "dog", "bird"], size=size, n_boxes=1 + i % 3, noise=noise)
         d.path.with_suffix(".xml").write_text(voc_xml(d))
         drawn.append(d)
     return drawn

@@ -246,6 +246,13 @@ def test_malformed_csv_lines_and_missing_images(tmp_path: Path) -> None:
     assert any("gone.jpg' not found" in b.problem for b in found.bad)
 
 
+def test_csv_that_is_not_text(tmp_path: Path) -> None:
+    p = tmp_path / "a.csv"
+    p.write_bytes(b"filename,width,height,class,xmin,ymin,xmax,ymax\n\xff\xfe\x00bad\n")
+    with pytest.raises(ConfigError, match=r"a.csv: is not UTF-8 text"):
+        annotations.read_csv(p)
+
+
 def test_csv_header_must_name_the_columns(tmp_path: Path) -> None:
     p = tmp_path / "a.csv"
     p.write_text("file,w,h\nx.jpg,1,2\n")
@@ -310,3 +317,42 @@ def test_od_api_decoder_reads_every_format(tmp_path: Path) -> None:
             np.testing.assert_array_equal(
                 got[fields.InputDataFields.groundtruth_classes].numpy(),
                 [ids[b[0]] for b in d.boxes])
+
+
+@pytest.mark.slow
+def test_converted_data_trains_a_real_tiny_trial(tmp_path: Path) -> None:
+    """labelImg VOC -> `sweep data voc` -> `sweep init` -> `sweep validate` -> a one-trial
+    `sweep run` (real OD API training on the converted train.record, its eval job on the
+    converted test.record), all through the command line."""
+    import json
+
+    from sweep.experiment import COMPLETED, Experiment
+    from sweep.metrics import MAP, is_finite, read_trial
+    from tests.conftest import run_cli
+
+    make_voc(tmp_path / "labelled", 16, size=(160, 120))
+    ws = tmp_path / "workspace" / "training_demo"
+
+    def cli(*args: str) -> str:
+        proc = run_cli(list(args), tmp_path, timeout=900)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    cli("data", "voc", str(tmp_path / "labelled"), "--out", str(ws / "annotations"),
+        "--split", "0.25", "--shards", "2")
+    cli("init", "--pretrained", "tiny_ssd_mobilenet_v2", "--annotations",
+        str(ws / "annotations"), "--name", "tiny", "--batch-size", "2")
+    pipeline = ws / "models" / "tiny" / "pipeline.config"
+    space = tmp_path / "space.yaml"
+    space.write_text("parameters:\n  num_steps: 6\n  momentum: {uniform: [0.8, 0.95]}\n")
+    assert "ok:" in cli("validate", str(space), str(pipeline))
+    cli("run", "--space", str(space), "--pipeline", str(pipeline), "--name", "conv",
+        "--num-trials", "1", "--max-concurrent", "1", "--eval-every", "0", "--scheduler",
+        "fifo", "--no-dashboard", "--no-report")
+    trials = Experiment(tmp_path / "experiments" / "conv").trials()
+    assert len(trials) == 1
+    status = json.loads((trials[0].path / "status.json").read_text())
+    assert status["state"] == COMPLETED, status
+    metrics = read_trial(trials[0].path)
+    assert is_finite(metrics.last_train().get("Loss/total_loss"))
+    assert metrics.last_eval_step == 6 and is_finite(metrics.last_eval().get(MAP))
