@@ -10,8 +10,9 @@ same calls `sweep data` makes (``sweep.annotations.read_*`` + ``sweep.convert.co
          image decoded once to check it, at 1/8 scale via JPEG draft mode)
 - gtsrb: GT-*.csv + PPM images of 30-120 px as GTSRB has (decoded and encoded once as JPEG)
 
-and times reading the annotations, the whole conversion, and the pure-Python TFRecord CRC32C
-(``sweep.tfrecord``) over the bytes written, which bounds the writing speed. ``uptime`` is
+and times reading the annotations and the whole conversion, once with the TFRecord checksum
+from google-crc32c's C extension (what ``sweep.tfrecord`` uses) and once with its pure-Python
+fallback, side by side, plus the checksum's own speed on the bytes written. ``uptime`` is
 recorded before and after: other jobs share this machine. Writes a Markdown table and JSON.
 """
 
@@ -29,8 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from sweep import annotations, convert  # noqa: E402
-from sweep.tfrecord import crc32c  # noqa: E402
+from sweep import annotations, convert, tfrecord  # noqa: E402
 from tests.annotation_fixtures import draw_image, make_voc  # noqa: E402
 
 
@@ -57,8 +57,18 @@ def make_gtsrb_like(root: Path, n: int, seed: int = 0) -> None:
         (folder / f"GT-{cls:05d}.csv").write_text("\n".join(rows) + "\n")
 
 
-def measure(kind: str, source: Path, out: Path) -> dict:
+def measure(kind: str, source: Path, out: Path, crc: str) -> dict:
+    """One conversion, with the checksum from the C extension or pure Python (``crc``)."""
     read = {"voc": annotations.read_voc, "gtsrb": annotations.read_gtsrb}[kind]
+    fast = tfrecord.crc32c
+    crc32c = tfrecord.crc32c = fast if crc == "c" else tfrecord.crc32c_python
+    try:
+        return _measure(kind, read, source, out, crc, crc32c)
+    finally:
+        tfrecord.crc32c = fast
+
+
+def _measure(kind: str, read: object, source: Path, out: Path, crc: str, crc32c: object) -> dict:
     t0 = time.perf_counter()
     found = read(source)
     t_read = time.perf_counter() - t0
@@ -70,7 +80,7 @@ def measure(kind: str, source: Path, out: Path) -> dict:
     crc32c(data[: 4 << 20])  # 4 MiB sample of the written bytes
     crc_mb_s = (min(len(data), 4 << 20) / 2**20) / (time.perf_counter() - t1)
     n = result.train.examples + result.test.examples
-    return {"kind": kind, "images": n, "read_annotations_s": round(t_read, 2),
+    return {"kind": kind, "crc": crc, "images": n, "read_annotations_s": round(t_read, 2),
             "convert_s": round(t_all, 2), "images_per_s": round(n / t_all, 1),
             "passed_through": result.train.passed_through + result.test.passed_through,
             "encoded": result.train.encoded + result.test.encoded,
@@ -94,8 +104,9 @@ def main() -> int:
         make_gtsrb_like(tmp / "gtsrb" / "Final_Training" / "Images", a.n)
         gen_s = time.perf_counter() - t0
         for kind in ("voc", "gtsrb"):
-            rows.append(measure(kind, tmp / kind, tmp / f"out_{kind}"))
-            print(json.dumps(rows[-1]), flush=True)
+            for crc in ("c", "python"):
+                rows.append(measure(kind, tmp / kind, tmp / f"out_{kind}_{crc}", crc))
+                print(json.dumps(rows[-1]), flush=True)
     after = _uptime()
     result = {"n": a.n, "generate_s": round(gen_s, 1), "uptime_before": before,
               "uptime_after": after, "rows": rows, "python": sys.version.split()[0]}
@@ -103,10 +114,10 @@ def main() -> int:
     a.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"# `sweep data` conversion throughput ({a.n} images per set)", "",
              f"uptime before: `{before}`  ", f"uptime after: `{after}`", "",
-             "| set | images | read annotations s | convert s (total) | images/s | passed through"
+             "| set | CRC32C | images | read annotations s | convert s (total) | images/s | passed through"
              " | encoded | output MB (KB/image) | CRC32C MB/s | est. CRC share |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {r['kind']} | {r['images']} | {r['read_annotations_s']} | {r['convert_s']} | "
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {r['kind']} | {r['crc']} | {r['images']} | {r['read_annotations_s']} | {r['convert_s']} | "
               f"{r['images_per_s']} | {r['passed_through']} | {r['encoded']} | "
               f"{r['output_mb']} ({r['output_kb_per_image']}) | {r['crc32c_mb_per_s']} | "
               f"{r['crc_share_est']:.0%} |" for r in rows]

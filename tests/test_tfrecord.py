@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from sweep import tfrecord
 from sweep.tfrecord import TFRecordError, count_records, crc32c, frame_record, masked_crc32c, read_records
 
 
@@ -19,6 +20,14 @@ def test_crc32c_matches_tensorboards_independent_implementation() -> None:
         assert crc32c(data) == tb.crc32c(data)
         assert masked_crc32c(data) == tb.masked_crc32c(data)
     assert crc32c(b"123456789") == 0xE3069283  # the published CRC-32C check value
+
+
+def test_c_and_python_crc32c_agree() -> None:
+    rng = random.Random(2)
+    assert crc32c is not tfrecord.crc32c_python  # google-crc32c's C build is locked and used
+    for n in (0, 1, 3, 64, 4097):
+        data = rng.randbytes(n)
+        assert crc32c(data) == tfrecord.crc32c_python(data)
 
 
 def test_framing_round_trips_and_detects_corruption(tmp_path: Path) -> None:
