@@ -320,12 +320,10 @@ def convert(found: Annotations, out: Path, *, test: Annotations | None = None,
         _unknown_classes(ann, ids, label_map)
     bad = found.bad + (test.bad if test else [])
     if bad and not skip_bad:
-        problems = [b.as_problem() for b in bad[:MAX_LISTED]]
-        if len(bad) > MAX_LISTED:
-            problems.append(Problem("", "", f"... and {len(bad) - MAX_LISTED} more", ""))
-        problems.append(Problem("", "", f"{len(bad)} bad example(s); nothing was written",
-                                "fix them, or pass --skip-bad to leave them out"))
-        raise ConfigError(problems)
+        listed = f" (the first {MAX_LISTED} above)" if len(bad) > MAX_LISTED else ""
+        raise ConfigError([b.as_problem() for b in bad[:MAX_LISTED]] + [Problem(
+            str(out), "", f"{len(bad)} bad example(s){listed}; nothing was written",
+            "fix them, or pass --skip-bad to leave them out")])
     train_samples, test_samples = ((list(found.samples), test.samples) if test is not None
                                    else split_samples(found.samples, split, seed))
     random.Random(seed).shuffle(train_samples)  # GTSRB comes sorted by class

@@ -199,6 +199,17 @@ def test_bad_boxes_named_by_file_and_line(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_many_bad_examples_list_the_first_twenty_and_count(tmp_path: Path) -> None:
+    make_voc(tmp_path / "voc", 2)
+    for i in range(25):
+        (tmp_path / "voc" / f"broken_{i:02d}.xml").write_text("<annotation>\n<size>")
+    with pytest.raises(ConfigError) as e:
+        convert.convert(annotations.read_voc(tmp_path / "voc"), tmp_path / "out",
+                        progress=False)
+    assert len(e.value.problems) == 21
+    assert "25 bad example(s) (the first 20 above); nothing was written" in str(e.value)
+
+
 def test_skip_bad_reports_how_many_and_which(tmp_path: Path) -> None:
     make_voc(tmp_path / "voc", 6)
     _xml(tmp_path / "voc", 1).write_text("<annotation><filename>x</filename>\n<size>")
