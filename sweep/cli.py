@@ -24,6 +24,10 @@ examples:
       --name resnet-lr --num-trials 20 --gpus-per-trial 1
   sweep status resnet-lr        sweep report resnet-lr        sweep export resnet-lr
   sweep resume resnet-lr        tensorboard --logdir experiments/resnet-lr
+  sweep data voc images/ --out workspace/training_demo/annotations     # also csv, gtsrb
+  sweep data inspect workspace/training_demo/annotations/train.record
+  sweep init --pretrained PRE_TRAINED_MODEL_DIR --annotations workspace/training_demo/annotations \\
+      --name my_model --batch-size 8
 """
 
 
@@ -174,9 +178,9 @@ def _add_data_commands(sub: Any) -> None:
          "--test-dir"),
     )
     for name, helptext, metavar, source_help, test_flag in sources:
-        c = kinds.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:]
-                             + " -> TFRecords and a label map. Bad input stops before anything "
-                             "is written, naming the file and line.")
+        c = kinds.add_parser(name, help=helptext, description=f"Convert {helptext} to TFRecords "
+                             "and a label map. Bad input stops before anything is written, "
+                             "naming the file and line.")
         c.add_argument("source", type=Path, metavar=metavar, help=source_help)
         c.add_argument("--out", type=Path, required=True, metavar="ANNOTATIONS_DIR",
                        help="where label_map.pbtxt and the records go, e.g. "
@@ -187,7 +191,7 @@ def _add_data_commands(sub: Any) -> None:
         split.add_argument("--split", type=float, default=0.1,
                            help="fraction of the images held out for test.record [%(default)s]"
                            + ("; whole GTSRB tracks go to one side" if name == "gtsrb" else ""))
-        split.add_argument(test_flag, type=Path, dest="test",
+        split.add_argument(test_flag, type=Path, dest="test", metavar=metavar,
                            help="a separate test set in the same format, instead of --split")
         c.add_argument("--label-map", type=Path,
                        help="impose this label_map.pbtxt (default: "
