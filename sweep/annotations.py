@@ -329,7 +329,14 @@ def read_gtsrb(folder: Path) -> Annotations:
     """Every ``GT-*.csv`` under ``folder`` (GTSRB's ``Final_Training/Images/000NN/GT-000NN.csv``
     layout, or one folder such as ``Final_Test/Images`` with ``GT-final_test.csv``)."""
     folder = Path(folder)
-    csvs = sorted(folder.rglob("GT-*.csv")) if folder.is_dir() else []
+    found = sorted(folder.rglob("GT-*.csv")) if folder.is_dir() else []
+    # The test images ship with GT-final_test.test.csv, which has no ClassId; the labels come
+    # separately (GTSRB_Final_Test_GT.zip: GT-final_test.csv).
+    csvs = [p for p in found if not p.name.endswith(".test.csv")]
+    if found and not csvs:
+        raise ConfigError(Problem(str(found[0]), "", "has no ClassId column (GTSRB's test "
+                                  "images come without labels)", "unpack GTSRB_Final_Test_GT.zip "
+                                  f"(GT-final_test.csv) into {found[0].parent}"))
     if not csvs:
         raise ConfigError(Problem(str(folder), "", "holds no GTSRB ground-truth file (GT-*.csv)",
                                   "pass GTSRB's Final_Training/Images folder (or a folder with "

@@ -109,8 +109,13 @@ def test_gtsrb_single_csv_folder(tmp_path: Path) -> None:
             (gt.parent / name).rename(test_dir / new)
             rows.append(";".join([new, *line.split(";")[1:]]))
     (test_dir / "GT-final_test.csv").write_text("\n".join(rows) + "\n")
+    unlabelled = test_dir / "GT-final_test.test.csv"  # shipped with the images: no ClassId
+    unlabelled.write_text("Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2\n")
     found = annotations.read_gtsrb(test_dir)
     assert len(found.samples) == 4 and not found.bad
+    (test_dir / "GT-final_test.csv").unlink()
+    with pytest.raises(ConfigError, match="has no ClassId.*GTSRB_Final_Test_GT.zip"):
+        annotations.read_gtsrb(test_dir)
     assert {s.source_id for s in found.samples} == {f"Images/{r.split(';')[0]}"
                                                     for r in rows[1:]}
 
