@@ -307,11 +307,13 @@ def _drop_images_with_bad_rows(out: Annotations) -> None:
     # A row that could not be read belongs to an image whose other boxes were read: keeping
     # that image would teach the model that the lost object is background.
     bad_images = {b.image for b in out.bad if b.image}
-    kept = [s for s in out.samples if str(s.image) not in bad_images]
+    kept = []
     for s in out.samples:
-        if s not in kept:
+        if str(s.image) in bad_images:
             out.bad.append(Bad(s.where, "another row of this image is bad (above)",
                                "fix that row", str(s.image)))
+        else:
+            kept.append(s)
     out.samples = kept
 
 
