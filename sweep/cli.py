@@ -27,6 +27,10 @@ examples:
       --name resnet-lr --num-trials 20 --gpus-per-trial 1
   sweep status resnet-lr        sweep report resnet-lr        sweep export resnet-lr
   sweep resume resnet-lr        tensorboard --logdir experiments/resnet-lr
+  sweep data voc images/ --out workspace/training_demo/annotations     # also csv, gtsrb
+  sweep data inspect workspace/training_demo/annotations/train.record
+  sweep init --pretrained PRE_TRAINED_MODEL_DIR --annotations workspace/training_demo/annotations \\
+      --name my_model --batch-size 8
 """
 
 
@@ -166,7 +170,82 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--address", help="Ray cluster address (default: embedded local Ray)")
             s.add_argument("--no-dashboard", action="store_true")
             s.add_argument("--no-report", action="store_true")
+    _add_data_commands(sub)
+    n = sub.add_parser(
+        "init", help="write models/<name>/pipeline.config for your data and a pre-trained model",
+        description="From a pre-trained model as the tutorial downloads it (pipeline.config + "
+        "checkpoint/ckpt-0), write models/<name>/pipeline.config with num_classes, label map "
+        "and record paths from --annotations, the batch size, fine_tune_checkpoint (type "
+        "detection) and use_bfloat16: false, then check it as `sweep validate` does.")
+    n.add_argument("--pretrained", required=True, metavar="PATH",
+                   help="model-zoo folder, a pipeline.config, or a shipped template name ("
+                   "e.g. ssd_resnet50_v1_fpn_640x640: no checkpoint, trains from scratch)")
+    n.add_argument("--annotations", type=Path, required=True, metavar="DIR",
+                   help="what `sweep data` wrote: label_map.pbtxt, train.record, test.record")
+    n.add_argument("--name", required=True, help="model folder name under models/")
+    n.add_argument("--batch-size", type=int, default=8, help="[%(default)s]")
+    n.add_argument("--workspace", type=Path,
+                   help="tutorial workspace holding models/ [the folder of --annotations]")
+    n.add_argument("--overwrite", action="store_true",
+                   help="replace an existing models/<name>/pipeline.config that differs")
     return p
+
+
+def _add_data_commands(sub: Any) -> None:
+    data = sub.add_parser(
+        "data", help="convert annotations to TFRecords; inspect TFRecords",
+        description="Turn annotated images into the OD API tutorial's annotations/ folder "
+        "(label_map.pbtxt, train.record, test.record), or inspect TFRecords.")
+    kinds = data.add_subparsers(dest="data_command", metavar="FORMAT", required=True)
+    sources = (
+        ("voc", "labelImg Pascal VOC XML + images (jpg/png)", "DIR",
+         "folder of .xml files (searched recursively); images next to them", "--test-dir"),
+        ("csv", "one-row-per-box CSV: filename,width,height,class,xmin,ymin,xmax,ymax", "FILE",
+         "the CSV; images in its folder unless --images", "--test-csv"),
+        ("gtsrb", "the GTSRB layout: GT-*.csv (semicolon-separated) + PPM images", "DIR",
+         "Final_Training/Images (or a folder with one GT-*.csv, e.g. Final_Test/Images)",
+         "--test-dir"),
+    )
+    for name, helptext, metavar, source_help, test_flag in sources:
+        c = kinds.add_parser(name, help=helptext, description=f"Convert {helptext} to TFRecords "
+                             "and a label map. Bad input stops before anything is written, "
+                             "naming the file and line.")
+        c.add_argument("source", type=Path, metavar=metavar, help=source_help)
+        c.add_argument("--out", type=Path, required=True, metavar="ANNOTATIONS_DIR",
+                       help="where label_map.pbtxt and the records go, e.g. "
+                            "workspace/training_demo/annotations")
+        if name == "csv":
+            c.add_argument("--images", type=Path, help="folder of the images [the CSV's folder]")
+        split = c.add_mutually_exclusive_group()
+        split.add_argument("--split", type=float, default=0.1,
+                           help="fraction of the images held out for test.record [%(default)s]"
+                           + ("; whole GTSRB tracks go to one side" if name == "gtsrb" else ""))
+        split.add_argument(test_flag, type=Path, dest="test", metavar=metavar,
+                           help="a separate test set in the same format, instead of --split")
+        c.add_argument("--label-map", type=Path,
+                       help="impose this label_map.pbtxt (default: "
+                       + ("GTSRB's 43 classes" if name == "gtsrb" else
+                          "the class names found, sorted, ids from 1") + ")")
+        c.add_argument("--shards", type=int, default=1,
+                       help="write train.record-00000-of-0000N ... (large sets) [%(default)s]")
+        c.add_argument("--seed", type=int, default=0,
+                       help="seed of the split and the training order [%(default)s]")
+        c.add_argument("--encode", choices=["jpeg", "png"], default="jpeg",
+                       help="format for images that are not JPEG/PNG already (PPM...); "
+                       "JPEG/PNG bytes are kept as they are [%(default)s]")
+        c.add_argument("--skip-bad", action="store_true",
+                       help="leave out bad examples (listed in ANNOTATIONS_DIR/skipped.txt) "
+                       "instead of stopping")
+        c.add_argument("--overwrite", action="store_true",
+                       help="replace existing records and label map in --out")
+    i = kinds.add_parser("inspect", help="counts, class balance, sizes and problems of TFRecords",
+                         description="Examples and boxes, boxes per class (against a label map "
+                         "if given), image sizes, box sizes (COCO small/medium/large); flags "
+                         "empty, corrupt or out-of-range records. Exit 1 if anything is flagged.")
+    i.add_argument("records", nargs="+", type=Path, metavar="RECORD",
+                   help="TFRecord files (shards: annotations/train.record-*)")
+    i.add_argument("--label-map", type=Path, help="check class ids and names against it")
+    i.add_argument("--plot", type=Path, metavar="PNG", help="also draw the distributions here")
 
 
 def _settings(a: argparse.Namespace, space: Path, pipeline: Path, default_name: str) -> Any:
@@ -453,8 +532,53 @@ def cmd_resume(a: argparse.Namespace) -> int:
     return _run(settings, overwrite=False, report=not a.no_report, resume=True)
 
 
-COMMANDS = {"demo": cmd_demo, "run": cmd_run, "validate": cmd_validate, "status": cmd_status,
-            "report": cmd_report, "export": cmd_export, "resume": cmd_resume}
+def cmd_data(a: argparse.Namespace) -> int:
+    from sweep import annotations, convert
+
+    if a.data_command == "inspect":
+        return _inspect(a)
+    read = {"voc": annotations.read_voc, "csv": annotations.read_csv,
+            "gtsrb": annotations.read_gtsrb}[a.data_command]
+    found = read(a.source, a.images) if a.data_command == "csv" else read(a.source)
+    test = read(a.test) if a.test else None  # a test CSV's images are in its own folder
+    result = convert.convert(found, a.out, test=test, split=a.split, label_map=a.label_map,
+                             shards=a.shards, seed=a.seed, skip_bad=a.skip_bad,
+                             overwrite=a.overwrite, encoding=a.encode,
+                             progress=sys.stderr.isatty())
+    print(result.summary())
+    return 0
+
+
+def cmd_init(a: argparse.Namespace) -> int:
+    from sweep import validate
+    from sweep.workspace import init_model
+
+    pipeline, source, data = init_model(a.pretrained, a.annotations, a.name,
+                                        batch_size=a.batch_size, root=a.workspace,
+                                        overwrite=a.overwrite)
+    print(f"pipeline.config: {pipeline}  (from {source.config})")
+    print(f"data: {data.num_classes} classes, {data.n_train} train / {data.n_eval} test examples")
+    print(f"fine_tune_checkpoint: {source.checkpoint}" if source.checkpoint else
+          "no pre-trained checkpoint: training starts from scratch (put the model zoo's folder "
+          "with checkpoint/ckpt-0 in --pretrained to fine-tune)")
+    validate.check_pipeline(pipeline)
+    print(f"ok: label map, TFRecords and checkpoint checked. Next: sweep run --space SPACE "
+          f"--pipeline {pipeline}")
+    return 0
+
+
+def _inspect(a: argparse.Namespace) -> int:
+    from sweep import inspect_records
+
+    stats = inspect_records.inspect_records(a.records, a.label_map)
+    print(inspect_records.render_table(stats))
+    if a.plot:
+        print(f"plot: {inspect_records.plot(stats, a.plot)}")
+    return 1 if stats.problems else 0
+
+
+COMMANDS = {"demo": cmd_demo, "data": cmd_data, "init": cmd_init, "run": cmd_run, "validate": cmd_validate,
+            "status": cmd_status, "report": cmd_report, "export": cmd_export, "resume": cmd_resume}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -462,7 +586,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[a.command](a)
     except ConfigError as e:
-        print(f"sweep {a.command}: nothing was launched; fix these first:", file=sys.stderr)
+        done = "written" if a.command == "data" else "launched"
+        print(f"sweep {a.command}: nothing was {done}; fix these first:", file=sys.stderr)
         for problem in e.problems:
             print(f"  - {problem}", file=sys.stderr)
         return 2

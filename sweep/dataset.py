@@ -242,25 +242,44 @@ def render_image(rng: np.random.Generator, size: int) -> tuple[bytes, list[tuple
     return buf.getvalue(), boxes
 
 
+def detection_example(image: bytes, fmt: str, width: int, height: int, filename: str,
+                      source_id: str, boxes: Sequence[tuple[float, float, float, float]],
+                      class_names: Sequence[str], class_ids: Sequence[int],
+                      extra: dict[str, Any] | None = None) -> bytes:
+    """A serialized ``tf.train.Example`` in the OD API's keys (what its TfExampleDecoder reads).
+
+    ``boxes`` are (xmin, ymin, xmax, ymax) normalized to [0, 1]; ``fmt`` is "jpeg" or "png";
+    ``class_ids`` are label map ids (from 1). ``extra``: more keys, e.g. object/difficult.
+    An image without boxes has no object keys (an empty list has no type on the wire).
+    """
+    features = {
+        "image/encoded": image,
+        "image/format": fmt.encode(),
+        "image/height": height,
+        "image/width": width,
+        "image/filename": filename.encode(),
+        "image/source_id": source_id.encode(),
+        "image/object/bbox/xmin": [b[0] for b in boxes],
+        "image/object/bbox/xmax": [b[2] for b in boxes],
+        "image/object/bbox/ymin": [b[1] for b in boxes],
+        "image/object/bbox/ymax": [b[3] for b in boxes],
+        "image/object/class/text": [n.encode() for n in class_names],
+        "image/object/class/label": list(class_ids),
+        **(extra or {}),
+    }
+    return encode_example({k: v for k, v in features.items() if v != []})
+
+
 def _example(jpeg: bytes, boxes: list[tuple[int, tuple]], filename: str, size: int) -> bytes:
     # Boxes are normalized and clipped to [0, 1], as the OD API expects.
     def norm(v: float) -> float:
         return min(1.0, max(0.0, v / size))
 
-    return encode_example({
-        "image/encoded": jpeg,
-        "image/format": b"jpeg",
-        "image/height": size,
-        "image/width": size,
-        "image/filename": filename.encode(),
-        "image/source_id": filename.encode(),
-        "image/object/bbox/xmin": [norm(b[0]) for _, b in boxes],
-        "image/object/bbox/xmax": [norm(b[2]) for _, b in boxes],
-        "image/object/bbox/ymin": [norm(b[1]) for _, b in boxes],
-        "image/object/bbox/ymax": [norm(b[3]) for _, b in boxes],
-        "image/object/class/text": [CLASS_NAMES[c].encode() for c, _ in boxes],
-        "image/object/class/label": [c + 1 for c, _ in boxes],  # label map ids start at 1
-    })
+    return detection_example(
+        jpeg, "jpeg", size, size, filename, filename,
+        [tuple(norm(v) for v in b) for _, b in boxes],
+        [CLASS_NAMES[c] for c, _ in boxes],
+        [c + 1 for c, _ in boxes])  # label map ids start at 1
 
 
 def label_map_text(class_names: Sequence[str] = CLASS_NAMES) -> str:

@@ -175,3 +175,27 @@ def parallel_coordinates(df: pd.DataFrame, params: Sequence[str], metric: str, p
     ax.set_ylim(-0.15, 1.15)
     ax.set_title(f"Parallel coordinates (colour: {label}, brighter is better)")
     return _save(fig, path)
+
+
+def dataset_overview(per_class: Mapping[str, int], box_sides: Sequence[float],
+                     image_sizes: Sequence[tuple[int, int]], path: Path) -> Path | None:
+    """Boxes per class, box size (sqrt of area, px, COCO's 32/96 marked) and image sizes."""
+    if not per_class and not image_sizes:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(15, max(4.0, 0.22 * len(per_class))))
+    names = list(per_class)
+    axes[0].barh(range(len(names)), [per_class[n] for n in names])
+    axes[0].set_yticks(range(len(names)), names, fontsize=7)
+    axes[0].invert_yaxis()
+    axes[0].set_title("boxes per class")
+    axes[1].hist(box_sides, bins=40)
+    for edge in (32, 96):
+        axes[1].axvline(edge, color="k", linestyle="--", linewidth=0.8)
+    axes[1].set_title("box size: sqrt(area) px (small | medium | large)")
+    if image_sizes:
+        w, h = np.array(image_sizes).T
+        axes[2].scatter(w, h, s=6, alpha=0.4)
+    axes[2].set_xlabel("width px")
+    axes[2].set_ylabel("height px")
+    axes[2].set_title("image sizes")
+    return _save(fig, path)

@@ -90,6 +90,18 @@ def validate(space_path: str | Path, pipeline_path: str | Path, *, check_data: b
     return problems
 
 
+def check_pipeline(pipeline_path: str | Path, *, storage: str | Path = "experiments") -> None:
+    """The data checks of ``validate`` for a pipeline.config alone (no search space): label
+    maps against num_classes, TFRecords, fine_tune_checkpoint. Raises ``ConfigError``."""
+    cfg = load_pipeline(pipeline_path)
+    file, problems = str(pipeline_path), []
+    _check_label_maps(cfg, file, problems)
+    _check_tfrecords(cfg, file, problems)
+    _check_checkpoints(SearchSpace(()), cfg, file, file, storage, problems)
+    if problems:
+        raise ConfigError(problems)
+
+
 def check(space_path: str | Path, pipeline_path: str | Path, **kw: Any) -> dict[str, int]:
     """Raise ``ConfigError`` listing every problem, if there is any; else return the number
     of examples of each input reader (empty when data is not checked)."""

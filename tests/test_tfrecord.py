@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from sweep import tfrecord
 from sweep.tfrecord import TFRecordError, count_records, crc32c, frame_record, masked_crc32c, read_records
 
 
@@ -22,7 +23,6 @@ def test_crc32c_matches_tensorboards_independent_implementation() -> None:
 
 
 def test_compiled_crc32c_agrees_with_the_pure_python_one() -> None:
-    from sweep import tfrecord
 
     assert tfrecord.COMPILED_CRC  # google-crc32c is in the lock: full verification is fast
     rng = random.Random(2)

@@ -1,0 +1,94 @@
+"""`sweep init`: a pre-trained model's pipeline.config set up for converted data."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sweep import annotations, convert
+from sweep.cli import main
+from sweep.errors import ConfigError
+from sweep.render import load_pipeline
+from sweep.validate import check_pipeline
+from sweep.workspace import TEMPLATES_DIR, init_model, model_source
+from tests.annotation_fixtures import make_voc
+
+
+@pytest.fixture
+def annotations_dir(tmp_path: Path) -> Path:
+    make_voc(tmp_path / "voc", 10)
+    out = tmp_path / "ws" / "annotations"
+    convert.convert(annotations.read_voc(tmp_path / "voc"), out, shards=2, split=0.3,
+                    progress=False)
+    return out
+
+
+def _zoo_model(tmp_path: Path) -> Path:
+    """A model-zoo folder: pipeline.config + checkpoint/ckpt-0.{index,data-*}."""
+    model = tmp_path / "pre-trained-models" / "tiny"
+    (model / "checkpoint").mkdir(parents=True)
+    shutil.copyfile(TEMPLATES_DIR / "tiny_ssd_mobilenet_v2.config", model / "pipeline.config")
+    (model / "checkpoint" / "ckpt-0.index").write_bytes(b"")
+    (model / "checkpoint" / "ckpt-0.data-00000-of-00001").write_bytes(b"")
+    return model
+
+
+def test_from_a_model_zoo_folder(tmp_path: Path, annotations_dir: Path) -> None:
+    model = _zoo_model(tmp_path)
+    pipeline, source, data = init_model(model, annotations_dir, "mine", batch_size=3)
+    assert pipeline == tmp_path / "ws" / "models" / "mine" / "pipeline.config"
+    cfg = load_pipeline(pipeline)
+    assert cfg.model.ssd.num_classes == 3 == data.num_classes
+    assert cfg.train_config.batch_size == 3
+    assert cfg.train_config.fine_tune_checkpoint == str(model / "checkpoint" / "ckpt-0")
+    assert cfg.train_config.fine_tune_checkpoint_type == "detection"
+    assert cfg.train_config.use_bfloat16 is False
+    assert list(cfg.train_input_reader.tf_record_input_reader.input_path) == [
+        str(annotations_dir / "train.record-?????-of-00002")]
+    assert list(cfg.eval_input_reader[0].tf_record_input_reader.input_path) == [
+        str(annotations_dir / "test.record")]
+    assert cfg.eval_input_reader[0].label_map_path == str(annotations_dir / "label_map.pbtxt")
+    assert (data.n_train, data.n_eval) == (7, 3)
+    check_pipeline(pipeline)  # what `sweep init` runs after writing
+
+
+def test_shipped_template_trains_from_scratch(tmp_path: Path, annotations_dir: Path) -> None:
+    source = model_source("ssd_resnet50_v1_fpn_640x640")
+    assert source.checkpoint is None and source.config.name.startswith("ssd_resnet50_v1_fpn")
+    pipeline, _, _ = init_model("ssd_resnet50_v1_fpn_640x640", annotations_dir, "r50")
+    cfg = load_pipeline(pipeline)
+    assert not cfg.train_config.fine_tune_checkpoint  # the template's placeholder is gone
+    assert cfg.train_config.use_bfloat16 is False  # the template (a TPU config) had true
+    assert cfg.model.ssd.num_classes == 3 and cfg.train_config.batch_size == 8
+    check_pipeline(pipeline)
+
+
+def test_never_replaces_a_different_config(tmp_path: Path, annotations_dir: Path) -> None:
+    pipeline, _, _ = init_model("tiny_ssd_mobilenet_v2", annotations_dir, "m")
+    assert init_model("tiny_ssd_mobilenet_v2", annotations_dir, "m")[0] == pipeline  # same: kept
+    with pytest.raises(ConfigError, match="exists and differs.*batch size 2"):
+        init_model("tiny_ssd_mobilenet_v2", annotations_dir, "m", batch_size=2)
+    assert load_pipeline(pipeline).train_config.batch_size == 8
+    init_model("tiny_ssd_mobilenet_v2", annotations_dir, "m", batch_size=2, overwrite=True)
+    assert load_pipeline(pipeline).train_config.batch_size == 2
+
+
+def test_bad_inputs_say_what_to_do(tmp_path: Path, annotations_dir: Path) -> None:
+    with pytest.raises(ConfigError, match="no model folder, pipeline.config or template"):
+        init_model(tmp_path / "nowhere", annotations_dir, "m")
+    (annotations_dir / "test.record").unlink()
+    with pytest.raises(ConfigError, match=r"no test.record .*sweep data voc\|csv\|gtsrb"):
+        init_model("tiny_ssd_mobilenet_v2", annotations_dir, "m")
+
+
+def test_cli_init(tmp_path: Path, annotations_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    args = ["init", "--pretrained", "ssd_resnet50_v1_fpn_640x640", "--annotations",
+            str(annotations_dir), "--name", "r50", "--batch-size", "4"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "training starts from scratch" in out and "ok: label map, TFRecords" in out
+    (annotations_dir / "train.record-00001-of-00002").write_bytes(b"garbage, not a record")
+    assert main([*args, "--overwrite"]) == 2
+    assert "train.record-00001-of-00002: not a readable TFRecord" in capsys.readouterr().err
