@@ -23,7 +23,8 @@ examples:
       --pipeline workspace/training_demo/models/my_ssd_resnet50_v1_fpn/pipeline.config \\
       --name resnet-lr --num-trials 20 --gpus-per-trial 1
   sweep status resnet-lr        sweep report resnet-lr        sweep export resnet-lr
-  sweep resume resnet-lr        tensorboard --logdir experiments/resnet-lr
+  sweep resume resnet-lr        sweep dashboard resnet-lr     (optuna-dashboard, 127.0.0.1)
+  tensorboard --logdir experiments/resnet-lr
 """
 
 
@@ -115,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, helptext in (("status", "table of an experiment's trials"),
                            ("report", "write reports/<experiment>/"),
                            ("resume", "continue an interrupted sweep"),
-                           ("export", "export a trial's checkpoint as a SavedModel")):
+                           ("export", "export a trial's checkpoint as a SavedModel"),
+                           ("dashboard", "serve optuna-dashboard for an experiment's study")):
         s = sub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] + ".")
         s.add_argument("experiment", help="experiment name or folder")
         s.add_argument("--storage", type=Path, default=Path("experiments"), help="[%(default)s]")
@@ -130,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--input-type", default="image_tensor",
                            choices=["image_tensor", "encoded_image_string_tensor", "tf_example"],
                            help="the SavedModel's input, as exporter_main_v2.py [%(default)s]")
+        if name == "dashboard":
+            s.add_argument("--port", type=int, default=8080,
+                           help="port on 127.0.0.1 (0 = any free one) [%(default)s]")
         if name == "status":
             s.add_argument("--watch", type=float, metavar="SECONDS",
                            help="refresh every SECONDS until the sweep finishes")
@@ -309,6 +314,13 @@ def cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(a: argparse.Namespace) -> int:
+    from sweep.dashboard import serve
+
+    serve(_experiment(a), a.port)
+    return 0
+
+
 def cmd_resume(a: argparse.Namespace) -> int:
     from sweep.settings import SweepSettings
 
@@ -323,7 +335,8 @@ def cmd_resume(a: argparse.Namespace) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "run": cmd_run, "validate": cmd_validate, "status": cmd_status,
-            "report": cmd_report, "export": cmd_export, "resume": cmd_resume}
+            "report": cmd_report, "export": cmd_export, "resume": cmd_resume,
+            "dashboard": cmd_dashboard}
 
 
 def main(argv: list[str] | None = None) -> int:
