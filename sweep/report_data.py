@@ -149,6 +149,9 @@ class Gathered:
     changed: dict[str, dict[str, str]]  # trial -> {proto path: value} differing from the base
     param_names: list[str]
     notes: list[str] = field(default_factory=list)
+    # trial -> its mAP minus the best trial's, with the bootstrap interval (sweep.bootstrap);
+    # filled by ``noise_vs_best``; a trial without kept detections is absent.
+    vs_best: dict[str, Any] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -398,3 +401,47 @@ def pareto_front(g: Gathered, study: Any | None) -> tuple[list[str], str]:
     front = [str(p["trial"]) for _, p in pts.iterrows()
              if not any(dominates(q, p) for _, q in pts.iterrows())]
     return front, "Pareto-optimal trials computed from the last reported values"
+
+
+# ---------------------------------------------------------------- noise
+
+def kept_detections(g: Gathered, name: str) -> tuple[dict, list[dict]] | str:
+    """(ground truth, detections) the eval job kept for the checkpoint of ``name``'s best
+    step, or why there are none."""
+    from sweep import detections
+
+    step = g.df.set_index("trial").loc[name, "best_step"]
+    if step is None or step is pd.NA:
+        return f"{name} has no evaluation"
+    ck = {s: c for c, s in checkpoint_steps(g.trials[name]).items()}.get(int(step))
+    kept = detections.read(g.trials[name].path, ck) if ck else None
+    if kept is None:
+        return (f"the eval job kept no per-image detections for {name} at step {int(step)} "
+                "(a sweep run before they were kept)")
+    return kept
+
+
+def noise_vs_best(g: Gathered, resamples: int | None = None) -> str | None:
+    """Fill ``g.vs_best``: each ranked trial's mAP minus the best's, paired bootstrap over the
+    eval images. Returns why it could not be measured for the best, or None."""
+    from sweep import bootstrap
+
+    best = g.best_name()
+    if best is None:
+        return "no trial has been evaluated"
+    ref = kept_detections(g, best)
+    if isinstance(ref, str):
+        return ref
+    images = {i["id"] for i in ref[0]["images"]}
+    for name in g.ranked()["trial"]:
+        if name == best:
+            continue
+        other = kept_detections(g, str(name))
+        if isinstance(other, str):
+            continue
+        if {i["id"] for i in other[0]["images"]} != images:
+            g.notes.append(f"{name} was evaluated on other images than {best}: no interval.")
+            continue
+        g.vs_best[str(name)] = bootstrap.paired(ref[0], other[1], ref[1],
+                                                resamples=resamples or bootstrap.RESAMPLES)
+    return None

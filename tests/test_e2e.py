@@ -201,4 +201,27 @@ def test_report_leaderboard_and_best_config_match_the_real_trials(real_sweep) ->
     md = (real_sweep.reports / "leaderboard.md").read_text()
     assert base.name in md
     html = (real_sweep.reports / "report.html").read_text()
-    assert "diverged" in html and "data:image/png;base64," in html
+    assert "diverged" in html and 'class="plotly-graph-div"' in html
+    assert html.index('id="verdict"') < html.index('id="leaderboard"')
+
+
+def test_eval_job_keeps_the_detections_its_map_came_from(real_sweep) -> None:  # noqa: ANN001
+    """Every evaluation left its per-image detections (COCO results), and COCO mAP recomputed
+    from them is the mAP the OD API's eval reported: what the report's bootstrap resamples."""
+    from sweep import bootstrap, detections
+    from sweep.worker import read_evaluated
+
+    checked = 0
+    for t in _exp(real_sweep).trials():
+        for row in read_evaluated(t.path):
+            if metrics.MAP not in row.get("metrics", {}):
+                continue  # the warm-up on ckpt-0 records no metrics
+            kept = detections.read(t.path, row["checkpoint"])
+            assert kept is not None, (t.name, row["checkpoint"])
+            gt, dets = kept
+            assert gt["images"] and gt["annotations"]
+            assert {d["image_id"] for d in dets} <= {i["id"] for i in gt["images"]}
+            got = bootstrap.mean_ap(bootstrap.evaluate(gt, dets))
+            assert got == pytest.approx(row["metrics"][metrics.MAP], abs=1e-9), t.name
+            checked += 1
+    assert checked >= 3
