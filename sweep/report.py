@@ -19,6 +19,7 @@ import base64
 import html
 import json
 import math
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,8 +47,10 @@ from sweep.report_data import (  # noqa: F401 - re-exported: the report's public
     best_trial,
     fmt,
     gather,
+    kept_detections,
     leaderboard,
     nearest_checkpoint,
+    noise_vs_best,
     param_importances,
     pareto_front,
     public_params,
@@ -166,6 +169,10 @@ def leaderboard_table(g: Gathered) -> Table:
               "mAP", "mAP@.50", "AR@100", "Final total loss", "Steps", "Wall time",
               *(short_names.leaf_name(p[len(PARAM):]) for p in g.param_names)]
     titles = [""] * (len(header) - len(g.param_names)) + [p[len(PARAM):] for p in g.param_names]
+    if g.vs_best:  # after the metrics: how far behind the best, and whether that is noise
+        header.insert(8, "mAP behind best (95%)")
+        titles.insert(8, "the best's mAP minus this trial's, paired bootstrap over eval images; "
+                         "'~' marks a gap within the noise")
     rows, base = [], g.base_name()
     for _, r in _leaderboard(g).iterrows():
         rows.append([
@@ -176,7 +183,19 @@ def leaderboard_table(g: Gathered) -> Table:
             fmt_duration(_num(r, "wall_time_s")),
             *(fmt(_num(r, p), short_names.DIGITS) for p in g.param_names),
         ])
+        if g.vs_best:
+            rows[-1].insert(8, _gap(g, str(r["trial"])))
     return Table(header, rows, id="leaderboard", titles=titles, sortable=True)
+
+
+def _gap(g: Gathered, name: str) -> str:
+    if name == g.best_name():
+        return "best"
+    iv = g.vs_best.get(name)
+    if iv is None:
+        return ""
+    return (f"{iv.diff:+.3g} [{iv.low:+.3g}, {iv.high:+.3g}]"
+            + ("" if iv.real else " ~"))
 
 
 def _log_tail(path: Path, lines: int = 3) -> list[str]:
@@ -396,8 +415,8 @@ def _change(a: float, b: float) -> str:
 
 
 def _sections(g: Gathered, plots_made: dict[str, Path], best_info: dict[str, Any] | None,
-              figs: Sequence[Any], figure_notes: Sequence[str], significance: str
-              ) -> list[Section]:
+              figs: Sequence[Any], figure_notes: Sequence[str], significance: str,
+              pictures: tuple[list[tuple[str, Path]], str]) -> list[Section]:
     obj = g.objectives[0]
     counts = g.df["state"].value_counts().to_dict()
     summary = [
@@ -410,13 +429,19 @@ def _sections(g: Gathered, plots_made: dict[str, Path], best_info: dict[str, Any
     if best_info and best_info.get("checkpoint"):
         summary.append(f"The best trial's checkpoint nearest its best step is "
                        f"{best_info['checkpoint']} (step {best_info['checkpoint_step']}).")
-    sections = [_verdict(g, best_info, significance), Section("Summary", summary)]
+    sections = [_verdict(g, best_info, significance)]
     sections.append(Section("Leaderboard", [
         f"Ranked by each trial's best {obj.tag} ({obj.mode}) over its evaluations, the value "
         "the runner reported to Ray (a loss is the training job's at that step); failed "
         "trials are not ranked. mAP, mAP@.50 and AR@100 are at that best step. Parameters "
         "by the space's short names (hover a header for the full name)."],
                             leaderboard_table(g)))
+    if pictures[0]:
+        sections.append(Section("Detections: best and base", [pictures[1]], None, pictures[0],
+                                id="detections"))
+    elif best_info:
+        g.notes.append(pictures[1])
+    sections.append(Section("Summary", summary))
     sections.append(Section("Runs", ["One row per trial in the order they started. Losses and "
                                       "learning rate at the last train step, mAP and AR@100 at "
                                       "the last evaluation; changed parameters are what differs "
@@ -498,6 +523,8 @@ th[data-dir="asc"]::after { content: " \25B2"; } th[data-dir="desc"]::after { co
 .verdict { background: #eef6ee; border: 1px solid #9c9; padding: .2em 1em; }
 figure { margin: 1em 0; } figcaption { font-weight: bold; margin-bottom: .3em; }
 img { max-width: 100%; height: auto; border: 1px solid #eee; }
+.pics { display: grid; grid-template-columns: repeat(3, max-content); gap: 0 1.5em; }
+.pics img { width: 360px; image-rendering: pixelated; }
 .meta { color: #666; } .filter { margin: .5em 0; padding: 3px 6px; width: 20em; }
 details { margin: .5em 0; } details li { font-family: monospace; font-size: 12px; }
 """
@@ -584,19 +611,84 @@ def render_html(g: Gathered, sections: Sequence[Section], generated: str) -> str
         if s.figures:
             parts += [f"<figure><figcaption>{html.escape(f.title)}</figcaption>{f.html}</figure>"
                       for f in s.figures]
-        else:  # no interactive figure for this section: its PNGs
+        elif s.images:  # no interactive figure for this section: its PNGs
+            parts.append('<div class="pics">' if s.id == "detections" else "<div>")
             for caption, path in s.images:
                 data = base64.b64encode(path.read_bytes()).decode()
                 parts.append(f"<figure><figcaption>{html.escape(caption)}</figcaption>"
                              f'<img alt="{html.escape(caption)}" '
                              f'src="data:image/png;base64,{data}"></figure>')
+            parts.append("</div>")
     parts.append(f"<script>{SORT_JS}</script><script>{CHECK_JS}</script></body></html>")
     return "\n".join(parts)
 
 
+PICTURES = 3  # eval images shown per trial
+_PICTURE = re.compile(r"detections_(best|base)_\d+\.png")  # ours, in plots/
+
+
+def _pictures(g: Gathered, plot_dir: Path) -> tuple[list[tuple[str, Path]], str]:
+    """The OD API eval's side-by-side pictures (detections left, ground truth right) of the
+    best and base trials at their best steps, as PNGs in plots/; and a sentence."""
+    for old in plot_dir.glob("detections_*.png"):
+        if _PICTURE.fullmatch(old.name):
+            old.unlink()
+    best, base = g.best_name(), g.base_name()
+    shown: list[tuple[str, Path]] = []
+    missing = []
+    for role, name in (("best", best), ("base", base)):
+        if not name or (role == "base" and name == best):
+            continue
+        images = m.read_images(g.trials[name].path / "eval")
+        step = _num(g.df.set_index("trial").loc[name], "best_step")
+        if not images or step is None:
+            missing.append(name)
+            continue
+        at = min(images, key=lambda s: abs(s - int(step)))  # the best step's, else the nearest
+        tags = sorted(images[at], key=lambda t: [int(x) if x.isdigit() else x
+                                                 for x in re.split(r"(\d+)", t)])[:PICTURES]
+        for i, tag in enumerate(tags):
+            path = plot_dir / f"detections_{role}_{i}.png"
+            _write_bytes(path, images[at][tag])
+            shown.append((f"{role} ({name}), step {at}, eval image {i + 1}", path))
+    text = ("The OD API eval's own pictures (eval_config.num_visualizations): each trial's "
+            "predicted boxes and scores on the left, the ground truth on the right.")
+    if missing:
+        text += (f" No pictures in the eval event files of {', '.join(missing)} "
+                 "(num_visualizations 0, or the eval input keeps no original images).")
+    return shown, text
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
 def _significance(g: Gathered) -> str:
-    """Whether the best beats the base by more than the eval set's noise (sweep.bootstrap)."""
-    return "not measured yet."
+    """Whether the best beats the base by more than the eval set's noise (sweep.bootstrap);
+    fills ``g.vs_best`` for the leaderboard on the way."""
+    why = noise_vs_best(g)
+    best, base = g.best_name(), g.base_name()
+    if why:
+        return f"not measured: {why}."
+    for name, gap in g.vs_best.items():  # leaderboard.csv: the gap and its interval
+        for col, v in (("map_behind_best", gap.diff), ("map_behind_best_low", gap.low),
+                       ("map_behind_best_high", gap.high)):
+            g.df.loc[g.df["trial"] == name, col] = v
+    iv = g.vs_best.get(base) if base else None
+    if iv is None:
+        reason = kept_detections(g, base) if base else "no base trial"
+        return f"not measured: {reason if isinstance(reason, str) else 'see the notes'}."
+    verdict = ("the interval excludes 0: the win is larger than this eval set's noise."
+               if iv.real and iv.diff > 0 else
+               "the base is better beyond the noise." if iv.real else
+               f"the interval contains 0: with {iv.n_images} eval images this difference is "
+               "within the noise; more eval images (or repeated runs) would tell.")
+    return (f"mAP {best} - {base} = {iv.diff:+.3g}, {iv.level:.0%} interval "
+            f"[{iv.low:+.3g}, {iv.high:+.3g}] (paired bootstrap over the {iv.n_images} eval "
+            f"images, {iv.resamples} resamples; README: Is the win real?): {verdict}")
 
 
 def write_report(exp: Experiment, out_dir: Path | None = None, *,
@@ -626,6 +718,7 @@ def write_report(exp: Experiment, out_dir: Path | None = None, *,
     made, missing = _plots(g, study, mirror, plot_dir)
     figs, figure_notes = report_figures.figures(g, mirror, label(g.objectives[0].tag))
     significance = _significance(g)
+    pictures = _pictures(g, plot_dir)
     for name in PLOT_FILES:
         if name not in made:
             (plot_dir / name).unlink(missing_ok=True)
@@ -636,7 +729,7 @@ def write_report(exp: Experiment, out_dir: Path | None = None, *,
     _write_text(out_dir / "leaderboard.md",
                 f"# Leaderboard: {exp.name}\n\n" + (f"> **{banner}**\n\n" if banner else "")
                 + leaderboard_table(g).markdown() + "\n")
-    sections = _sections(g, made, best_info, figs, figure_notes, significance)
+    sections = _sections(g, made, best_info, figs, figure_notes, significance, pictures)
     _write_text(out_dir / "report.md", render_markdown(g, sections, out_dir, generated))
     _write_text(out_dir / "report.html", render_html(g, sections, generated))
     return out_dir

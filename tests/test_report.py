@@ -176,8 +176,8 @@ def test_verdict_comes_first_in_short_names_with_proto_paths_collapsed(finished:
     best = best_trial(se.exp)
     assert best is not None
     md = (out / "report.md").read_text()
-    assert md.index("## Verdict") < md.index("## Summary") < md.index("## Leaderboard")
-    verdict = md[md.index("## Verdict"):md.index("## Summary")]
+    assert md.index("## Verdict") < md.index("## Leaderboard") < md.index("## Summary")
+    verdict = md[md.index("## Verdict"):md.index("## Leaderboard")]
     assert f"Use {best.name}'s config: best/pipeline.config" in verdict
     params = se.truth[best.name].params
     assert (f"What changed: batch_size {params['batch_size']}, cosine.base {num(params[LR])}, "
@@ -539,3 +539,91 @@ def test_an_unreadable_trial_config_does_not_stop_the_report(tmp_path: Path) -> 
     t = se.truth["trial_0002"]
     assert row["Changed parameters"] == (f"cosine.base {num(t.params[LR])}, "
                                          f"l2_weight {num(t.params['l2_weight'])}")
+
+
+# ---------------------------------------------------------------- is the win real?
+
+def test_verdict_says_whether_the_win_is_beyond_the_noise(finished: tuple) -> None:
+    """The interval is the bootstrap of the detections the eval job kept at each trial's best
+    step, recomputed here from the files; the leaderboard flags gaps within the noise."""
+    from sweep import bootstrap, detections
+
+    se, out = finished
+    best = best_trial(se.exp)
+    assert best is not None
+    md = (out / "report.md").read_text()
+
+    def kept(name: str) -> tuple[dict, list]:
+        t = se.truth[name]
+        step = max(t.eval, key=lambda s: t.eval[s][m.MAP])
+        ckpt = f"ckpt-{step // 10}"  # the fixture checkpoints every 10 steps
+        found = detections.read(se.exp.trial(name).path, ckpt)
+        assert found is not None
+        return found
+
+    gt, base_dets = kept("trial_0000")
+    iv = bootstrap.paired(gt, base_dets, kept(best.name)[1])
+    assert (f"How sure: mAP {best.name} - trial_0000 = {iv.diff:+.3g}, 95% interval "
+            f"[{iv.low:+.3g}, {iv.high:+.3g}] (paired bootstrap over the 16 eval images, "
+            "1000 resamples") in md
+    assert ("the win is larger than this eval set's noise" in md) == (iv.real and iv.diff > 0)
+    board = {r["Trial"].split()[0]: r for r in _md_table(md, "mAP behind best (95%)")}
+    assert board[best.name]["mAP behind best (95%)"] == "best"
+    assert board["trial_0000"]["mAP behind best (95%)"].startswith(
+        f"{iv.diff:+.3g} [{iv.low:+.3g}, {iv.high:+.3g}]")
+    csv = pd.read_csv(out / "leaderboard.csv").set_index("trial")
+    assert csv.loc["trial_0000", "map_behind_best"] == pytest.approx(iv.diff)
+
+
+def test_noise_flag_when_the_gap_is_within_the_interval(tmp_path: Path) -> None:
+    """Give a trial the best's own detections but one: its gap is noise, marked '~'."""
+    from report_fixtures import detections_for
+
+    from sweep import detections
+
+    se = make_experiment(tmp_path, seed=1)
+    best = best_trial(se.exp)
+    assert best is not None
+    other = "trial_0005"
+    gt, _ = detections.read(best.path, "ckpt-4") or ({}, [])
+    for name in (best.name, other):  # two detectors of equal skill, different luck
+        detections.write_detections(se.exp.trial(name).path, "ckpt-4", gt,
+                                    detections_for(gt, 0.6, seed=len(name) + (name == other)))
+    out = write_report(se.exp, tmp_path / "report")
+    board = {r["Trial"].split()[0]: r
+             for r in _md_table((out / "report.md").read_text(), "mAP behind best (95%)")}
+    assert board[other]["mAP behind best (95%)"].endswith(" ~")
+
+
+def test_without_kept_detections_the_verdict_says_so(tmp_path: Path) -> None:
+    se = make_experiment(tmp_path, seed=2)
+    for trial in se.exp.trials():
+        shutil.rmtree(trial.path / "eval" / "detections", ignore_errors=True)
+    md = (write_report(se.exp, tmp_path / "report") / "report.md").read_text()
+    assert "How sure: not measured: the eval job kept no per-image detections for" in md
+    assert "mAP behind best" not in md
+
+
+def test_detection_pictures_of_best_and_base(finished: tuple) -> None:
+    """The eval's side-by-side pictures at each trial's best step, best then base, embedded."""
+    import base64
+
+    from report_fixtures import picture
+
+    se, out = finished
+    best = best_trial(se.exp)
+    assert best is not None
+    md = (out / "report.md").read_text()
+    assert md.index("## Leaderboard") < md.index("## Detections: best and base") < md.index(
+        "## Summary")
+    html = (out / "report.html").read_text()
+    for role, name in (("best", best.name), ("base", "trial_0000")):
+        t = se.truth[name]
+        step = max(t.eval, key=lambda s, t=t: t.eval[s][m.MAP])
+        for i in range(3):
+            png = out / "plots" / f"detections_{role}_{i}.png"
+            assert png.read_bytes() == picture(name, step, i)
+            assert f"({png.relative_to(out)})" in md
+            assert f"{role} ({name}), step {step}, eval image {i + 1}" in md
+            assert base64.b64encode(picture(name, step, i)).decode() in html
+        assert not (out / "plots" / f"detections_{role}_3.png").exists()  # 3 per trial
