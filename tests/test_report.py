@@ -459,6 +459,8 @@ def test_html_opens_in_a_headless_browser(which: str, request: pytest.FixtureReq
     text = page.read_text()
     assert not re.search(r"<script[^>]*\ssrc=|<link[^>]*\shref=|<img[^>]*src=\"(?!data:)", text)
     assert text.count("plotly.js v") == 1
+    # Reasonable: plotly.js is ~4.8 MB of it; figures, tables and pictures add little.
+    assert page.stat().st_size < 6_000_000
     n_figs = len(re.findall(r'<div id="fig-[a-z]+" class="plotly-graph-div"', text))
     assert n_figs >= 6
     proc = _chromium(page, tmp_path / "profile", "--dump-dom")
@@ -627,3 +629,41 @@ def test_detection_pictures_of_best_and_base(finished: tuple) -> None:
             assert f"{role} ({name}), step {step}, eval image {i + 1}" in md
             assert base64.b64encode(picture(name, step, i)).decode() in html
         assert not (out / "plots" / f"detections_{role}_3.png").exists()  # 3 per trial
+
+
+@pytest.mark.skipif(CHROMIUM is None,
+                    reason="needs Debian's chromium (apt-get install -y chromium, as .ci/run does)")
+def test_leaderboard_sorts_and_filters_in_the_browser(finished: tuple, tmp_path: Path) -> None:
+    """Click a header (twice: ascending, then descending) and type in the filter box, in a
+    real browser, through the page's own script."""
+    se, out = finished
+    drive = """<script>
+    window.addEventListener('load', function () {
+      var t = document.getElementById('leaderboard');
+      var col = Array.prototype.findIndex.call(t.tHead.rows[0].cells,
+        function (c) { return c.textContent.indexOf('Best mAP') === 0; });
+      function names() { return Array.prototype.filter.call(t.tBodies[0].rows,
+          function (r) { return r.style.display !== 'none'; })
+        .map(function (r) { return r.cells[1].textContent.split(' ')[0]; }).join(','); }
+      var th = t.tHead.rows[0].cells[col];
+      th.click(); document.body.setAttribute('data-asc', names());
+      th.click(); document.body.setAttribute('data-desc', names());
+      var box = document.getElementById('leaderboard-filter');
+      box.value = 'STOPPED'; box.dispatchEvent(new Event('input'));
+      document.body.setAttribute('data-filtered', names());
+    });
+    </script></body>"""
+    page = tmp_path / "driven.html"
+    page.write_text((out / "report.html").read_text().replace("</body>", drive))
+    proc = _chromium(page, tmp_path / "profile", "--dump-dom")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    body = re.search(r"<body[^>]*>", proc.stdout)
+    assert body
+    attrs = dict(re.findall(r'(data-[a-z]+)="([^"]*)"', body.group(0)))
+    board = leaderboard(se.exp)
+    by_value = board.sort_values("objective", kind="stable")
+    assert attrs["data-asc"].split(",") == list(by_value["trial"])
+    assert attrs["data-desc"].split(",") == list(board.sort_values(
+        "objective", ascending=False, kind="stable")["trial"])
+    stopped = [n for n, t in se.truth.items() if t.state == "STOPPED"]
+    assert attrs["data-filtered"].split(",") == stopped
