@@ -1,16 +1,17 @@
-"""Best-config reports: the user's hand-kept results table, generated, and more.
+"""Best-config reports: a verdict first, then the tables and figures behind it.
 
 ``write_report(exp)`` writes ``reports/<experiment>/``:
 
     best/pipeline.config    the best trial's rendered config, trainable with model_main_tf2.py
     best/params.yaml|json   the best parameters; best/trial.json says where they come from
     leaderboard.csv|md      every trial: parameters, final and best metrics, steps, time, state
-    report.md, report.html  the run table in the seed's form, plots, failures, best vs base
-    plots/*.png             also embedded in report.html, which is self-contained
+    report.html             verdict, sortable leaderboard, Optuna's plotly figures: one file
+    report.md               the same in Markdown (the seed's Runs table, PNG plots)
+    plots/*.png             for report.md; detections_*.png are the eval's own pictures
 
-Every number comes from the trials' event files through ``sweep.metrics``; the Optuna study is
-read only for what only it knows (parameter importances, the Pareto front). The report works
-on a running experiment too: it is then marked partial.
+The data comes from ``sweep.report_data`` (gathering and ranking), the figures from
+``sweep.report_figures``, "is the win real" from ``sweep.bootstrap``; this module renders and
+writes. The report works on a running experiment too: it is then marked partial.
 """
 
 from __future__ import annotations
