@@ -225,3 +225,21 @@ def test_eval_job_keeps_the_detections_its_map_came_from(real_sweep) -> None:  #
             assert got == pytest.approx(row["metrics"][metrics.MAP], abs=1e-9), t.name
             checked += 1
     assert checked >= 3
+
+
+def test_report_shows_the_evals_own_detection_pictures(real_sweep) -> None:  # noqa: ANN001
+    """The OD API eval draws detections beside the ground truth (num_visualizations, 10 by
+    default); the report shows the best trial's at its best step, and the leaderboard gives
+    each trial's mAP gap to the best with its bootstrap interval."""
+    from PIL import Image
+
+    plots = real_sweep.reports / "plots"
+    pictures = sorted(plots.glob("detections_best_*.png"))
+    assert [p.name for p in pictures] == [f"detections_best_{i}.png" for i in range(3)]
+    for p in pictures:
+        with Image.open(p) as im:
+            w, h = im.size
+        assert (w, h) == (2 * 128, 128)  # eval image | ground truth, 128 px each
+    md = (real_sweep.reports / "report.md").read_text()
+    assert "## Detections: best and base" in md and "(plots/detections_best_0.png)" in md
+    assert "mAP behind best (95%)" in (real_sweep.reports / "leaderboard.md").read_text()
