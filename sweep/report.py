@@ -36,6 +36,7 @@ from sweep.experiment import FAILED, RUNNING, STOPPED, Experiment
 from sweep.report_data import (  # noqa: F401 - re-exported: the report's public names
     BEST,
     EVAL,
+    LABELS,
     LAST_REPORTED,
     MIN_TRIALS_FOR_IMPORTANCES,
     PARAM,
@@ -60,13 +61,6 @@ from sweep.report_data import (  # noqa: F401 - re-exported: the report's public
 REPORTS_DIR = Path("reports")
 
 
-# Short names the seed's table and the plots use for the OD API's tags.
-LABELS = {
-    m.CLASSIFICATION_LOSS: "classification loss", m.LOCALIZATION_LOSS: "localization loss",
-    m.REGULARIZATION_LOSS: "regularization loss", m.TOTAL_LOSS: "total loss",
-    m.LEARNING_RATE: "learning rate", m.MAP: "mAP", m.MAP50: "mAP@.50", m.MAP75: "mAP@.75",
-    m.AR100: "AR@100", m.STEPS_PER_SEC: "steps/s",
-}
 
 # Files this module writes inside out_dir; stale ones (e.g. a plot that no longer applies)
 # are removed, and nothing else there is ever touched.

@@ -32,6 +32,14 @@ from sweep.experiment import (
 from sweep.short_names import num
 
 # Column names of the leaderboard; metric columns are "<kind>:<OD API tag>".
+# Short names the seed's table and the plots use for the OD API's tags.
+LABELS = {
+    m.CLASSIFICATION_LOSS: "classification loss", m.LOCALIZATION_LOSS: "localization loss",
+    m.REGULARIZATION_LOSS: "regularization loss", m.TOTAL_LOSS: "total loss",
+    m.LEARNING_RATE: "learning rate", m.MAP: "mAP", m.MAP50: "mAP@.50", m.MAP75: "mAP@.75",
+    m.AR100: "AR@100", m.STEPS_PER_SEC: "steps/s",
+}
+
 TOP_K = 5  # trials drawn in the curve plots
 # fANOVA on fewer completed trials ranks noise: importances are shown from this many on.
 MIN_TRIALS_FOR_IMPORTANCES = 10

@@ -20,7 +20,7 @@ from typing import Any
 from sweep import metrics as m
 from sweep import short_names
 from sweep.experiment import COMPLETED, FAILED, RUNNING, STOPPED
-from sweep.report_data import MIN_TRIALS_FOR_IMPORTANCES, TOP_K, Gathered, public_params
+from sweep.report_data import LABELS, MIN_TRIALS_FOR_IMPORTANCES, TOP_K, Gathered, public_params
 
 CONTOUR_PARAMS = 3  # a contour matrix grows as n^2: only the most varied few
 
@@ -215,7 +215,7 @@ def figures(g: Gathered, study: Any, metric_label: str) -> tuple[list[Figure], l
             lambda: vis.plot_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0),
                                                target=target, target_name=metric_label), "")
     if not single:
-        names = [f"{short_names.leaf_name(o.tag)} ({o.mode})" for o in g.objectives[:2]]
+        names = [f"{LABELS.get(o.tag, o.tag)} ({o.mode})" for o in g.objectives[:2]]
         add("pareto", "Pareto front",
             lambda: vis.plot_pareto_front(study, target_names=names,
                                           targets=lambda t: t.values[:2])
