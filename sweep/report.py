@@ -176,7 +176,8 @@ def leaderboard_table(g: Gathered) -> Table:
             *(fmt(_num(r, BEST + t)) for t in (m.MAP, m.MAP50, m.AR100)),
             fmt(g.metrics[r["trial"]].last_train().get(m.TOTAL_LOSS)), fmt(_num(r, "steps")),
             fmt_duration(_num(r, "wall_time_s")),
-            *(fmt(_num(r, p), short_names.DIGITS) for p in g.param_names),
+            *(short_names.option_name(v) if isinstance(v := _num(r, p), str)
+              else fmt(v, short_names.DIGITS) for p in g.param_names),
         ])
         if g.vs_best:
             rows[-1].insert(8, _gap(g, str(r["trial"])))
