@@ -26,7 +26,8 @@ examples:
       --pipeline workspace/training_demo/models/my_ssd_resnet50_v1_fpn/pipeline.config \\
       --name resnet-lr --num-trials 20 --gpus-per-trial 1
   sweep status resnet-lr        sweep report resnet-lr        sweep export resnet-lr
-  sweep resume resnet-lr        tensorboard --logdir experiments/resnet-lr
+  sweep resume resnet-lr        sweep dashboard resnet-lr     (optuna-dashboard, 127.0.0.1)
+  tensorboard --logdir experiments/resnet-lr
   sweep data voc images/ --out workspace/training_demo/annotations     # also csv, gtsrb
   sweep data inspect workspace/training_demo/annotations/train.record
   sweep init --pretrained PRE_TRAINED_MODEL_DIR --annotations workspace/training_demo/annotations \\
@@ -148,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, helptext in (("status", "table of an experiment's trials"),
                            ("report", "write reports/<experiment>/"),
                            ("resume", "continue an interrupted sweep"),
-                           ("export", "export a trial's checkpoint as a SavedModel")):
+                           ("export", "export a trial's checkpoint as a SavedModel"),
+                           ("dashboard", "serve optuna-dashboard for an experiment's study")):
         s = sub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] + ".")
         s.add_argument("experiment", help="experiment name or folder")
         s.add_argument("--storage", type=Path, default=Path("experiments"), help="[%(default)s]")
@@ -163,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--input-type", default="image_tensor",
                            choices=["image_tensor", "encoded_image_string_tensor", "tf_example"],
                            help="the SavedModel's input, as exporter_main_v2.py [%(default)s]")
+        if name == "dashboard":
+            s.add_argument("--port", type=int, default=8080,
+                           help="port on 127.0.0.1 (0 = any free one) [%(default)s]")
         if name == "status":
             s.add_argument("--watch", type=float, metavar="SECONDS",
                            help="refresh every SECONDS until the sweep finishes")
@@ -507,6 +512,13 @@ def cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(a: argparse.Namespace) -> int:
+    from sweep.dashboard import serve
+
+    serve(_experiment(a), a.port)
+    return 0
+
+
 def cmd_resume(a: argparse.Namespace) -> int:
     from sweep.errors import Problem
     from sweep.experiment import trust_problem
@@ -577,8 +589,9 @@ def _inspect(a: argparse.Namespace) -> int:
     return 1 if stats.problems else 0
 
 
-COMMANDS = {"demo": cmd_demo, "data": cmd_data, "init": cmd_init, "run": cmd_run, "validate": cmd_validate,
-            "status": cmd_status, "report": cmd_report, "export": cmd_export, "resume": cmd_resume}
+COMMANDS = {"demo": cmd_demo, "data": cmd_data, "init": cmd_init, "run": cmd_run,
+            "validate": cmd_validate, "status": cmd_status, "report": cmd_report,
+            "export": cmd_export, "resume": cmd_resume, "dashboard": cmd_dashboard}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweep.tfrecord import scan_records
+from sweep.tfrecord import read_records, scan_records
 
 # Tags the OD API writes (model_lib_v2); the names are the OD API's own.
 TOTAL_LOSS = "Loss/total_loss"
@@ -111,6 +111,28 @@ def read_scalars(event_dir: Path | str, tags: Iterable[str] | None = None) -> li
     for path in event_files(Path(event_dir)):
         out.extend(_read_from(path, 0, wanted)[0])
     return out
+
+
+SIDE_BY_SIDE = "eval_side_by_side_"  # the OD API eval's pictures: detections | ground truth
+
+
+def read_images(event_dir: Path | str, prefix: str = SIDE_BY_SIDE) -> dict[int, dict[str, bytes]]:
+    """``{step: {tag: encoded image}}`` of the image summaries whose tag starts with ``prefix``
+    (TF2 writes a string tensor: width, height, then the encoded images; the first is kept)."""
+    from tensorboard.compat.proto import event_pb2
+
+    out: dict[int, dict[str, bytes]] = {}
+    for path in event_files(Path(event_dir)):
+        for payload in read_records(path, verify="none", torn_tail_ok=True):
+            event = event_pb2.Event()
+            try:
+                event.ParseFromString(payload)
+            except Exception:  # noqa: BLE001 - as read_scalars
+                continue
+            for value in event.summary.value:
+                if value.tag.startswith(prefix) and len(value.tensor.string_val) > 2:
+                    out.setdefault(int(event.step), {})[value.tag] = value.tensor.string_val[2]
+    return dict(sorted(out.items()))
 
 
 def by_step(scalars: Iterable[Scalar]) -> dict[int, dict[str, float]]:

@@ -23,10 +23,10 @@ DPI = 96
 
 
 def short_name(name: str) -> str:
-    """The last part of a dotted/slashed parameter or metric name, for axis labels."""
-    for sep in (":", "/", "."):
-        name = name.rsplit(sep, 1)[-1]
-    return name
+    """A parameter's or metric's name on an axis: the report's short name (sweep.short_names)."""
+    from sweep.short_names import leaf_name
+
+    return leaf_name(name.removeprefix("param:").removeprefix("best:"))
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:

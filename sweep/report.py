@@ -1,16 +1,17 @@
-"""Best-config reports: the user's hand-kept results table, generated, and more.
+"""Best-config reports: a verdict first, then the tables and figures behind it.
 
 ``write_report(exp)`` writes ``reports/<experiment>/``:
 
     best/pipeline.config    the best trial's rendered config, trainable with model_main_tf2.py
     best/params.yaml|json   the best parameters; best/trial.json says where they come from
     leaderboard.csv|md      every trial: parameters, final and best metrics, steps, time, state
-    report.md, report.html  the run table in the seed's form, plots, failures, best vs base
-    plots/*.png             also embedded in report.html, which is self-contained
+    report.html             verdict, sortable leaderboard, Optuna's plotly figures: one file
+    report.md               the same in Markdown (the seed's Runs table, PNG plots)
+    plots/*.png             for report.md; detections_*.png are the eval's own pictures
 
-Every number comes from the trials' event files through ``sweep.metrics``; the Optuna study is
-read only for what only it knows (parameter importances, the Pareto front). The report works
-on a running experiment too: it is then marked partial.
+The data comes from ``sweep.report_data`` (gathering and ranking), the figures from
+``sweep.report_figures``, "is the win real" from ``sweep.bootstrap``; this module renders and
+writes. The report works on a running experiment too: it is then marked partial.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import base64
 import html
 import json
 import math
+import re
 import shutil
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,35 +31,36 @@ from typing import Any
 import pandas as pd
 
 from sweep import metrics as m
-from sweep.best import best_eval, nearest_checkpoint, reported
-from sweep.errors import ConfigError
-from sweep.experiment import (
-    COMPLETED,
-    FAILED,
-    PENDING,
-    RUNNING,
-    STOPPED,
-    Experiment,
-    TrialDir,
+from sweep import short_names
+from sweep.experiment import FAILED, RUNNING, STOPPED, Experiment, TrialDir
+from sweep.report_data import (  # noqa: F401 - re-exported: the report's public names
+    BEST,
+    EVAL,
+    LABELS,
+    LAST_REPORTED,
+    MIN_TRIALS_FOR_IMPORTANCES,
+    PARAM,
+    TOP_K,
+    TRAIN,
+    Gathered,
+    Objective,
+    _leaderboard,
+    _load_study,
+    best_trial,
+    fmt,
+    gather,
+    kept_detections,
+    leaderboard,
+    nearest_checkpoint,
+    noise_vs_best,
+    param_importances,
+    pareto_front,
+    public_params,
 )
 
 REPORTS_DIR = Path("reports")
-TOP_K = 5  # trials drawn in the curve plots
 
-# Column names of the leaderboard; metric columns are "<kind>:<OD API tag>".
-PARAM = "param:"
-TRAIN = "train:"  # value at the last train step
-EVAL = "eval:"  # value at the last eval step
-BEST = "best:"  # value at the eval step that is best by the sweep's first metric
-LAST_REPORTED = "reported:"  # an objective as the runner reported it at the last eval
 
-# Short names the seed's table and the plots use for the OD API's tags.
-LABELS = {
-    m.CLASSIFICATION_LOSS: "classification loss", m.LOCALIZATION_LOSS: "localization loss",
-    m.REGULARIZATION_LOSS: "regularization loss", m.TOTAL_LOSS: "total loss",
-    m.LEARNING_RATE: "learning rate", m.MAP: "mAP", m.MAP50: "mAP@.50", m.MAP75: "mAP@.75",
-    m.AR100: "AR@100", m.STEPS_PER_SEC: "steps/s",
-}
 
 # Files this module writes inside out_dir; stale ones (e.g. a plot that no longer applies)
 # are removed, and nothing else there is ever touched.
@@ -69,25 +71,6 @@ BEST_FILES = ("pipeline.config", "params.yaml", "params.json", "trial.json")
 
 def label(tag: str) -> str:
     return LABELS.get(tag, tag)
-
-
-def fmt(value: Any, digits: int = 5) -> str:
-    """A number as the report prints it (``digits`` significant digits); blank if missing.
-
-    A NaN that an event file holds (a diverged loss) prints as "NaN"; callers pass None for a
-    value that is absent.
-    """
-    if value is None or value is pd.NA:
-        return ""
-    if isinstance(value, float) and math.isnan(value):
-        return "NaN"
-    if isinstance(value, bool):
-        return "true" if value else "false"  # as the proto and YAML spell it
-    if isinstance(value, int | float):
-        if isinstance(value, float) and math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return f"{value:.{digits}g}"
-    return str(value)
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -102,293 +85,6 @@ def _fmt_date(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch).strftime("%d.%m.%Y %H:%M") if epoch else ""
 
 
-# ---------------------------------------------------------------- gathering
-
-@dataclass(frozen=True)
-class Objective:
-    tag: str
-    mode: str  # "max" or "min"
-
-    def better(self, a: float, b: float) -> bool:
-        return a > b if self.mode == "max" else a < b
-
-
-def objectives(settings: dict[str, Any]) -> list[Objective]:
-    """The sweep's metrics and modes; mAP (max) when the settings name none."""
-    tags = settings.get("metrics") or [m.MAP]
-    modes = settings.get("modes") or ["max"] * len(tags)
-    if len(modes) != len(tags):
-        raise ValueError(f"experiment.json: 'metrics' and 'modes' must have the same length, "
-                         f"but got metrics={tags} and modes={modes}")
-    for mode in modes:
-        if mode not in ("max", "min"):
-            raise ValueError(f"experiment.json: each mode must be 'max' or 'min', but got {mode!r}")
-    return [Objective(t, mo) for t, mo in zip(tags, modes, strict=True)]
-
-
-def _best_of(tm: m.TrialMetrics, obj: Objective) -> tuple[int, float] | None:
-    """(eval step, value) best by ``obj`` among the trial's evaluations: ``sweep.best``'s rule."""
-    return best_eval(tm, obj.tag, obj.mode)
-
-
-def public_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Sampled parameters without the runner's markers (``_base``)."""
-    return {k: v for k, v in params.items() if not k.startswith("_")}
-
-
-@dataclass
-class Gathered:
-    """Everything a report needs, read once."""
-
-    exp: Experiment
-    settings: dict[str, Any]
-    objectives: list[Objective]
-    df: pd.DataFrame  # one row per trial, creation order
-    trials: dict[str, TrialDir]
-    metrics: dict[str, m.TrialMetrics]
-    changed: dict[str, dict[str, str]]  # trial -> {proto path: value} differing from the base
-    param_names: list[str]
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def finished(self) -> bool:
-        return bool(self.settings.get("finished"))
-
-    def ranked(self) -> pd.DataFrame:
-        return self.df[self.df["rank"].notna()].sort_values("rank")
-
-    def best_name(self) -> str | None:
-        ranked = self.ranked()
-        return None if ranked.empty else str(ranked.iloc[0]["trial"])
-
-    def base_name(self) -> str | None:
-        """The trial evaluated with the base config: marked ``_base``, else the first whose
-        config does not differ from the base, else the first one."""
-        marked = self.df[self.df["base"]]
-        if not marked.empty:
-            return str(marked.iloc[0]["trial"])
-        for name in self.df["trial"]:
-            if not self.changed.get(name) and self.trials[name].pipeline_path.exists():
-                return str(name)
-        return None if self.df.empty else str(self.df.iloc[0]["trial"])
-
-    def varied_params(self) -> list[str]:
-        """Parameter columns with more than one value (constants only clutter the plots)."""
-        return [p for p in self.param_names
-                if self.df[p].dropna().astype(str).nunique() > 1]
-
-
-def _changed_fields(base_cfg: Any, trial: TrialDir) -> dict[str, str] | None:
-    if base_cfg is None or not trial.pipeline_path.exists():
-        return None
-    from sweep.render import changed_fields, load_pipeline
-
-    return changed_fields(base_cfg, load_pipeline(trial.pipeline_path))
-
-
-def _trial_row(trial: TrialDir, tm: m.TrialMetrics, objs: list[Objective],
-               now: float) -> dict[str, Any]:
-    status = trial.status()
-    params = trial.params()
-    state = status.get("state", PENDING)
-    row: dict[str, Any] = {
-        "trial": trial.name, "state": state, "reason": status.get("reason") or "",
-        "base": bool(params.get("_base")), "attempts": status.get("attempts"),
-        "created_at": status.get("created_at"), "started_at": status.get("started_at"),
-        "ended_at": status.get("ended_at"),
-        "steps": tm.last_train_step, "eval_step": tm.last_eval_step,
-    }
-    started = status.get("started_at")
-    ended = status.get("ended_at") or (now if state == RUNNING else None)
-    row["wall_time_s"] = float(ended - started) if started and ended else None
-    row["train_time_s"] = (tm.train_wall[1] - tm.train_wall[0]) if tm.train_wall else None
-    for k, v in public_params(params).items():
-        row[PARAM + k] = v
-    for tag, v in tm.last_train().items():
-        row[TRAIN + tag] = v
-    for tag, v in tm.last_eval().items():
-        row[EVAL + tag] = v
-    best = _best_of(tm, objs[0])
-    row["best_step"] = best[0] if best else None
-    row["objective"] = best[1] if best else None
-    for tag, v in (tm.eval[best[0]] if best else {}).items():
-        row[BEST + tag] = v
-    # Each further objective at its own best step (for the multi-objective summary).
-    for obj in objs[1:]:
-        b = _best_of(tm, obj)
-        row[f"objective:{obj.tag}"] = b[1] if b else None
-    # What Optuna was told: each objective as reported at the last evaluation.
-    last = max((s for s in tm.eval if s > 0), default=None)
-    for obj in objs:
-        row[LAST_REPORTED + obj.tag] = reported(tm, obj.tag, last) if last is not None else None
-    return row
-
-
-def gather(exp: Experiment) -> Gathered:
-    """Read settings, every trial's folder and event files into one DataFrame."""
-    settings = exp.settings()
-    objs = objectives(settings)
-    now = time.time()
-    base_cfg = None
-    notes: list[str] = []
-    if exp.base_pipeline.exists():
-        from sweep.render import load_pipeline
-
-        base_cfg = load_pipeline(exp.base_pipeline)
-    else:
-        notes.append(f"{exp.base_pipeline} is missing: changed parameters are the sampled ones.")
-    trials = exp.trials()
-    rows, tms, changed = [], {}, {}
-    for trial in trials:
-        tm = m.read_trial(trial.path)
-        tms[trial.name] = tm
-        rows.append(_trial_row(trial, tm, objs, now))
-        try:
-            diff = _changed_fields(base_cfg, trial)
-        except ConfigError as e:  # one unreadable config must not cost the whole report
-            notes.append(f"{trial.name}: {e}")
-            diff = None
-        if diff is None:  # not rendered yet (or unreadable): show what was sampled
-            diff = {k: fmt(v) for k, v in public_params(trial.params()).items()}
-        changed[trial.name] = diff
-    df = pd.DataFrame(rows)
-    if df.empty:
-        df = pd.DataFrame(columns=["trial", "state", "reason", "base", "objective", "best_step"])
-    for col in ("steps", "eval_step", "best_step", "attempts"):
-        if col in df:
-            df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
-    df["changed"] = [
-        "; ".join(f"{k}: {v}" for k, v in changed[t].items()) for t in df["trial"]]
-    # Rank: failed trials (e.g. diverged) and trials with no objective yet are not candidates.
-    obj = pd.to_numeric(df["objective"], errors="coerce")
-    eligible = (df["state"] != FAILED) & obj.notna()
-    order = obj[eligible].rank(method="first", ascending=objs[0].mode == "min")
-    df["rank"] = pd.array([None] * len(df), dtype="Int64")
-    df.loc[eligible, "rank"] = order.astype("int64")
-    param_names = [c for c in df.columns if c.startswith(PARAM)]
-    return Gathered(exp, settings, objs, df, {t.name: t for t in trials}, tms, changed,
-                    param_names, notes)
-
-
-def leaderboard(exp: Experiment) -> pd.DataFrame:
-    """All trials, best first; unranked ones (failed, not evaluated) after, in creation order.
-
-    Columns: rank, trial, state, reason, base, objective (the trial's best value of the sweep's
-    first metric) and best_step, ``param:<name>``, ``train:<tag>`` (last train step),
-    ``eval:<tag>`` (last eval), ``best:<tag>`` (the eval at best_step), ``reported:<tag>`` (each
-    objective as last reported to Ray/Optuna), steps, eval_step,
-    wall_time_s (status times), train_time_s (first to last train summary), changed (vs base).
-    """
-    return _leaderboard(gather(exp))
-
-
-def _leaderboard(g: Gathered) -> pd.DataFrame:
-    df = g.df.copy()
-    df["_order"] = range(len(df))
-    df = df.sort_values(["rank", "_order"], na_position="last").drop(columns="_order")
-    first = ["rank", "trial", "state", "reason", "base", "objective", "best_step"]
-    rest = [c for c in df.columns if c not in first]
-    groups = [[c for c in rest if c.startswith(p)]
-              for p in (PARAM, BEST, EVAL, TRAIN, LAST_REPORTED)]
-    grouped = {c for grp in groups for c in grp}
-    other = [c for c in rest if c not in grouped]
-    return df[first + [c for grp in groups for c in grp] + other].reset_index(drop=True)
-
-
-def best_trial(exp: Experiment) -> TrialDir | None:
-    """The trial with the best value of the sweep's first metric (failed trials excluded)."""
-    g = gather(exp)
-    name = g.best_name()
-    return g.trials[name] if name else None
-
-
-# ---------------------------------------------------------------- Optuna
-
-def _load_study(g: Gathered) -> Any | None:
-    """The sweep's Optuna study, or None (with a note) if it is not there yet."""
-    import optuna
-
-    url = g.exp.storage_url()
-    if url.startswith("sqlite:///"):
-        db = Path(url[len("sqlite:///"):])
-        if not db.exists():  # loading would create an empty database
-            g.notes.append(f"No Optuna study yet ({db} does not exist).")
-            return None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    name = g.settings.get("study_name")
-    try:
-        if not name:
-            names = optuna.get_all_study_names(storage=url)
-            if len(names) != 1:
-                g.notes.append(f"experiment.json names no study_name and {url} holds "
-                               f"{len(names)} studies: {names}.")
-                return None
-            name = names[0]
-        return optuna.load_study(study_name=name, storage=url)
-    except Exception as e:  # noqa: BLE001 - a report must not die on a busy or odd database
-        g.notes.append(f"Could not load the Optuna study {name!r} from {url}: {e}")
-        return None
-
-
-def param_importances(g: Gathered, study: Any | None) -> tuple[dict[str, float], str]:
-    """Optuna's importances of the first objective, or ``({}, why there are none)``."""
-    if study is None:
-        return {}, "not available: no Optuna study"
-    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
-    from optuna.trial import TrialState
-
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.values]
-    varied = [p for p in {k for t in done for k in t.params}
-              if len({repr(t.params.get(p)) for t in done}) > 1]
-    if len(done) < 2 or not varied:
-        return {}, (f"not enough trials: {len(done)} completed in the study with "
-                    f"{len(varied)} varied parameters (need at least 2 trials and 1 parameter)")
-    target = None if len(study.directions) == 1 else (lambda t: t.values[0])
-    try:
-        values = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0),
-                                       target=target)
-    except Exception as e:  # noqa: BLE001 - e.g. too few distinct values for the forest
-        return {}, f"not available: Optuna could not compute them ({e})"
-    return dict(values), f"from {len(done)} completed trials (fANOVA, Optuna)"
-
-
-def _same_params(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    keys = set(a) & set(b)
-    return bool(keys) and all(a[k] == b[k] for k in keys)
-
-
-def pareto_front(g: Gathered, study: Any | None) -> tuple[list[str], str]:
-    """Trials on the Pareto front of the first two objectives: Optuna's ``best_trials`` mapped
-    to trial folders by their parameters, else computed from the last reported values.
-
-    Either way the dots are the values each trial last reported (what Optuna ranks).
-    """
-    if study is not None and len(study.directions) >= 2:
-        names = []
-        for ft in study.best_trials:
-            for t in g.df.itertuples():
-                params = public_params(g.trials[t.trial].params())
-                if _same_params(ft.params, params) and t.trial not in names:
-                    names.append(t.trial)
-        if names:
-            return names, "Pareto-optimal trials from the Optuna study (study.best_trials)"
-    a, b = g.objectives[:2]
-    xa, xb = LAST_REPORTED + a.tag, LAST_REPORTED + b.tag
-    if xa not in g.df or xb not in g.df:
-        return [], "no trial has both objectives yet"
-    # As Optuna: only completed trials (stopped ones are PRUNED there).
-    pts = g.df[(g.df["state"] == COMPLETED) & g.df[xa].notna() & g.df[xb].notna()]
-
-    def dominates(p: Any, q: Any) -> bool:
-        ge = all(not o.better(q[c], p[c]) for o, c in ((a, xa), (b, xb)))
-        return ge and any(o.better(p[c], q[c]) for o, c in ((a, xa), (b, xb)))
-
-    front = [str(p["trial"]) for _, p in pts.iterrows()
-             if not any(dominates(q, p) for _, q in pts.iterrows())]
-    return front, "Pareto-optimal trials computed from the last reported values"
-
-
 # ---------------------------------------------------------------- tables
 
 Cell = str | list[str]  # a list renders as lines within one cell
@@ -399,6 +95,8 @@ class Table:
     header: list[str]
     rows: list[list[Cell]]
     id: str = ""
+    titles: list[str] | None = None  # HTML header tooltips (e.g. a parameter's full name)
+    sortable: bool = False  # HTML: click a header to sort, type to filter (SORT_JS)
 
     def markdown(self) -> str:
         def cell(c: Cell) -> str:
@@ -414,10 +112,15 @@ class Table:
         def cell(c: Cell) -> str:
             return "<br>".join(html.escape(x) for x in c) if isinstance(c, list) else html.escape(c)
 
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.header)
+        titles = self.titles or [""] * len(self.header)
+        head = "".join(f'<th title="{html.escape(t)}">{html.escape(h)}</th>' if t
+                       else f"<th>{html.escape(h)}</th>"
+                       for h, t in zip(self.header, titles, strict=True))
         body = "".join("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in row) + "</tr>"
                        for row in self.rows)
         ident = f' id="{self.id}"' if self.id else ""
+        if self.sortable:
+            ident += ' class="sortable"'
         return f'<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
@@ -439,9 +142,8 @@ def run_table(g: Gathered) -> Table:
               "Training time"]
     rows, base = [], g.base_name()
     for _, r in g.df.iterrows():
-        changed = g.changed.get(r["trial"], {})
         train, last_eval = g.metrics[r["trial"]].last_train(), g.metrics[r["trial"]].last_eval()
-        changes = [f"{k}: {v}" for k, v in changed.items()] or ["default settings"]
+        changes = short_names.line(g.short_changes(r["trial"])) or "default settings"
         state = r["state"] + (f" ({r['reason']})" if r["reason"] else "")
         rows.append([
             r["trial"] + (" (base)" if r["trial"] == base else ""), state,
@@ -460,7 +162,12 @@ def leaderboard_table(g: Gathered) -> Table:
     obj = g.objectives[0]
     header = ["Rank", "Trial", "State", f"Best {label(obj.tag)} ({obj.mode})", "at step",
               "mAP", "mAP@.50", "AR@100", "Final total loss", "Steps", "Wall time",
-              *(p[len(PARAM):] for p in g.param_names)]
+              *(short_names.leaf_name(p[len(PARAM):]) for p in g.param_names)]
+    titles = [""] * (len(header) - len(g.param_names)) + [p[len(PARAM):] for p in g.param_names]
+    if g.vs_best:  # after the metrics: how far behind the best, and whether that is noise
+        header.insert(8, "mAP behind best (95%)")
+        titles.insert(8, "the best's mAP minus this trial's, paired bootstrap over eval images; "
+                         "'~' marks a gap within the noise")
     rows, base = [], g.base_name()
     for _, r in _leaderboard(g).iterrows():
         rows.append([
@@ -469,9 +176,22 @@ def leaderboard_table(g: Gathered) -> Table:
             *(fmt(_num(r, BEST + t)) for t in (m.MAP, m.MAP50, m.AR100)),
             fmt(g.metrics[r["trial"]].last_train().get(m.TOTAL_LOSS)), fmt(_num(r, "steps")),
             fmt_duration(_num(r, "wall_time_s")),
-            *(fmt(_num(r, p)) for p in g.param_names),
+            *(short_names.option_name(v) if isinstance(v := _num(r, p), str)
+              else fmt(v, short_names.DIGITS) for p in g.param_names),
         ])
-    return Table(header, rows, id="leaderboard")
+        if g.vs_best:
+            rows[-1].insert(8, _gap(g, str(r["trial"])))
+    return Table(header, rows, id="leaderboard", titles=titles, sortable=True)
+
+
+def _gap(g: Gathered, name: str) -> str:
+    if name == g.best_name():
+        return "best"
+    iv = g.vs_best.get(name)
+    if iv is None:
+        return ""
+    return (f"{iv.diff:+.3g} [{iv.low:+.3g}, {iv.high:+.3g}]"
+            + ("" if iv.real else " ~"))
 
 
 def _log_tail(path: Path, lines: int = 3) -> list[str]:
@@ -495,8 +215,7 @@ def failures_table(g: Gathered) -> Table | None:
         tail = _log_tail(trial.train_log) if r["state"] == FAILED else []
         rows.append([r["trial"], r["state"], r["reason"] or "(no reason recorded)",
                      fmt(_num(r, "steps")), fmt(_num(r, "attempts")),
-                     g.changed.get(r["trial"]) and
-                     [f"{k}: {v}" for k, v in g.changed[r["trial"]].items()] or "",
+                     short_names.line(g.short_changes(r["trial"])),
                      tail or ""])
     return Table(["Trial", "State", "Reason", "Last step", "Attempts", "Changed parameters",
                   "End of train.log"], rows, id="failures")
@@ -539,6 +258,31 @@ def _write_text(path: Path, text: str) -> None:
 
 def _as(kind: type, value: Any) -> Any:
     return None if value is None else kind(value)
+
+
+def _write_replay(g: Gathered, trial: TrialDir, out: Path) -> None:
+    """PBT: the best lineage's learning-rate history as one config that reproduces it from
+    step 0 in a single run (best/replay_pipeline.config), and what else changed (replay.md)."""
+    from sweep import pbt
+
+    if not any(len(t.status().get("lineage") or []) > 1 for t in g.trials.values()):
+        return
+    from sweep.render import load_pipeline, render, write_pipeline
+
+    try:
+        params = pbt.replay_params(pbt.learning_rate_history(g.exp, trial.name))
+    except ValueError as e:
+        g.notes.append(f"no replay config for {trial.name}: {e}")
+        return
+    write_pipeline(render(load_pipeline(trial.pipeline_path), params),
+                   out / "replay_pipeline.config")
+    _write_text(out / "replay.md", f"# Replaying {trial.name}'s lineage in one run\n\n"
+                f"`replay_pipeline.config` is {trial.name}'s config with a "
+                f"manual_step_learning_rate of {len(params['manual_step_learning_rate.schedule'])}"
+                " steps that follows the rate its lineage trained with from step 0. Other "
+                "values in force, per stretch (the replay keeps the last ones):\n\n"
+                + "\n".join(f"- {line}" for line in
+                            pbt.replay_note(g.exp, trial.name).splitlines()) + "\n")
 
 
 def _write_best(g: Gathered, best: str, out: Path, fine_tune_from_best: bool) -> dict[str, Any]:
@@ -584,33 +328,11 @@ def _write_best(g: Gathered, best: str, out: Path, fine_tune_from_best: bool) ->
     return info
 
 
-def _write_replay(g: Gathered, trial: TrialDir, out: Path) -> None:
-    """PBT: the best lineage's learning-rate history as one config that reproduces it from
-    step 0 in a single run (best/replay_pipeline.config), and what else changed (replay.md)."""
-    from sweep import pbt
-
-    if not any(len(t.status().get("lineage") or []) > 1 for t in g.trials.values()):
-        return
-    from sweep.render import load_pipeline, render, write_pipeline
-
-    try:
-        params = pbt.replay_params(pbt.learning_rate_history(g.exp, trial.name))
-    except ValueError as e:
-        g.notes.append(f"no replay config for {trial.name}: {e}")
-        return
-    write_pipeline(render(load_pipeline(trial.pipeline_path), params),
-                   out / "replay_pipeline.config")
-    _write_text(out / "replay.md", f"# Replaying {trial.name}'s lineage in one run\n\n"
-                f"`replay_pipeline.config` is {trial.name}'s config with a "
-                f"manual_step_learning_rate of {len(params['manual_step_learning_rate.schedule'])}"
-                " steps that follows the rate its lineage trained with from step 0. Other "
-                "values in force, per stretch (the replay keeps the last ones):\n\n"
-                + "\n".join(f"- {line}" for line in
-                            pbt.replay_note(g.exp, trial.name).splitlines()) + "\n")
-
-
-def _plots(g: Gathered, study: Any | None, plot_dir: Path) -> tuple[dict[str, Path], list[str]]:
-    """Draw every plot that applies; returns the files and a sentence per missing one."""
+def _plots(g: Gathered, study: Any | None, mirror: Any, plot_dir: Path
+           ) -> tuple[dict[str, Path], list[str]]:
+    """Draw every PNG that applies (for report.md); returns the files and a sentence per
+    missing one. Importances come from ``mirror`` (as the HTML's), the Pareto front from the
+    sweep's ``study`` when it has one."""
     from sweep import plots
 
     made: dict[str, Path | None] = {}
@@ -627,7 +349,7 @@ def _plots(g: Gathered, study: Any | None, plot_dir: Path) -> tuple[dict[str, Pa
     made["params_vs_metric.png"] = plots.params_vs_metric(
         g.df[g.df["state"] != FAILED], g.varied_params(), "objective",
         plot_dir / "params_vs_metric.png", label=f"best {label(obj.tag)}")
-    values, note = param_importances(g, study)
+    values, note = param_importances(g, mirror)
     g.notes.append(f"Parameter importances: {note}.")
     made["param_importances.png"] = plots.importances(
         {k: v for k, v in values.items()}, plot_dir / "param_importances.png",
@@ -666,13 +388,58 @@ class Section:
     title: str
     text: list[str] = field(default_factory=list)  # paragraphs (plain text)
     table: Table | None = None
-    images: list[tuple[str, Path]] = field(default_factory=list)  # (caption, png)
+    images: list[tuple[str, Path]] = field(default_factory=list)  # (caption, png): report.md
+    figures: list[Any] = field(default_factory=list)  # report_figures.Figure: report.html
+    details: list[tuple[str, list[str]]] = field(default_factory=list)  # collapsed: (summary, lines)
+    id: str = ""
 
 
-def _sections(g: Gathered, plots_made: dict[str, Path], best_info: dict[str, Any] | None
-              ) -> list[Section]:
+def _verdict(g: Gathered, best_info: dict[str, Any] | None, significance: str) -> Section:
+    """The page's first answer: which config, how much better than the base, what changed,
+    and how sure that is."""
     obj = g.objectives[0]
     best, base = g.best_name(), g.base_name()
+    if not best_info or not best:
+        return Section("Verdict", ["No trial has been evaluated yet: there is no best config."],
+                       id="verdict")
+    use = (f"Use {best}'s config: best/pipeline.config (best {label(obj.tag)} "
+           f"{fmt(best_info['value'])} at step {fmt(best_info['step'])}"
+           + (f", fine-tuning from {best_info['fine_tune_checkpoint']}"
+              if best_info.get("fine_tune_checkpoint") else "") + ").")
+    if not base or best == base:
+        return Section("Verdict", [use, f"The base config ({best}) is the best trial so far: "
+                                        "no sampled config beat it."], id="verdict")
+    rb, rs = g.df.set_index("trial").loc[base], g.df.set_index("trial").loc[best]
+    gains = []
+    for name, col in ((label(m.MAP), BEST + m.MAP), (label(m.MAP50), BEST + m.MAP50),
+                      (label(m.AR100), BEST + m.AR100)):
+        a, b = _num(rb, col), _num(rs, col)
+        if a is not None and b is not None:
+            gains.append(f"{name} {fmt(b)} vs {fmt(a)} ({_change(a, b)})")
+    ta, tb = _num(rb, "train_time_s"), _num(rs, "train_time_s")
+    if ta is not None and tb is not None:
+        gains.append(f"training time {fmt_duration(tb)} vs {fmt_duration(ta)}")
+    changes = short_names.line(g.short_changes(best)) or "nothing in the space's parameters"
+    text = [use,
+            f"Against the base config ({base}), each at its best evaluation: "
+            + "; ".join(gains) + ".",
+            f"What changed: {changes}.",
+            f"How sure: {significance}"]
+    full = _best_vs_base_diff(g, base, best)
+    return Section("Verdict", text, compare_table(g, base, best), id="verdict",
+                   details=[("Changed fields, as full pipeline.config paths",
+                             [f"{k}: {v}" for k, v in full.items()] or ["none"])])
+
+
+def _change(a: float, b: float) -> str:
+    delta = b - a
+    return f"{delta:+.3g}" + (f", {delta / abs(a):+.1%}" if a else "")
+
+
+def _sections(g: Gathered, plots_made: dict[str, Path], best_info: dict[str, Any] | None,
+              figs: Sequence[Any], figure_notes: Sequence[str], significance: str,
+              pictures: tuple[list[tuple[str, Path]], str]) -> list[Section]:
+    obj = g.objectives[0]
     counts = g.df["state"].value_counts().to_dict()
     summary = [
         f"Experiment {g.exp.name}: model {g.settings.get('model_name', '?')}, "
@@ -681,45 +448,39 @@ def _sections(g: Gathered, plots_made: dict[str, Path], best_info: dict[str, Any
         f"{g.settings.get('sampler', '?')}, scheduler {g.settings.get('scheduler', '?')}.",
         "Objectives: " + ", ".join(f"{o.tag} ({o.mode})" for o in g.objectives) + ".",
     ]
-    if best_info:
-        summary.append(
-            f"Best trial: {best} with {label(obj.tag)} {fmt(best_info['value'])} at step "
-            f"{fmt(best_info['step'])}. best/pipeline.config is its config"
-            + (f", fine-tuning from {best_info['fine_tune_checkpoint']}"
-               if best_info.get("fine_tune_checkpoint") else "")
-            + (f"; its checkpoint nearest that step is {best_info['checkpoint']} "
-               f"(step {best_info['checkpoint_step']})" if best_info.get("checkpoint") else "")
-            + ".")
-    else:
-        summary.append("No trial has been evaluated yet: there is no best config.")
-    sections = [Section("Summary", summary)]
-    sections.append(Section("Runs", ["One row per trial in the order they started. Losses and "
-                                      "learning rate at the last train step, mAP and AR@100 at "
-                                      "the last evaluation; changed parameters are what differs "
-                                      "from the base config."], run_table(g)))
+    if best_info and best_info.get("checkpoint"):
+        summary.append(f"The best trial's checkpoint nearest its best step is "
+                       f"{best_info['checkpoint']} (step {best_info['checkpoint_step']}).")
+    sections = [_verdict(g, best_info, significance)]
     sections.append(Section("Leaderboard", [
         f"Ranked by each trial's best {obj.tag} ({obj.mode}) over its evaluations, the value "
         "the runner reported to Ray (a loss is the training job's at that step); failed "
-        "trials are not ranked. mAP, mAP@.50 and AR@100 are at that best step."],
+        "trials are not ranked. mAP, mAP@.50 and AR@100 are at that best step. Parameters "
+        "by the space's short names (hover a header for the full name)."],
                             leaderboard_table(g)))
-    if best and base:
-        if best == base:
-            sections.append(Section("Best vs base config", [
-                f"The base config ({base}) is the best trial so far."]))
-        else:
-            diff = _best_vs_base_diff(g, base, best)
-            sections.append(Section("Best vs base config", [
-                f"Base: {base} (the trial evaluated with the base config's values). "
-                f"Best: {best}.",
-                "Parameters of the best that differ from the base: "
-                + ("; ".join(f"{k}: {v}" for k, v in diff.items()) or "none") + "."],
-                compare_table(g, base, best)))
+    if pictures[0]:
+        sections.append(Section("Detections: best and base", [pictures[1]], None, pictures[0],
+                                id="detections"))
+    elif best_info:
+        g.notes.append(pictures[1])
+    sections.append(Section("Summary", summary))
+    sections.append(Section("Runs", ["One row per trial in the order they started. Losses and "
+                                      "learning rate at the last train step, mAP and AR@100 at "
+                                      "the last evaluation; changed parameters are what differs "
+                                      "from the base trial, by the space's names."],
+                            run_table(g)))
     fails = failures_table(g)
     sections.append(Section("Failed and stopped trials",
                             [] if fails else ["No trial failed or was stopped."], fails))
     images = [(PLOT_TITLES[n], plots_made[n]) for n in PLOT_FILES if n in plots_made]
-    sections.append(Section("Plots", [] if images else ["No plots yet: no trial has been "
-                                                        "trained and evaluated."], None, images))
+    plot_text = list(figure_notes)
+    if not images and not figs:
+        plot_text.insert(0, "No plots yet: no trial has been trained and evaluated.")
+    elif figs:
+        plot_text.insert(0, "Drawn by Optuna's visualization module from the trials as this "
+                            "report reads them (each trial's value is its best evaluation); "
+                            "Optuna's trial number N is the Runs table's row N, from 0.")
+    sections.append(Section("Plots", plot_text, None, images, list(figs)))
     if g.notes:
         sections.append(Section("Notes", list(g.notes)))
     return sections
@@ -759,6 +520,9 @@ def render_markdown(g: Gathered, sections: Sequence[Section], out_dir: Path,
             parts += [p, ""]
         if s.table:
             parts += [s.table.markdown(), ""]
+        for summary, lines in s.details:
+            parts += [f"<details><summary>{html.escape(summary)}</summary>", "",
+                      *(f"- `{ln}`" for ln in lines), "", "</details>", ""]
         for caption, path in s.images:
             parts += [f"### {caption}", "", f"![{caption}]({path.relative_to(out_dir)})", ""]
     return "\n".join(parts)
@@ -770,17 +534,25 @@ body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; marg
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; }
 table { border-collapse: collapse; font-size: 13px; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 4px 6px; vertical-align: top; text-align: left;
-         max-width: 32em; overflow-wrap: anywhere; }
+         white-space: nowrap; }
 th { background: #f3f3f3; position: sticky; top: 0; }
 tr:nth-child(even) td { background: #fafafa; }
-.scroll { overflow-x: auto; }
+table.sortable th { cursor: pointer; user-select: none; }
+th[data-dir="asc"]::after { content: " \25B2"; } th[data-dir="desc"]::after { content: " \25BC"; }
+.scroll { overflow-x: auto; max-height: 70vh; }
 .banner { background: #fff3cd; border: 1px solid #e0c36c; padding: .8em 1em; font-weight: bold; }
+#verdict + p { font-size: 1.15em; font-weight: bold; }
+.verdict { background: #eef6ee; border: 1px solid #9c9; padding: .2em 1em; }
 figure { margin: 1em 0; } figcaption { font-weight: bold; margin-bottom: .3em; }
 img { max-width: 100%; height: auto; border: 1px solid #eee; }
-.meta { color: #666; }
+.pics { display: grid; grid-template-columns: repeat(3, max-content); gap: 0 1.5em; }
+.pics img { width: 360px; image-rendering: pixelated; }
+.meta { color: #666; } .filter { margin: .5em 0; padding: 3px 6px; width: 20em; }
+details { margin: .5em 0; } details li { font-family: monospace; font-size: 12px; }
 """
 
-# Marks the page once every image has decoded (the browser test reads these with --dump-dom).
+# Marks the page once every image has decoded and every figure has drawn its SVG (the browser
+# test reads these with --dump-dom).
 CHECK_JS = """
 window.addEventListener('error', function (e) {
   document.body.setAttribute('data-js-error', String(e.message || e));
@@ -788,33 +560,157 @@ window.addEventListener('error', function (e) {
 window.addEventListener('load', function () {
   var imgs = Array.prototype.slice.call(document.images);
   var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+  var figs = document.querySelectorAll('.plotly-graph-div');
+  var drawn = Array.prototype.filter.call(figs, function (f) {
+    return f.querySelector('svg.main-svg') !== null; }).length;
   document.body.setAttribute('data-images', ok + '/' + imgs.length);
-  document.body.setAttribute('data-report-ok', ok === imgs.length ? 'yes' : 'no');
+  document.body.setAttribute('data-figures', drawn + '/' + figs.length);
+  document.body.setAttribute('data-report-ok',
+                             ok === imgs.length && drawn === figs.length ? 'yes' : 'no');
+});
+"""
+
+# Leaderboard: a click on a header sorts by that column (numbers as numbers, blanks last),
+# a second click reverses; the box above filters rows by any text in them.
+SORT_JS = """
+document.querySelectorAll('table.sortable').forEach(function (table) {
+  var body = table.tBodies[0];
+  var box = document.getElementById(table.id + '-filter');
+  if (box) box.addEventListener('input', function () {
+    var q = box.value.toLowerCase();
+    Array.prototype.forEach.call(body.rows, function (r) {
+      r.style.display = r.textContent.toLowerCase().indexOf(q) >= 0 ? '' : 'none'; });
+  });
+  Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, col) {
+    th.addEventListener('click', function () {
+      var dir = th.getAttribute('data-dir') === 'asc' ? 'desc' : 'asc';
+      Array.prototype.forEach.call(th.parentNode.cells, function (c) { c.removeAttribute('data-dir'); });
+      th.setAttribute('data-dir', dir);
+      var rows = Array.prototype.slice.call(body.rows);
+      function key(r) { var t = r.cells[col].textContent.trim();
+        var n = parseFloat(t); return t === '' ? null : (isNaN(n) || !/^[-+.\\d]/.test(t) ? t : n); }
+      rows.sort(function (a, b) {
+        var x = key(a), y = key(b);
+        if (x === null || y === null) return x === y ? 0 : (x === null ? 1 : -1);
+        var c = (typeof x === typeof y) ? (x < y ? -1 : x > y ? 1 : 0)
+                                         : (typeof x === 'number' ? -1 : 1);
+        return dir === 'asc' ? c : -c;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
 });
 """
 
 
 def render_html(g: Gathered, sections: Sequence[Section], generated: str) -> str:
     title = html.escape(_title(g))
+    has_figures = any(s.figures for s in sections)
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             f"<title>{title}</title><style>{CSS}</style></head>",
-             f'<body data-finished="{"yes" if g.finished else "no"}">', f"<h1>{title}</h1>",
-             f'<p class="meta">Generated {html.escape(generated)}.</p>']
+             f"<title>{title}</title><style>{CSS}</style>"]
+    if has_figures:  # once, inline: the file works offline and alone
+        from sweep.report_figures import plotly_js
+
+        parts.append(f'<script type="text/javascript">{plotly_js()}</script>')
+    parts += ["</head>", f'<body data-finished="{"yes" if g.finished else "no"}">',
+              f"<h1>{title}</h1>", f'<p class="meta">Generated {html.escape(generated)}.</p>']
     if banner := _banner(g):
         parts.append(f'<div class="banner" id="partial-banner">{html.escape(banner)}</div>')
     for s in sections:
-        parts.append(f"<h2>{html.escape(s.title)}</h2>")
+        ident = f' id="{s.id}"' if s.id else ""
+        parts.append(f"<h2{ident}>{html.escape(s.title)}</h2>")
         parts += [f"<p>{html.escape(p)}</p>" for p in s.text]
         if s.table:
+            if s.table.sortable:
+                parts.append(f'<input class="filter" id="{s.table.id}-filter" type="search" '
+                             'placeholder="filter rows (any text)">')
             parts.append(f'<div class="scroll">{s.table.html()}</div>')
-        for caption, path in s.images:
-            data = base64.b64encode(path.read_bytes()).decode()
-            parts.append(f"<figure><figcaption>{html.escape(caption)}</figcaption>"
-                         f'<img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
-                         "</figure>")
-    parts.append(f"<script>{CHECK_JS}</script></body></html>")
+        for summary, lines in s.details:
+            parts.append(f"<details><summary>{html.escape(summary)}</summary><ul>"
+                         + "".join(f"<li>{html.escape(ln)}</li>" for ln in lines)
+                         + "</ul></details>")
+        if s.figures:
+            parts += [f"<figure><figcaption>{html.escape(f.title)}</figcaption>{f.html}</figure>"
+                      for f in s.figures]
+        elif s.images:  # no interactive figure for this section: its PNGs
+            parts.append('<div class="pics">' if s.id == "detections" else "<div>")
+            for caption, path in s.images:
+                data = base64.b64encode(path.read_bytes()).decode()
+                parts.append(f"<figure><figcaption>{html.escape(caption)}</figcaption>"
+                             f'<img alt="{html.escape(caption)}" '
+                             f'src="data:image/png;base64,{data}"></figure>')
+            parts.append("</div>")
+    parts.append(f"<script>{SORT_JS}</script><script>{CHECK_JS}</script></body></html>")
     return "\n".join(parts)
+
+
+PICTURES = 3  # eval images shown per trial
+_PICTURE = re.compile(r"detections_(best|base)_\d+\.png")  # ours, in plots/
+
+
+def _pictures(g: Gathered, plot_dir: Path) -> tuple[list[tuple[str, Path]], str]:
+    """The OD API eval's side-by-side pictures (detections left, ground truth right) of the
+    best and base trials at their best steps, as PNGs in plots/; and a sentence."""
+    for old in plot_dir.glob("detections_*.png"):
+        if _PICTURE.fullmatch(old.name):
+            old.unlink()
+    best, base = g.best_name(), g.base_name()
+    shown: list[tuple[str, Path]] = []
+    missing = []
+    for role, name in (("best", best), ("base", base)):
+        if not name or (role == "base" and name == best):
+            continue
+        images = m.read_images(g.trials[name].path / "eval")
+        step = _num(g.df.set_index("trial").loc[name], "best_step")
+        if not images or step is None:
+            missing.append(name)
+            continue
+        at = min(images, key=lambda s: abs(s - int(step)))  # the best step's, else the nearest
+        tags = sorted(images[at], key=lambda t: [int(x) if x.isdigit() else x
+                                                 for x in re.split(r"(\d+)", t)])[:PICTURES]
+        for i, tag in enumerate(tags):
+            path = plot_dir / f"detections_{role}_{i}.png"
+            _write_bytes(path, images[at][tag])
+            shown.append((f"{role} ({name}), step {at}, eval image {i + 1}", path))
+    text = ("The OD API eval's own pictures (eval_config.num_visualizations): each trial's "
+            "predicted boxes and scores on the left, the ground truth on the right.")
+    if missing:
+        text += (f" No pictures in the eval event files of {', '.join(missing)} "
+                 "(num_visualizations 0, or the eval input keeps no original images).")
+    return shown, text
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def _significance(g: Gathered) -> str:
+    """Whether the best beats the base by more than the eval set's noise (sweep.bootstrap);
+    fills ``g.vs_best`` for the leaderboard on the way."""
+    why = noise_vs_best(g)
+    best, base = g.best_name(), g.base_name()
+    if why:
+        return f"not measured: {why}."
+    for name, gap in g.vs_best.items():  # leaderboard.csv: the gap and its interval
+        for col, v in (("map_behind_best", gap.diff), ("map_behind_best_low", gap.low),
+                       ("map_behind_best_high", gap.high)):
+            g.df.loc[g.df["trial"] == name, col] = v
+    iv = g.vs_best.get(base) if base else None
+    if iv is None:
+        reason = kept_detections(g, base) if base else "no base trial"
+        return f"not measured: {reason if isinstance(reason, str) else 'see the notes'}."
+    verdict = ("the interval excludes 0: the win is larger than this eval set's noise."
+               if iv.real and iv.diff > 0 else
+               "the base is better beyond the noise." if iv.real else
+               f"the interval contains 0: with {iv.n_images} eval images this difference is "
+               "within the noise; more eval images (or repeated runs) would tell.")
+    return (f"mAP {best} - {base} = {iv.diff:+.3g}, {iv.level:.0%} interval "
+            f"[{iv.low:+.3g}, {iv.high:+.3g}] (paired bootstrap over the {iv.n_images} eval "
+            f"images, {iv.resamples} resamples; README: Is the win real?): {verdict}")
 
 
 def write_report(exp: Experiment, out_dir: Path | None = None, *,
@@ -836,9 +732,15 @@ def write_report(exp: Experiment, out_dir: Path | None = None, *,
     else:
         for name in BEST_FILES:  # a stale best from an earlier report would mislead
             (out_dir / "best" / name).unlink(missing_ok=True)
+    from sweep import report_figures
+
     study = _load_study(g)
+    mirror, _ = report_figures.mirror_study(g, study)
     plot_dir = out_dir / "plots"
-    made, missing = _plots(g, study, plot_dir)
+    made, missing = _plots(g, study, mirror, plot_dir)
+    figs, figure_notes = report_figures.figures(g, mirror, label(g.objectives[0].tag))
+    significance = _significance(g)
+    pictures = _pictures(g, plot_dir)
     for name in PLOT_FILES:
         if name not in made:
             (plot_dir / name).unlink(missing_ok=True)
@@ -849,7 +751,7 @@ def write_report(exp: Experiment, out_dir: Path | None = None, *,
     _write_text(out_dir / "leaderboard.md",
                 f"# Leaderboard: {exp.name}\n\n" + (f"> **{banner}**\n\n" if banner else "")
                 + leaderboard_table(g).markdown() + "\n")
-    sections = _sections(g, made, best_info)
+    sections = _sections(g, made, best_info, figs, figure_notes, significance, pictures)
     _write_text(out_dir / "report.md", render_markdown(g, sections, out_dir, generated))
     _write_text(out_dir / "report.html", render_html(g, sections, generated))
     return out_dir

@@ -12,7 +12,8 @@ evaluates every checkpoint in order rather than jumping to the newest, polls eve
 instead of every 180-300 s, warms up on the untrained step-0 checkpoint without recording it,
 skips checkpoints it already evaluated (so a restarted eval job does not redo work), exits once
 the final step is evaluated, and records which checkpoint gave which metrics in
-``eval/evaluated.jsonl`` (the OD API keeps no "best" checkpoint; the trial keeps one from this).
+``eval/evaluated.jsonl`` (the OD API keeps no "best" checkpoint; the trial keeps one from this),
+and keeps each evaluation's per-image detections in COCO results format (``sweep.detections``).
 """
 
 from __future__ import annotations
@@ -88,6 +89,8 @@ def evaluate(pipeline: Path, model_dir: Path, *, poll: float, eval_initial: bool
     from object_detection.builders import model_builder, optimizer_builder
     from object_detection.utils import config_util
 
+    from sweep import detections
+
     configs = config_util.get_configs_from_pipeline_file(str(pipeline))
     model_config = configs["model"]
     eval_config = configs["eval_config"]
@@ -104,6 +107,7 @@ def evaluate(pipeline: Path, model_dir: Path, *, poll: float, eval_initial: bool
                                            global_step=global_step)
     writer = tf.summary.create_file_writer(str(model_dir / "eval"))
     done = {row["checkpoint"] for row in read_evaluated(model_dir)}
+    evaluators = detections.capture_evaluators()
     last_new = time.time()
     warmed = False
     while True:
@@ -131,6 +135,7 @@ def evaluate(pipeline: Path, model_dir: Path, *, poll: float, eval_initial: bool
                     model, configs, eval_input, global_step=global_step)
             writer.flush()
             metrics = {k: float(v) for k, v in result.items()}
+            detections.keep_detections(model_dir, Path(latest).name, evaluators)
             print(f"eval: step {step} {Path(latest).name} in {time.time() - t0:.1f}s "
                   f"mAP={metrics.get('DetectionBoxes_Precision/mAP')}", flush=True)
         elif not warmed:

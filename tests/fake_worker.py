@@ -1,7 +1,8 @@
 """A fast stand-in for `sweep.worker` (no TensorFlow) to test TrialRunner's policy.
 
 It writes what the OD API jobs write -- train/eval event files, ckpt-N files, the `checkpoint`
-state file, eval/evaluated.jsonl -- at the same argv, in milliseconds. FAKE_MODE picks a
+state file, eval/evaluated.jsonl, eval/groundtruth.json + eval/detections/ckpt-N.json -- at
+the same argv, in milliseconds. FAKE_MODE picks a
 behaviour: ok | nan (loss becomes NaN at step 20) | crash_once (train dies with SIGKILL the
 first time, after its first checkpoint) | crash_always | hang (train never progresses: no
 summary, no checkpoint) | slow (a summary every FAKE_STEP_SLEEP s, default 0.5). As the real
@@ -21,7 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from report_fixtures import _scalar_value  # noqa: E402
+from report_fixtures import _scalar_value, detections_for, eval_groundtruth  # noqa: E402
+
+from sweep.detections import write_detections  # noqa: E402
 
 
 def append_event(event_dir: Path, step: int, tags: dict[str, float]) -> None:
@@ -110,6 +113,9 @@ def evaluate(a: argparse.Namespace) -> None:
             append_event(a.model_dir / "eval", step, {"DetectionBoxes_Precision/mAP": mAP,
                                                       "DetectionBoxes_Recall/AR@100": mAP / 2,
                                                       "Loss/total_loss": 100.0 - step})
+            # As the real eval job: the per-image detections behind this evaluation.
+            gt = eval_groundtruth()
+            write_detections(a.model_dir, f"ckpt-{n}", gt, detections_for(gt, mAP, seed=step))
             with open(log, "a") as f:
                 f.write(json.dumps({"checkpoint": f"ckpt-{n}", "step": step,
                                     "metrics": {}, "time": time.time()}) + "\n")

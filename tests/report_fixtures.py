@@ -16,11 +16,13 @@ import random
 import socket
 import struct
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sweep import metrics as m
+from sweep.detections import write_detections
 from sweep.experiment import (
     COMPLETED,
     FAILED,
@@ -108,6 +110,39 @@ def write_events(event_dir: Path, rows: dict[int, dict[str, float]], start_wall:
             event = event_pb2.Event(wall_time=start_wall + step * seconds_per_step, step=step,
                                     summary=summary)
             writer.write(event.SerializeToString())
+
+
+def picture(trial: str, step: int, i: int) -> bytes:
+    """A small PNG unique to (trial, step, image): what the eval's side-by-side picture is."""
+    import io
+
+    from PIL import Image
+
+    seed = zlib.crc32(f"{trial}:{step}:{i}".encode())
+    img = Image.new("RGB", (64, 32), (seed % 256, seed // 256 % 256, seed // 65536 % 256))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_pictures(event_dir: Path, trial: str, steps: list[int], n: int = 4) -> None:
+    """The OD API eval's image summaries (``eval_side_by_side_<i>_0``) at each of ``steps``."""
+    from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, types_pb2
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    with open(event_dir / "events.out.tfevents.0.pictures.v2", "wb") as f:
+        writer = RecordWriter(f)
+        for step in steps:
+            values = []
+            for i in range(n):
+                tensor = tensor_pb2.TensorProto(
+                    dtype=types_pb2.DT_STRING,
+                    string_val=[b"64", b"32", picture(trial, step, i)])
+                values.append(summary_pb2.Summary.Value(tag=f"eval_side_by_side_{i}_0",
+                                                        tensor=tensor))
+            writer.write(event_pb2.Event(step=step, wall_time=0.0,
+                                         summary=summary_pb2.Summary(value=values))
+                         .SerializeToString())
 
 
 def _f32(x: float) -> float:
@@ -202,6 +237,7 @@ def make_experiment(root: Path, *, finished: bool = True, multi_objective: bool 
             if t.eval:
                 write_events(trial.path / "eval", t.eval, created + 6, seconds_per_step,
                              kind="simple" if i % 2 else "tensor")
+                write_pictures(trial.path / "eval", trial.name, list(t.eval))
             if state != RUNNING:
                 status["ended_at"] = created + 10 + last_step * seconds_per_step
             _write_checkpoints(trial, t, metrics_[0], modes[0], runner_best)
@@ -241,6 +277,11 @@ def _write_checkpoints(trial: TrialDir, t: TrialTruth, metric: str, mode: str,
     t.checkpoint_steps = kept
     evaluated = [{"checkpoint": n, "step": s, "metrics": t.eval[s], "time": 0.0}
                  for n, s in steps.items() if s in t.eval]
+    gt = eval_groundtruth(seed=len(trial.path.parent.name))  # the experiment's one eval set
+    for row in evaluated:  # what the eval job keeps: a better mAP, a better detector
+        write_detections(trial.path, row["checkpoint"], gt,
+                         detections_for(gt, 1.6 * t.eval[row["step"]][m.MAP],
+                                        seed=zlib.crc32(f"{trial.name}:{row['step']}".encode())))
     (trial.path / "eval").mkdir(exist_ok=True)
     (trial.path / "eval" / "evaluated.jsonl").write_text(
         "".join(json.dumps(row) + "\n" for row in evaluated))
@@ -291,3 +332,44 @@ def _write_study(settings: dict[str, Any], truth: dict[str, TrialTruth]) -> None
         params = {k: v for k, v in t.params.items() if not k.startswith("_")}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists,
                                                   values=values, state=state))
+
+
+# ---- per-image detections, as the eval job keeps them (sweep.detections) ----
+
+def eval_groundtruth(n_images: int = 16, n_classes: int = 3, seed: int = 0) -> dict[str, Any]:
+    """A COCO ground truth like the demo's eval set: 1-3 boxes per 128 px image."""
+    rng = random.Random(seed)
+    images = [{"id": f"img{i:03d}.jpg"} for i in range(n_images)]
+    annotations = []
+    for img in images:
+        for _ in range(rng.randint(1, 3)):
+            w, h = rng.uniform(16, 48), rng.uniform(16, 48)
+            annotations.append({"id": len(annotations) + 1, "image_id": img["id"],
+                                "category_id": rng.randint(1, n_classes),
+                                "bbox": [rng.uniform(0, 128 - w), rng.uniform(0, 128 - h), w, h],
+                                "area": w * h, "iscrowd": 0})
+    return {"images": images, "annotations": annotations,
+            "categories": [{"id": c, "name": f"class{c}"} for c in range(1, n_classes + 1)]}
+
+
+def detections_for(gt: dict[str, Any], skill: float, seed: int) -> list[dict[str, Any]]:
+    """COCO results of a detector of ``skill`` (0..1): it finds each object with probability
+    ``skill``, boxes jittered less and scored higher the better it is, plus false alarms."""
+    rng = random.Random(seed)
+    skill = min(max(skill, 0.0), 1.0)
+    n_classes = len(gt["categories"])
+    dets = []
+    for a in gt["annotations"]:
+        if rng.random() < skill:
+            x, y, w, h = a["bbox"]
+            j = (1 - skill) * 0.3 * w
+            dets.append({"image_id": a["image_id"], "category_id": a["category_id"],
+                         "bbox": [x + rng.uniform(-j, j), y + rng.uniform(-j, j),
+                                  w * rng.uniform(1 - (1 - skill) * 0.3, 1), h],
+                         "score": min(1.0, 0.3 + 0.7 * skill * rng.random())})
+    for img in gt["images"]:
+        for _ in range(rng.randint(0, 2)):
+            dets.append({"image_id": img["id"], "category_id": rng.randint(1, n_classes),
+                         "bbox": [rng.uniform(0, 90), rng.uniform(0, 90), 30, 30],
+                         "score": 0.5 * rng.random()})
+    return dets

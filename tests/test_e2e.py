@@ -204,4 +204,45 @@ def test_report_leaderboard_and_best_config_match_the_real_trials(real_sweep) ->
     md = (real_sweep.reports / "leaderboard.md").read_text()
     assert base.name in md
     html = (real_sweep.reports / "report.html").read_text()
-    assert "diverged" in html and "data:image/png;base64," in html
+    assert "diverged" in html and 'class="plotly-graph-div"' in html
+    assert html.index('id="verdict"') < html.index('id="leaderboard"')
+
+
+def test_eval_job_keeps_the_detections_its_map_came_from(real_sweep) -> None:  # noqa: ANN001
+    """Every evaluation left its per-image detections (COCO results), and COCO mAP recomputed
+    from them is the mAP the OD API's eval reported: what the report's bootstrap resamples."""
+    from sweep import bootstrap, detections
+    from sweep.worker import read_evaluated
+
+    checked = 0
+    for t in _exp(real_sweep).trials():
+        for row in read_evaluated(t.path):
+            if metrics.MAP not in row.get("metrics", {}):
+                continue  # the warm-up on ckpt-0 records no metrics
+            kept = detections.read(t.path, row["checkpoint"])
+            assert kept is not None, (t.name, row["checkpoint"])
+            gt, dets = kept
+            assert gt["images"] and gt["annotations"]
+            assert {d["image_id"] for d in dets} <= {i["id"] for i in gt["images"]}
+            got = bootstrap.mean_ap(bootstrap.evaluate(gt, dets))
+            assert got == pytest.approx(row["metrics"][metrics.MAP], abs=1e-9), t.name
+            checked += 1
+    assert checked >= 3
+
+
+def test_report_shows_the_evals_own_detection_pictures(real_sweep) -> None:  # noqa: ANN001
+    """The OD API eval draws detections beside the ground truth (num_visualizations, 10 by
+    default); the report shows the best trial's at its best step, and the leaderboard gives
+    each trial's mAP gap to the best with its bootstrap interval."""
+    from PIL import Image
+
+    plots = real_sweep.reports / "plots"
+    pictures = sorted(plots.glob("detections_best_*.png"))
+    assert [p.name for p in pictures] == [f"detections_best_{i}.png" for i in range(3)]
+    for p in pictures:
+        with Image.open(p) as im:
+            w, h = im.size
+        assert (w, h) == (2 * 128, 128)  # eval image | ground truth, 128 px each
+    md = (real_sweep.reports / "report.md").read_text()
+    assert "## Detections: best and base" in md and "(plots/detections_best_0.png)" in md
+    assert "mAP behind best (95%)" in (real_sweep.reports / "leaderboard.md").read_text()

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from report_fixtures import (
     KEEP,
+    LR,
     SyntheticExperiment,
     TrialTruth,
     make_experiment,
@@ -26,6 +27,7 @@ from sweep.experiment import FAILED, Experiment, write_json
 from sweep.report import (
     BEST,
     EVAL,
+    MIN_TRIALS_FOR_IMPORTANCES,
     PARAM,
     TRAIN,
     best_trial,
@@ -36,6 +38,7 @@ from sweep.report import (
     param_importances,
     write_report,
 )
+from sweep.short_names import num
 
 
 def _expected_best(truth: dict[str, TrialTruth], tag: str, mode: str) -> tuple[str, int, float]:
@@ -158,10 +161,41 @@ def test_changed_parameters_are_only_the_differences(finished: tuple) -> None:
     assert rows["trial_0000"]["Changed parameters"] == "default settings"
     for name, t in se.truth.items():
         cell = rows[name]["Changed parameters"]
-        batch_changed = t.params["batch_size"] != 4
-        assert ("train_config.batch_size: " in cell) == batch_changed
-        if batch_changed:
-            assert f"train_config.batch_size: {t.params['batch_size']}" in cell
+        # The space's short names, 3 significant digits, on one line; no proto paths.
+        assert "\n" not in cell and "train_config" not in cell
+        assert ("batch_size " in cell) == (t.params["batch_size"] != 4)
+        if t.params["batch_size"] != 4:
+            assert f"batch_size {t.params['batch_size']}" in cell
+        if name != "trial_0000":
+            assert f"l2_weight {num(t.params['l2_weight'])}" in cell
+            assert f"cosine.base {num(t.params[LR])}" in cell
+
+
+def test_verdict_comes_first_in_short_names_with_proto_paths_collapsed(finished: tuple) -> None:
+    se, out = finished
+    best = best_trial(se.exp)
+    assert best is not None
+    md = (out / "report.md").read_text()
+    assert md.index("## Verdict") < md.index("## Leaderboard") < md.index("## Summary")
+    verdict = md[md.index("## Verdict"):md.index("## Leaderboard")]
+    assert f"Use {best.name}'s config: best/pipeline.config" in verdict
+    params = se.truth[best.name].params
+    assert (f"What changed: batch_size {params['batch_size']}, cosine.base {num(params[LR])}, "
+            f"l2_weight {num(params['l2_weight'])}.") in verdict
+    t, b = se.truth[best.name], se.truth["trial_0000"]
+    best_map, base_map = (max(r[m.MAP] for r in x.eval.values()) for x in (t, b))
+    assert f"mAP {fmt(best_map)} vs {fmt(base_map)} ({best_map - base_map:+.3g}," in verdict
+    # The full proto paths are there, but collapsed.
+    details = verdict[verdict.index("<details>"):verdict.index("</details>")]
+    assert "train_config.optimizer.momentum_optimizer.learning_rate." in details
+    assert "train_config" not in verdict[:verdict.index("<details>")]
+    html = (out / "report.html").read_text()
+    assert html.index('id="verdict"') < html.index("<details>") < html.index('id="leaderboard"')
+
+
+def test_numbers_are_short() -> None:
+    assert [num(x) for x in (0.00012296072, 0.013123, 123456.7, 40, 2.5, float("nan"), True)] \
+        == ["1.23e-4", "0.0131", "1.23e5", "40", "2.5", "NaN", "true"]
 
 
 # ---------------------------------------------------------------- best
@@ -276,8 +310,18 @@ def test_plots(finished: tuple, partial: tuple) -> None:
     _, out = finished
     plots = {p.name for p in (out / "plots").glob("*.png")}
     assert {"loss_curves.png", "map_curves.png", "params_vs_metric.png",
-            "param_importances.png", "parallel_coordinates.png"} <= plots
+            "parallel_coordinates.png"} <= plots
     assert "pareto.png" not in plots  # one objective: no Pareto front
+    # 4 completed trials: importances would rank noise, and the report says so.
+    assert "param_importances.png" not in plots
+    assert (f"importances mean something from {MIN_TRIALS_FOR_IMPORTANCES} completed trials"
+            in (out / "report.md").read_text())
+    html = (out / "report.html").read_text()
+    for key in ("history", "intermediate", "loss", "slice", "parallel", "contour"):
+        assert f'id="fig-{key}"' in html
+    assert 'id="fig-importances"' not in html and 'id="fig-pareto"' not in html
+    assert html.count("plotly.js v") == 1  # plotly.js inlined once, whatever the figures
+    assert 'id="fig-pareto"' in (partial[1] / "report.html").read_text()
     for p in (out / "plots").glob("*.png"):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "pareto.png" in {p.name for p in (partial[1] / "plots").glob("*.png")}
@@ -316,12 +360,35 @@ def test_importances_need_enough_trials(tmp_path: Path) -> None:
     assert param_importances(g, None)[0] == {}
 
 
+@pytest.mark.parametrize("n", [MIN_TRIALS_FOR_IMPORTANCES - 1, MIN_TRIALS_FOR_IMPORTANCES])
+def test_importances_from_the_threshold_on(n: int, tmp_path: Path) -> None:
+    """A study where only x matters: importances appear at the threshold and rank x first."""
+    import optuna
+
+    from sweep.report_figures import figures
+
+    g = gather(make_experiment(tmp_path, seed=6).exp)
+    study = optuna.create_study(direction="maximize")
+    dists = {"x": optuna.distributions.FloatDistribution(0, 1),
+             "y": optuna.distributions.FloatDistribution(0, 1)}
+    for i in range(n):
+        x, y = (i * 7 % n) / n, (i * 3 % n) / n
+        study.add_trial(optuna.trial.create_trial(params={"x": x, "y": y}, distributions=dists,
+                                                  value=x))
+    values, why = param_importances(g, study)
+    figs, _ = figures(g, study, "mAP")
+    assert ("importances" in {f.key for f in figs}) == (n >= MIN_TRIALS_FOR_IMPORTANCES)
+    if n >= MIN_TRIALS_FOR_IMPORTANCES:
+        assert list(values)[0] == "x" and why.startswith(f"from {n} completed trials")
+    else:
+        assert values == {} and why.startswith("not enough trials")
+
+
 def test_without_a_study(tmp_path: Path) -> None:
     se = make_experiment(tmp_path, with_study=False, seed=7)
     out = write_report(se.exp, tmp_path / "report")
-    assert not (out / "plots" / "param_importances.png").exists()
-    assert "Parameter importances: not available: no Optuna study" in (
-        out / "report.md").read_text()
+    # The figures are drawn from the trials as the report reads them, study or not.
+    assert 'id="fig-history"' in (out / "report.html").read_text()
     assert not se.exp.study_db.exists()  # reading must not create an empty database
 
 
@@ -369,34 +436,62 @@ def test_bad_modes_are_rejected(tmp_path: Path) -> None:
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def _chromium(page: Path, profile: Path, *args: str) -> subprocess.CompletedProcess:
+    assert CHROMIUM is not None
+    return subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={profile}", "--enable-logging=stderr",
+         "--v=0", "--hide-scrollbars", *args, page.resolve().as_uri()],
+        capture_output=True, text=True, timeout=180)
+
+
 @pytest.mark.skipif(CHROMIUM is None,
                     reason="needs Debian's chromium (apt-get install -y chromium, as .ci/run does)")
 @pytest.mark.parametrize("which", ["finished", "partial"])
 def test_html_opens_in_a_headless_browser(which: str, request: pytest.FixtureRequest,
                                           tmp_path: Path) -> None:
+    from PIL import Image
+
     _, out = request.getfixturevalue(which)
     page = out / "report.html"
-    # Self-contained: no file or network references, only data: URIs.
+    # Self-contained: no script, stylesheet or image loaded from anywhere else.
     text = page.read_text()
-    assert not re.search(r'(src|href)="(?!data:)', text)
-    proc = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr",
-         "--v=0", "--dump-dom", page.resolve().as_uri()],
-        capture_output=True, text=True, timeout=120)
+    assert not re.search(r"<script[^>]*\ssrc=|<link[^>]*\shref=|<img[^>]*src=\"(?!data:)", text)
+    assert text.count("plotly.js v") == 1
+    # Reasonable: plotly.js is ~4.8 MB of it; figures, tables and pictures add little.
+    assert page.stat().st_size < 6_000_000
+    n_figs = len(re.findall(r'<div id="fig-[a-z]+" class="plotly-graph-div"', text))
+    assert n_figs >= 6
+    proc = _chromium(page, tmp_path / "profile", "--dump-dom")
     assert proc.returncode == 0, proc.stderr[-2000:]
     dom = proc.stdout
     body = re.search(r"<body[^>]*>", dom)
     assert body, dom[:2000]
-    n_png = len(list((out / "plots").glob("*.png")))
-    assert n_png >= 5
-    assert f'data-images="{n_png}/{n_png}"' in body.group(0)
+    # Every figure drew its SVG (CHECK_JS counts them once the page has loaded).
+    assert f'data-figures="{n_figs}/{n_figs}"' in body.group(0)
     assert 'data-report-ok="yes"' in body.group(0)
     assert "data-js-error" not in body.group(0)
-    assert '<table id="run-table">' in dom and '<table id="leaderboard">' in dom
+    assert dom.count('<svg class="main-svg"') >= n_figs
+    assert '<table id="run-table">' in dom and '<table id="leaderboard" class="sortable">' in dom
     console = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
     assert not console, console
+    # What a person sees: a screenshot with the figures' traces painted (plotly's first
+    # colour, #636efa) and the verdict's text, not a blank or unstyled page.
+    shot = tmp_path / "report.png"
+    proc = _chromium(page, tmp_path / "profile2", f"--screenshot={shot}",
+                     "--window-size=1280,4000")
+    assert proc.returncode == 0 and shot.exists(), proc.stderr[-2000:]
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1280, 4000)
+    colors = image.getcolors(maxcolors=1 << 20)
+    assert colors is not None
+    counts = {c: n for n, c in colors}
+    plotly_blue = sum(n for c, n in counts.items()
+                      if abs(c[0] - 0x63) < 12 and abs(c[1] - 0x6E) < 12 and abs(c[2] - 0xFA) < 12)
+    assert plotly_blue > 200, "no plotly trace painted in the screenshot"
+    dark = sum(n for c, n in counts.items() if sum(c) < 150)
+    assert dark > 2000, "no text painted in the screenshot"
 
 
 def test_base_trial_without_the_marker(tmp_path: Path) -> None:
@@ -442,4 +537,133 @@ def test_an_unreadable_trial_config_does_not_stop_the_report(tmp_path: Path) -> 
     md = (out / "report.md").read_text()
     assert "trial_0002: " in md and "not a valid pipeline.config" in md
     row = next(r for r in _md_table(md, "Model name") if r["Trial"] == "trial_0002")
-    assert "batch_size: 4" in row["Changed parameters"]  # the sampled values instead
+    # The sampled values that differ from the base trial's instead (batch_size is the base's).
+    t = se.truth["trial_0002"]
+    assert row["Changed parameters"] == (f"cosine.base {num(t.params[LR])}, "
+                                         f"l2_weight {num(t.params['l2_weight'])}")
+
+
+# ---------------------------------------------------------------- is the win real?
+
+def test_verdict_says_whether_the_win_is_beyond_the_noise(finished: tuple) -> None:
+    """The interval is the bootstrap of the detections the eval job kept at each trial's best
+    step, recomputed here from the files; the leaderboard flags gaps within the noise."""
+    from sweep import bootstrap, detections
+
+    se, out = finished
+    best = best_trial(se.exp)
+    assert best is not None
+    md = (out / "report.md").read_text()
+
+    def kept(name: str) -> tuple[dict, list]:
+        t = se.truth[name]
+        step = max(t.eval, key=lambda s: t.eval[s][m.MAP])
+        ckpt = f"ckpt-{step // 10}"  # the fixture checkpoints every 10 steps
+        found = detections.read(se.exp.trial(name).path, ckpt)
+        assert found is not None
+        return found
+
+    gt, base_dets = kept("trial_0000")
+    iv = bootstrap.paired(gt, base_dets, kept(best.name)[1])
+    assert (f"How sure: mAP {best.name} - trial_0000 = {iv.diff:+.3g}, 95% interval "
+            f"[{iv.low:+.3g}, {iv.high:+.3g}] (paired bootstrap over the 16 eval images, "
+            "1000 resamples") in md
+    assert ("the win is larger than this eval set's noise" in md) == (iv.real and iv.diff > 0)
+    board = {r["Trial"].split()[0]: r for r in _md_table(md, "mAP behind best (95%)")}
+    assert board[best.name]["mAP behind best (95%)"] == "best"
+    assert board["trial_0000"]["mAP behind best (95%)"].startswith(
+        f"{iv.diff:+.3g} [{iv.low:+.3g}, {iv.high:+.3g}]")
+    csv = pd.read_csv(out / "leaderboard.csv").set_index("trial")
+    assert csv.loc["trial_0000", "map_behind_best"] == pytest.approx(iv.diff)
+
+
+def test_noise_flag_when_the_gap_is_within_the_interval(tmp_path: Path) -> None:
+    """Give a trial the best's own detections but one: its gap is noise, marked '~'."""
+    from report_fixtures import detections_for
+
+    from sweep import detections
+
+    se = make_experiment(tmp_path, seed=1)
+    best = best_trial(se.exp)
+    assert best is not None
+    other = "trial_0005"
+    gt, _ = detections.read(best.path, "ckpt-4") or ({}, [])
+    for name in (best.name, other):  # two detectors of equal skill, different luck
+        detections.write_detections(se.exp.trial(name).path, "ckpt-4", gt,
+                                    detections_for(gt, 0.6, seed=len(name) + (name == other)))
+    out = write_report(se.exp, tmp_path / "report")
+    board = {r["Trial"].split()[0]: r
+             for r in _md_table((out / "report.md").read_text(), "mAP behind best (95%)")}
+    assert board[other]["mAP behind best (95%)"].endswith(" ~")
+
+
+def test_without_kept_detections_the_verdict_says_so(tmp_path: Path) -> None:
+    se = make_experiment(tmp_path, seed=2)
+    for trial in se.exp.trials():
+        shutil.rmtree(trial.path / "eval" / "detections", ignore_errors=True)
+    md = (write_report(se.exp, tmp_path / "report") / "report.md").read_text()
+    assert "How sure: not measured: the eval job kept no per-image detections for" in md
+    assert "mAP behind best" not in md
+
+
+def test_detection_pictures_of_best_and_base(finished: tuple) -> None:
+    """The eval's side-by-side pictures at each trial's best step, best then base, embedded."""
+    import base64
+
+    from report_fixtures import picture
+
+    se, out = finished
+    best = best_trial(se.exp)
+    assert best is not None
+    md = (out / "report.md").read_text()
+    assert md.index("## Leaderboard") < md.index("## Detections: best and base") < md.index(
+        "## Summary")
+    html = (out / "report.html").read_text()
+    for role, name in (("best", best.name), ("base", "trial_0000")):
+        t = se.truth[name]
+        step = max(t.eval, key=lambda s, t=t: t.eval[s][m.MAP])
+        for i in range(3):
+            png = out / "plots" / f"detections_{role}_{i}.png"
+            assert png.read_bytes() == picture(name, step, i)
+            assert f"({png.relative_to(out)})" in md
+            assert f"{role} ({name}), step {step}, eval image {i + 1}" in md
+            assert base64.b64encode(picture(name, step, i)).decode() in html
+        assert not (out / "plots" / f"detections_{role}_3.png").exists()  # 3 per trial
+
+
+@pytest.mark.skipif(CHROMIUM is None,
+                    reason="needs Debian's chromium (apt-get install -y chromium, as .ci/run does)")
+def test_leaderboard_sorts_and_filters_in_the_browser(finished: tuple, tmp_path: Path) -> None:
+    """Click a header (twice: ascending, then descending) and type in the filter box, in a
+    real browser, through the page's own script."""
+    se, out = finished
+    drive = """<script>
+    window.addEventListener('load', function () {
+      var t = document.getElementById('leaderboard');
+      var col = Array.prototype.findIndex.call(t.tHead.rows[0].cells,
+        function (c) { return c.textContent.indexOf('Best mAP') === 0; });
+      function names() { return Array.prototype.filter.call(t.tBodies[0].rows,
+          function (r) { return r.style.display !== 'none'; })
+        .map(function (r) { return r.cells[1].textContent.split(' ')[0]; }).join(','); }
+      var th = t.tHead.rows[0].cells[col];
+      th.click(); document.body.setAttribute('data-asc', names());
+      th.click(); document.body.setAttribute('data-desc', names());
+      var box = document.getElementById('leaderboard-filter');
+      box.value = 'STOPPED'; box.dispatchEvent(new Event('input'));
+      document.body.setAttribute('data-filtered', names());
+    });
+    </script></body>"""
+    page = tmp_path / "driven.html"
+    page.write_text((out / "report.html").read_text().replace("</body>", drive))
+    proc = _chromium(page, tmp_path / "profile", "--dump-dom")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    body = re.search(r"<body[^>]*>", proc.stdout)
+    assert body
+    attrs = dict(re.findall(r'(data-[a-z]+)="([^"]*)"', body.group(0)))
+    board = leaderboard(se.exp)
+    by_value = board.sort_values("objective", kind="stable")
+    assert attrs["data-asc"].split(",") == list(by_value["trial"])
+    assert attrs["data-desc"].split(",") == list(board.sort_values(
+        "objective", ascending=False, kind="stable")["trial"])
+    stopped = [n for n, t in se.truth.items() if t.state == "STOPPED"]
+    assert attrs["data-filtered"].split(",") == stopped
