@@ -64,7 +64,7 @@ REPORTS_DIR = Path("reports")
 
 # Files this module writes inside out_dir; stale ones (e.g. a plot that no longer applies)
 # are removed, and nothing else there is ever touched.
-PLOT_FILES = ("loss_curves.png", "map_curves.png", "params_vs_metric.png",
+PLOT_FILES = ("lineage.png", "loss_curves.png", "map_curves.png", "params_vs_metric.png",
               "param_importances.png", "pareto.png", "parallel_coordinates.png")
 BEST_FILES = ("pipeline.config", "params.yaml", "params.json", "trial.json")
 
@@ -140,10 +140,14 @@ def run_table(g: Gathered) -> Table:
               "Steps", "Changed parameters", "Classification loss", "Localization loss",
               "Regularization loss", "Total loss", "Learning rate", "mAP", "mAP@.50", "AR@100",
               "Training time"]
+    from sweep import pbt
+
     rows, base = [], g.base_name()
     for _, r in g.df.iterrows():
         train, last_eval = g.metrics[r["trial"]].last_train(), g.metrics[r["trial"]].last_eval()
-        changes = short_names.line(g.short_changes(r["trial"])) or "default settings"
+        status = g.trials[r["trial"]].status()
+        changes = (pbt.describe(status) if len(status.get("lineage") or []) > 1  # the seed's words
+                   else short_names.line(g.short_changes(r["trial"])) or "default settings")
         state = r["state"] + (f" ({r['reason']})" if r["reason"] else "")
         rows.append([
             r["trial"] + (" (base)" if r["trial"] == base else ""), state,
@@ -367,6 +371,11 @@ def _plots(g: Gathered, study: Any | None, mirror: Any, plot_dir: Path
         g.df[g.df["state"] != FAILED], g.varied_params(), "objective",
         plot_dir / "parallel_coordinates.png", label=f"best {label(obj.tag)}",
         higher_is_better=obj.mode == "max")
+    from sweep import pbt
+
+    lineage = pbt.lineage_figure(g.exp, g.best_name(), plot_dir / "lineage.png", m.MAP)
+    if lineage is not None:
+        made["lineage.png"] = lineage
     for name, path in made.items():
         if path is None and name != "param_importances.png":  # its note says why already
             why.append(f"{name}: nothing to draw yet (no trial has the data it needs)")
@@ -374,6 +383,8 @@ def _plots(g: Gathered, study: Any | None, mirror: Any, plot_dir: Path
 
 
 PLOT_TITLES = {
+    "lineage.png": "Population-based training: every trial's mAP with its clones (dashed), "
+                   "and the best lineage's learning rate",
     "loss_curves.png": "Total loss against step (top trials)",
     "map_curves.png": "mAP against step (top trials)",
     "params_vs_metric.png": "Each parameter against the metric",
