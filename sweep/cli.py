@@ -37,9 +37,14 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     g.add_argument("--max-concurrent", type=int, default=2,
                    help="trials running at once [%(default)s]")
     g.add_argument("--sampler", default="tpe",
-                   help="tpe, random, cmaes, grid, qmc, nsga2 (multi-objective) [%(default)s]")
+                   help="tpe, random, cmaes, grid (all-discrete spaces), qmc, nsga2 (two metrics)."
+                        " tpe samples at random for the first quarter of --num-trials (2-10"
+                        " trials, known points included), then models the results; with"
+                        " --max-concurrent > 1 it gives concurrent trials different suggestions"
+                        " (constant liar) [%(default)s]")
     g.add_argument("--scheduler", default="asha",
-                   help="fifo, asha or median (early stopping on the first metric) [%(default)s]")
+                   help="fifo, asha or median (early stopping on the first metric; training"
+                        " waits at each evaluation for the decision) [%(default)s]")
     g.add_argument("--metric", action="append", dest="metrics",
                    help="metric to optimise: mAP, mAP_50, AR_100, total_loss or an OD API tag;"
                         " repeat for multi-objective [mAP]")
@@ -57,8 +62,10 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
                    help="retries of a killed/crashed trial from its checkpoint [%(default)s]")
     g.add_argument("--max-consecutive-failures", type=int, default=3,
                    help="failed trials in a row that stop the sweep [%(default)s]")
-    g.add_argument("--study-url", help="Optuna storage URL (e.g. postgresql+psycopg://...) "
-                   "[sqlite file in the experiment folder]")
+    g.add_argument("--study-url", help="Optuna storage URL (e.g. postgresql+psycopg://user@host/db;"
+                   " each new experiment gets a new study in it). Keep the password off the command"
+                   " line: set PGPASSWORD, or the whole URL in $SWEEP_STUDY_URL; it is never"
+                   " written to disk [$SWEEP_STUDY_URL, else a sqlite file in the experiment]")
     r = p.add_argument_group("resources")
     r.add_argument("--cpus-per-trial", type=float, default=1.0, help="[%(default)s]")
     r.add_argument("--gpus-per-trial", type=float, default=0.0,
@@ -142,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _settings(a: argparse.Namespace, space: Path, pipeline: Path, default_name: str) -> Any:
     from sweep.settings import DEFAULT_MODES, SweepSettings, metric_tag
+    from sweep.study import cli_url
 
     tags = [metric_tag(m) for m in (a.metrics or ["mAP"])]
     modes = a.modes or [DEFAULT_MODES.get(t, "max") for t in tags]
@@ -153,7 +161,7 @@ def _settings(a: argparse.Namespace, space: Path, pipeline: Path, default_name: 
         seed=a.seed, cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
         eval_every=a.eval_every, keep_checkpoints=a.keep_checkpoints,
         max_failures=a.max_failures, max_consecutive_failures=a.max_consecutive_failures,
-        address=a.address, study_url=a.study_url, dashboard=not a.no_dashboard,
+        address=a.address, study_url=cli_url(a.study_url), dashboard=not a.no_dashboard,
         dashboard_host=a.dashboard_host, declare_gpus=a.declare_gpus,
         model_name=pipeline.parent.name)
 
@@ -165,6 +173,7 @@ def _stamp() -> str:
 def prepare_experiment(settings: Any, *, overwrite: bool) -> Any:
     """Create the experiment folder with copies of its inputs; never clobber an existing one."""
     from sweep.experiment import Experiment, write_json
+    from sweep.study import new_study_name
 
     exp = Experiment(settings.experiment_root)
     if exp.root.exists() and any(exp.root.iterdir()):
@@ -176,6 +185,7 @@ def prepare_experiment(settings: Any, *, overwrite: bool) -> Any:
         exp.root.rename(aside)
         print(f"moved the existing experiment to {aside}")
     exp.root.mkdir(parents=True, exist_ok=True)
+    settings.study_name = new_study_name(settings.name, settings.storage_url())
     shutil.copyfile(settings.pipeline, exp.base_pipeline)
     shutil.copyfile(settings.space, exp.space_path)
     write_json(exp.settings_path, settings.to_json())
@@ -208,11 +218,12 @@ def _num_classes(cfg: Any) -> int | None:
 
 
 def _run(settings: Any, *, overwrite: bool, report: bool, resume: bool = False) -> int:
-    from sweep import render, space, validate
+    from sweep import render, search, space, validate
 
     if not resume:
         settings.check()
         validate.check(settings.space, settings.pipeline, storage=settings.storage)
+        search.check(settings, space.load_space(settings.space))  # sampler/scheduler vs space
         settings.dataset = _dataset_info(settings.pipeline)
         exp = prepare_experiment(settings, overwrite=overwrite)
     else:

@@ -358,6 +358,8 @@ def _load_study(g: Gathered) -> Any | None:
     """The sweep's Optuna study, or None (with a note) if it is not there yet."""
     import optuna
 
+    from sweep.study import masked, scrub
+
     url = g.exp.storage_url()
     if url.startswith("sqlite:///"):
         db = Path(url[len("sqlite:///"):])
@@ -370,13 +372,14 @@ def _load_study(g: Gathered) -> Any | None:
         if not name:
             names = optuna.get_all_study_names(storage=url)
             if len(names) != 1:
-                g.notes.append(f"experiment.json names no study_name and {url} holds "
+                g.notes.append(f"experiment.json names no study_name and {masked(url)} holds "
                                f"{len(names)} studies: {names}.")
                 return None
             name = names[0]
         return optuna.load_study(study_name=name, storage=url)
     except Exception as e:  # noqa: BLE001 - a report must not die on a busy or odd database
-        g.notes.append(f"Could not load the Optuna study {name!r} from {url}: {e}")
+        g.notes.append(f"Could not load the Optuna study {name!r} from {masked(url)}: "
+                       + scrub(str(e), url))
         return None
 
 
@@ -693,6 +696,16 @@ class Section:
     images: list[tuple[str, Path]] = field(default_factory=list)  # (caption, png)
 
 
+def steps_saved(exp: Experiment) -> int:
+    """Train steps early stopping saved: each stopped trial's num_steps minus what it trained."""
+    total = 0
+    for t in exp.trials():
+        st = t.status()
+        if st.get("state") == STOPPED and st.get("num_steps") and "trained_steps" in st:
+            total += max(0, int(st["num_steps"]) - int(st["trained_steps"]))
+    return total
+
+
 def _sections(g: Gathered, plots_made: dict[str, Path], best_info: dict[str, Any] | None
               ) -> list[Section]:
     obj = g.objectives[0]
@@ -705,6 +718,10 @@ def _sections(g: Gathered, plots_made: dict[str, Path], best_info: dict[str, Any
         f"{g.settings.get('sampler', '?')}, scheduler {g.settings.get('scheduler', '?')}.",
         "Objectives: " + ", ".join(f"{o.tag} ({o.mode})" for o in g.objectives) + ".",
     ]
+    saved = steps_saved(g.exp)
+    if saved:
+        summary.append(f"Early stopping saved {saved} train steps (num_steps minus the steps "
+                       "each stopped trial trained).")
     if best_info:
         summary.append(
             f"Best trial: {best} with {label(obj.tag)} {fmt(best_info['value'])} at step "

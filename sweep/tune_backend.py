@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sweep import errors
+from sweep import errors, search
 from sweep.experiment import Experiment
 from sweep.settings import SweepSettings
 from sweep.trial import TrialRunner, TrialSpec, result_key
@@ -27,29 +27,6 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 # Ray's TensorBoard logger would add a second HParams experiment per Ray trial (under ray/);
 # sweep.hparams writes one for the sweep, linked to the OD API curves. JSON and CSV stay.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-
-
-def make_sampler(name: str, seed: int | None, space: Any = None):  # noqa: ANN201 - optuna type
-    import optuna
-
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    if name == "qmc":
-        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    if name == "grid":
-        grid = space.grid() if space is not None and hasattr(space, "grid") else None
-        if not grid:
-            raise errors.ConfigError(errors.Problem(
-                "command line", "--sampler", "grid needs a space of only categorical, int and "
-                "stepped parameters", "use tpe or random, or make every parameter discrete"))
-        return optuna.samplers.GridSampler(grid, seed=seed)
-    raise errors.ConfigError(f"unknown sampler {name!r}")
 
 
 def make_scheduler(settings: SweepSettings, max_steps: int):  # noqa: ANN201 - ray type
@@ -299,17 +276,20 @@ def init_ray(settings: SweepSettings) -> str | None:
 def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]], max_steps: int,
               *, resume: bool = False) -> dict[str, Any]:
     """Run (or resume) the sweep to its end; returns a summary for the CLI."""
-    import optuna
     import ray
     from ray import tune
 
+    from sweep.study_storage import PasswordFreeRDBStorage
+
     exp = Experiment(settings.experiment_root)
+    study_name = settings.to_json()["study_name"]
     spec = TrialSpec(experiment_root=exp.root, metric=settings.metrics[0], mode=settings.modes[0],
                      eval_every=settings.eval_every, keep_checkpoints=settings.keep_checkpoints,
                      threads=max(1, int(settings.cpus_per_trial)),
                      max_failures=settings.max_failures,
                      # A test hook: tests run Ray-level logic with a fast stand-in worker.
                      worker_module=os.environ.get("SWEEP_WORKER_MODULE", "sweep.worker"),
+                     pause_at_rungs=settings.scheduler in ("asha", "median"),
                      cwd=Path(settings.cwd))
     trainable = tune.with_resources(
         tune.with_parameters(_trainable_class(), spec=spec),
@@ -321,7 +301,9 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
             "sweep resume", str(exp.ray_dir), "Ray Tune saved no experiment state before the "
             "driver stopped, so there is nothing to resume",
             f"start anew: sweep run ... --name {settings.name} --overwrite"))
-    url = init_ray(settings)
+    # A Ray already up in this process (a test's, shared by many sweeps) is used, not ended.
+    own_ray = not ray.is_initialized()
+    url = init_ray(settings) if own_ray else None
     if url:
         print(f"Ray dashboard: {url}", flush=True)
     print(f"TensorBoard:   tensorboard --logdir {exp.root}", flush=True)
@@ -345,19 +327,21 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
                                        restart_errored=False)
         else:
             metric_keys = [result_key(m) for m in settings.metrics]
-            search = _searcher_class()(
+            points = search.known_points(points, settings.num_trials, space=space,
+                                         sampler=settings.sampler)
+            searcher = _searcher_class()(
                 space=space.define_by_run,
                 metric=metric_keys if settings.multi_objective else metric_keys[0],
                 mode=settings.modes if settings.multi_objective else settings.modes[0],
                 points_to_evaluate=points or None,
-                sampler=make_sampler(settings.sampler, settings.seed, space),
-                study_name=settings.name,
-                storage=optuna.storages.RDBStorage(settings.to_json()["storage_url"]),
+                sampler=search.make_sampler(settings, space, len(points)),
+                study_name=study_name,
+                storage=PasswordFreeRDBStorage(settings.storage_url()),
             )
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
-                    search_alg=search, scheduler=make_scheduler(settings, max_steps),
+                    search_alg=searcher, scheduler=make_scheduler(settings, max_steps),
                     num_samples=settings.num_trials, max_concurrent_trials=settings.max_concurrent,
                     time_budget_s=settings.time_budget_s,
                     trial_dirname_creator=lambda t: t.trial_id,
@@ -369,12 +353,13 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
         logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
         grid = tuner.fit()
         errored = len(grid.errors)
-        lost = reconcile(exp, settings.to_json()["storage_url"], settings.name)
+        lost = reconcile(exp, settings.storage_url(), study_name)
         if lost:
             print(f"sweep: {len(lost)} trial(s) were lost with a killed driver before Ray "
                   f"recorded them; marked failed: {', '.join(lost)}", file=sys.stderr, flush=True)
     finally:
-        ray.shutdown()
+        if own_ray:
+            ray.shutdown()
     if budget.reason:
         print(f"sweep stopped: {budget.reason}", file=sys.stderr, flush=True)
     return {"errors": errored, "stopped_reason": budget.reason, "dashboard": url}
@@ -394,9 +379,14 @@ def reconcile(exp: Experiment, storage_url: str, study_name: str) -> list[str]:
 
     lost: list[str] = []
     study = optuna.load_study(study_name=study_name, storage=storage_url)
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-        study._storage.set_trial_user_attr(t._trial_id, "failure", LOST)
-        study.tell(t.number, state=TrialState.FAIL)
+    # Only RUNNING trials can be told (public API); a WAITING one is a known point never asked
+    # for, harmless: it is no trial of this sweep's and not in its report.
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        try:
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+        except (ValueError, RuntimeError) as e:  # another process finished it meanwhile
+            print(f"sweep: could not mark Optuna trial #{t.number} failed: {e}", file=sys.stderr)
+            continue
         lost.append(str(t.user_attrs.get("ray_trial_id", f"optuna#{t.number}")))
     for t in exp.trials():
         if t.status().get("state") == RUNNING:

@@ -42,6 +42,7 @@ def train(pipeline: Path, model_dir: Path, *, checkpoint_every: int, steps_per_i
           keep: int) -> None:
     from object_detection import model_lib_v2
 
+    _gate_checkpoints(model_dir, pipeline)
     model_lib_v2.train_loop(
         pipeline_config_path=str(pipeline),
         model_dir=str(model_dir),
@@ -50,6 +51,31 @@ def train(pipeline: Path, model_dir: Path, *, checkpoint_every: int, steps_per_i
         num_steps_per_iteration=steps_per_iteration,
         record_summaries=False,  # only drops the per-step input-image summaries; scalars stay
     )
+
+
+def _gate_checkpoints(model_dir: Path, pipeline: Path) -> None:
+    """train_loop saves through ``tf.train.CheckpointManager``: make each save wait at the
+    trial's train gate (sweep.gate), so an early-stopping scheduler decides on a rung before
+    training goes past it."""
+    import tensorflow as tf
+    from object_detection.utils import config_util
+
+    from sweep import gate
+
+    num_steps = int(config_util.get_configs_from_pipeline_file(str(pipeline))
+                    ["train_config"].num_steps)
+    base = tf.compat.v2.train.CheckpointManager
+
+    class GatedCheckpointManager(base):
+        def save(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - as TF's
+            path = super().save(*args, **kwargs)
+            step = int(self.checkpoint.step.numpy())
+            waited = gate.wait(model_dir, step, num_steps)
+            if waited > 0:
+                print(f"train: waited {waited:.1f}s at step {step} for the scheduler", flush=True)
+            return path
+
+    tf.compat.v2.train.CheckpointManager = GatedCheckpointManager
 
 
 def read_evaluated(model_dir: Path) -> list[dict]:

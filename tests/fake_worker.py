@@ -1,7 +1,9 @@
 """A fast stand-in for `sweep.worker` (no TensorFlow) to test TrialRunner's policy.
 
 It writes what the OD API jobs write -- train/eval event files, ckpt-N files, the `checkpoint`
-state file, eval/evaluated.jsonl -- at the same argv, in milliseconds. FAKE_MODE picks a
+state file, eval/evaluated.jsonl -- at the same argv, in milliseconds, and waits at the train
+gate (sweep.gate) after a checkpoint as the real train job does. mAP scales with the trial's
+l2_weight (smaller is better), so a scheduler sees trials differ. FAKE_MODE picks a
 behaviour: ok | nan (loss becomes NaN at step 20) | crash_once (train dies with SIGKILL the
 first time, after its first checkpoint) | crash_always | hang (train never progresses).
 """
@@ -19,6 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report_fixtures import _scalar_value  # noqa: E402
+
+from sweep import gate  # noqa: E402
 
 
 def append_event(event_dir: Path, step: int, tags: dict[str, float]) -> None:
@@ -38,6 +42,13 @@ def num_steps(pipeline: Path) -> int:
         if line.strip().startswith("num_steps:"):
             return int(line.split(":")[1])
     raise SystemExit("no num_steps")
+
+
+def quality(model_dir: Path) -> float:
+    """A trial's mAP scale from its l2_weight (1 without one), so schedulers see differences."""
+    params = model_dir / "params.json"
+    l2 = json.loads(params.read_text()).get("l2_weight") if params.exists() else None
+    return 1.0 / (1.0 + 1000.0 * float(l2)) if isinstance(l2, int | float) else 1.0
 
 
 def latest(model_dir: Path) -> tuple[int, int]:
@@ -67,6 +78,7 @@ def train(a: argparse.Namespace) -> None:
             (a.model_dir / f"ckpt-{n}.index").write_text(str(step))
             (a.model_dir / f"ckpt-{n}.data-00000-of-00001").write_text(str(step))
             (a.model_dir / "checkpoint.json").write_text(json.dumps({"n": n, "step": step}))
+            gate.wait(a.model_dir, step, total, poll=0.05)  # as sweep.worker's CheckpointManager
             if mode == "crash_always" or (mode == "crash_once" and not marker.exists()):
                 marker.write_text("1")
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -82,7 +94,7 @@ def evaluate(a: argparse.Namespace) -> None:
     while True:
         n, step = latest(a.model_dir)
         if step and step not in done:
-            mAP = min(1.0, step / 100)
+            mAP = min(1.0, step / 100) * quality(a.model_dir)
             # The real eval job writes its own Loss/* too (eval losses, not the training's).
             append_event(a.model_dir / "eval", step, {"DetectionBoxes_Precision/mAP": mAP,
                                                       "DetectionBoxes_Recall/AR@100": mAP / 2,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -24,10 +25,11 @@ def _render(base: Path, params: dict, out: Path) -> int:
 
 def _runner(tmp_path: Path, mode: str = "ok", *, max_failures: int = 2, name: str = "t1",
             params: dict | None = None, gpu_ids: list[str] | None = None,
-            metric: str = "DetectionBoxes_Precision/mAP", metric_mode: str = "max") -> TrialRunner:
+            metric: str = "DetectionBoxes_Precision/mAP", metric_mode: str = "max",
+            pause: bool = False) -> TrialRunner:
     (tmp_path / "base_pipeline.config").write_text("")
     spec = TrialSpec(experiment_root=tmp_path, eval_every=20, max_failures=max_failures,
-                     metric=metric, mode=metric_mode, cwd=tmp_path,
+                     metric=metric, mode=metric_mode, cwd=tmp_path, pause_at_rungs=pause,
                      poll=0.05, worker_module="tests.fake_worker",
                      extra_env={"FAKE_MODE": mode, "PYTHONPATH": str(REPO)})
     return TrialRunner(spec, name, params or {"lr": 0.1}, gpu_ids=gpu_ids, render=_render)
@@ -145,3 +147,42 @@ def test_a_restarted_trial_keeps_its_first_parameters(tmp_path: Path) -> None:
         assert again.dir.status()["attempts"] == 2
     finally:
         again.stop()
+
+
+def _train_steps(r: TrialRunner) -> list[int]:
+    from sweep import metrics
+
+    return [s.step for s in metrics.read_scalars(r.dir.path / "train", ["Loss/total_loss"])]
+
+
+def test_the_train_job_waits_at_a_rung_until_the_next_result_is_asked_for(tmp_path: Path) -> None:
+    r = _runner(tmp_path, pause=True)
+    r.start()
+    first = r.next_result(timeout=30)
+    assert first["step"] == 20
+    time.sleep(1.0)  # an ungated train job finishes its 40 steps in a fraction of this
+    assert _train_steps(r) == [10, 20]  # waiting at the rung for the scheduler's decision
+    r.stop()  # the scheduler stops it there
+    st = r.dir.status()
+    assert st["state"] == STOPPED and st["trained_steps"] == 20
+
+
+def test_a_continued_trial_trains_past_the_rung_to_its_end(tmp_path: Path) -> None:
+    r = _runner(tmp_path, pause=True)
+    r.start()
+    assert r.next_result(timeout=30)["step"] == 20
+    last = r.next_result(timeout=30)  # asking again is the scheduler's "go on"
+    assert last["step"] == 40 and last["done"] is True
+    assert r.dir.status()["trained_steps"] == 40
+
+
+def test_a_trial_stopped_after_its_last_step_is_completed_not_stopped(tmp_path: Path) -> None:
+    r = _runner(tmp_path)  # FIFO-like: no gate, the train job runs to its end
+    r.start()
+    assert r.next_result(timeout=30)["step"] == 20
+    assert not (r.dir.path / "train_gate.json").exists()
+    while r.train_proc is not None and r.train_proc.alive():
+        time.sleep(0.05)
+    r.stop()
+    st = r.dir.status()
+    assert st["state"] == COMPLETED and st["trained_steps"] == 40
