@@ -76,6 +76,14 @@ def _gate_checkpoints(model_dir: Path, pipeline: Path) -> None:
             return path
 
     tf.compat.v2.train.CheckpointManager = GatedCheckpointManager
+    # A restarted job (a retry) resumes from its newest checkpoint: it may be the rung itself.
+    latest = tf.train.latest_checkpoint(str(model_dir))
+    if latest:
+        try:
+            step = int(tf.train.load_variable(latest, "step/.ATTRIBUTES/VARIABLE_VALUE"))
+        except (ValueError, tf.errors.OpError):
+            return
+        gate.wait(model_dir, step, num_steps)
 
 
 def read_evaluated(model_dir: Path) -> list[dict]:

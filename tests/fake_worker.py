@@ -65,6 +65,7 @@ def train(a: argparse.Namespace) -> None:
     total = num_steps(a.pipeline)
     n, step = latest(a.model_dir)
     marker = a.model_dir / "crashed-once"
+    gate.wait(a.model_dir, step, total, poll=0.05)  # a restarted job may resume at the rung
     while step < total:
         if mode == "hang":
             time.sleep(0.5)
