@@ -267,3 +267,19 @@ def test_overwrite_starts_a_new_study_and_leaves_the_old_one_intact(shared_ray, 
     assert name1 != name2
     assert len(optuna.load_study(study_name=name1, storage=url).trials) == 2  # untouched
     assert len(optuna.load_study(study_name=name2, storage=url).trials) == 2  # not 4
+
+
+def test_reconcile_fails_running_trials_and_never_crashes_on_waiting_ones(tmp_path: Path) -> None:
+    from sweep.experiment import Experiment
+    from sweep.tune_backend import reconcile
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    st = optuna.create_study(study_name="r", storage=url)
+    st.enqueue_trial({"x": 1.0})  # a known point never asked for: WAITING
+    st.enqueue_trial({"x": 2.0})
+    running = st.ask()  # takes the first point: RUNNING, as a trial of a killed driver
+    running.set_user_attr("ray_trial_id", "abc")
+    (tmp_path / "exp").mkdir()
+    assert reconcile(Experiment(tmp_path / "exp"), url, "r") == ["abc"]
+    states = [t.state for t in optuna.load_study(study_name="r", storage=url).trials]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
