@@ -45,8 +45,14 @@ def paused(trial_dir: Path, step: int, num_steps: int) -> bool:
 
 def wait(trial_dir: Path, step: int, num_steps: int, poll: float = 0.2) -> float:
     """Block the train job after its checkpoint at ``step`` while the gate is closed there;
-    returns the seconds waited."""
+    returns the seconds waited. The job's log says when it waits and for how long (the cost
+    of pausing), and a job ended while waiting (stopped) leaves the first line last."""
+    if not paused(trial_dir, step, num_steps):
+        return 0.0
+    print(f"train: checkpoint at step {step}; waiting for the scheduler's decision", flush=True)
     t0 = time.time()
     while paused(trial_dir, step, num_steps):
         time.sleep(poll)
-    return time.time() - t0
+    waited = time.time() - t0
+    print(f"train: going on from step {step} after waiting {waited:.1f}s", flush=True)
+    return waited

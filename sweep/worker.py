@@ -70,9 +70,7 @@ def _gate_checkpoints(model_dir: Path, pipeline: Path) -> None:
         def save(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - as TF's
             path = super().save(*args, **kwargs)
             step = int(self.checkpoint.step.numpy())
-            waited = gate.wait(model_dir, step, num_steps)
-            if waited > 0:
-                print(f"train: waited {waited:.1f}s at step {step} for the scheduler", flush=True)
+            gate.wait(model_dir, step, num_steps)
             return path
 
     tf.compat.v2.train.CheckpointManager = GatedCheckpointManager

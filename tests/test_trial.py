@@ -165,6 +165,7 @@ def test_the_train_job_waits_at_a_rung_until_the_next_result_is_asked_for(tmp_pa
     r.stop()  # the scheduler stops it there
     st = r.dir.status()
     assert st["state"] == STOPPED and st["trained_steps"] == 20
+    assert "checkpoint at step 20; waiting for the scheduler's decision" in r.dir.train_log.read_text()
 
 
 def test_a_continued_trial_trains_past_the_rung_to_its_end(tmp_path: Path) -> None:
