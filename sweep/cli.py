@@ -50,9 +50,14 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     g.add_argument("--max-concurrent", type=int, default=2,
                    help="trials running at once [%(default)s]")
     g.add_argument("--sampler", default="tpe",
-                   help="tpe, random, cmaes, grid, qmc, nsga2 (multi-objective) [%(default)s]")
+                   help="tpe, random, cmaes, grid (all-discrete spaces), qmc, nsga2 (two metrics)."
+                        " tpe samples at random for the first quarter of --num-trials (2-10"
+                        " trials, known points included), then models the results; with"
+                        " --max-concurrent > 1 it gives concurrent trials different suggestions"
+                        " (constant liar) [%(default)s]")
     g.add_argument("--scheduler", default="asha",
-                   help="fifo, asha or median (early stopping on the first metric), or pbt: "
+                   help="fifo, asha or median (early stopping on the first metric; training"
+                        " waits at each evaluation for the decision), or pbt: "
                         "population-based training, where worse trials continue from better "
                         "trials' checkpoints with perturbed values of the space's `perturb:` "
                         "parameters (the sampler is not used: known points, then random draws, "
@@ -83,8 +88,10 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
                    help="a trial whose training writes no summary and no checkpoint for this "
                         "long is stalled: restarted from its checkpoint, within --max-failures "
                         "(0 = never). No other clock ends a trial [%(default)s]")
-    g.add_argument("--study-url", help="Optuna storage URL (e.g. postgresql+psycopg://...) "
-                   "[sqlite file in the experiment folder]")
+    g.add_argument("--study-url", help="Optuna storage URL (e.g. postgresql+psycopg://user@host/db;"
+                   " each new experiment gets a new study in it). Keep the password off the command"
+                   " line: set PGPASSWORD, or the whole URL in $SWEEP_STUDY_URL; it is never"
+                   " written to disk [$SWEEP_STUDY_URL, else a sqlite file in the experiment]")
     r = p.add_argument_group("resources")
     r.add_argument("--cpus-per-trial", type=float, default=1.0, help="[%(default)s]")
     r.add_argument("--gpus-per-trial", type=float, default=0.0,
@@ -255,6 +262,7 @@ def _add_data_commands(sub: Any) -> None:
 
 def _settings(a: argparse.Namespace, space: Path, pipeline: Path, default_name: str) -> Any:
     from sweep.settings import DEFAULT_MODES, SweepSettings, metric_tag
+    from sweep.study import cli_url
 
     tags = [metric_tag(m) for m in (a.metrics or ["mAP"])]
     modes = a.modes or [DEFAULT_MODES.get(t, "max") for t in tags]
@@ -268,7 +276,7 @@ def _settings(a: argparse.Namespace, space: Path, pipeline: Path, default_name: 
         max_failures=a.max_failures, max_consecutive_failures=a.max_consecutive_failures,
         stall_minutes=a.stall_minutes, eval_device=a.eval_device,
         perturbation_interval=a.perturbation_interval,
-        address=a.address, study_url=a.study_url, dashboard=not a.no_dashboard,
+        address=a.address, study_url=cli_url(a.study_url), dashboard=not a.no_dashboard,
         dashboard_host=a.dashboard_host, declare_gpus=a.declare_gpus,
         model_name=pipeline.parent.name)
 
@@ -328,6 +336,7 @@ def _remove(path: Path) -> None:
 def prepare_experiment(settings: Any, *, overwrite: bool) -> Any:
     """Create the experiment folder with copies of its inputs; never clobber an existing one."""
     from sweep.experiment import Experiment, write_json
+    from sweep.study import new_study_name
 
     exp = Experiment(settings.experiment_root)
     if exp.root.exists() and any(exp.root.iterdir()):
@@ -339,6 +348,7 @@ def prepare_experiment(settings: Any, *, overwrite: bool) -> Any:
         exp.root.rename(aside)
         print(f"moved the existing experiment to {aside}")
     exp.root.mkdir(parents=True, exist_ok=True)
+    settings.study_name = new_study_name(settings.name, settings.storage_url())
     shutil.copyfile(settings.pipeline, exp.base_pipeline)
     shutil.copyfile(settings.space, exp.space_path)
     write_json(exp.settings_path, settings.to_json())
@@ -363,12 +373,13 @@ def _num_classes(cfg: Any) -> int | None:
 
 def _run(settings: Any, *, overwrite: bool, report: bool, resume: bool = False,
          verify_data: str = "sample") -> int:
-    from sweep import render, space, validate
+    from sweep import render, search, space, validate
 
     if not resume:
         settings.check()
         examples = validate.check(settings.space, settings.pipeline, storage=settings.storage,
                                   replicas=settings.replicas, verify_data=verify_data)
+        search.check(settings, space.load_space(settings.space))  # sampler/scheduler vs space
         if settings.scheduler == "pbt" and not space.load_space(settings.space).perturb:
             raise ConfigError([Problem(str(settings.space), "perturb", "--scheduler pbt needs "
                                        "parameters it may change mid-training",

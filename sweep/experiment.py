@@ -173,7 +173,11 @@ class Experiment:
         return data
 
     def storage_url(self) -> str:
-        return self.settings().get("storage_url") or f"sqlite:///{self.study_db.resolve()}"
+        """The study's URL; a password comes from the environment only (sweep.study)."""
+        from sweep.study import with_password
+
+        return with_password(self.settings().get("storage_url")
+                             or f"sqlite:///{self.study_db.resolve()}")
 
     def trial(self, name: str) -> TrialDir:
         return TrialDir(self.trials_dir / name)

@@ -405,6 +405,16 @@ class Section:
     id: str = ""
 
 
+def steps_saved(exp: Experiment) -> int:
+    """Train steps early stopping saved: each stopped trial's num_steps minus what it trained."""
+    total = 0
+    for t in exp.trials():
+        st = t.status()
+        if st.get("state") == STOPPED and st.get("num_steps") and "trained_steps" in st:
+            total += max(0, int(st["num_steps"]) - int(st["trained_steps"]))
+    return total
+
+
 def _verdict(g: Gathered, best_info: dict[str, Any] | None, significance: str) -> Section:
     """The page's first answer: which config, how much better than the base, what changed,
     and how sure that is."""
@@ -459,6 +469,10 @@ def _sections(g: Gathered, plots_made: dict[str, Path], best_info: dict[str, Any
         f"{g.settings.get('sampler', '?')}, scheduler {g.settings.get('scheduler', '?')}.",
         "Objectives: " + ", ".join(f"{o.tag} ({o.mode})" for o in g.objectives) + ".",
     ]
+    saved = steps_saved(g.exp)
+    if saved:
+        summary.append(f"Early stopping saved {saved} train steps (num_steps minus the steps "
+                       "each stopped trial trained).")
     if best_info and best_info.get("checkpoint"):
         summary.append(f"The best trial's checkpoint nearest its best step is "
                        f"{best_info['checkpoint']} (step {best_info['checkpoint_step']}).")

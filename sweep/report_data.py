@@ -277,6 +277,8 @@ def _load_study(g: Gathered) -> Any | None:
     """The sweep's Optuna study, or None (with a note) if it is not there yet."""
     import optuna
 
+    from sweep.study import masked, scrub
+
     url = g.exp.storage_url()
     if url.startswith("sqlite:///"):
         db = Path(url[len("sqlite:///"):])
@@ -289,13 +291,14 @@ def _load_study(g: Gathered) -> Any | None:
         if not name:
             names = optuna.get_all_study_names(storage=url)
             if len(names) != 1:
-                g.notes.append(f"experiment.json names no study_name and {url} holds "
+                g.notes.append(f"experiment.json names no study_name and {masked(url)} holds "
                                f"{len(names)} studies: {names}.")
                 return None
             name = names[0]
         return optuna.load_study(study_name=name, storage=url)
     except Exception as e:  # noqa: BLE001 - a report must not die on a busy or odd database
-        g.notes.append(f"Could not load the Optuna study {name!r} from {url}: {e}")
+        g.notes.append(f"Could not load the Optuna study {name!r} from {masked(url)}: "
+                       + scrub(str(e), url))
         return None
 
 

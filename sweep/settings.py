@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweep import metrics
+from sweep import metrics, study
 from sweep.errors import ConfigError, Problem
 
 SAMPLERS = ("tpe", "random", "cmaes", "grid", "qmc", "nsga2")
@@ -94,6 +94,7 @@ class SweepSettings:
     eval_device: str = "gpu"
     address: str | None = None
     study_url: str | None = None  # any SQLAlchemy URL; default sqlite in the experiment folder
+    study_name: str = ""  # a new study per experiment (sweep.study.new_study_name); default name
     dashboard: bool = True
     dashboard_host: str = "127.0.0.1"
     declare_gpus: int | None = None  # GPUs to declare to an embedded Ray (tests GPU placement on CPU)
@@ -103,6 +104,9 @@ class SweepSettings:
     # Relative paths in a pipeline.config (the tutorial's "annotations/train.record") are
     # relative to where `sweep run` was started; trials run their OD API jobs from there.
     cwd: str = field(default_factory=lambda: str(Path.cwd()))
+
+    def __post_init__(self) -> None:
+        self.study_name = self.study_name or self.name
 
     @property
     def experiment_root(self) -> Path:
@@ -246,11 +250,30 @@ class SweepSettings:
         for k, v in data.items():
             if isinstance(v, Path):
                 data[k] = str(v)
-        data["storage_url"] = self.study_url or f"sqlite:///{self.experiment_root / 'study.db'}"
-        data["study_name"] = self.name
+        # No password on disk: resume and report take it from the environment (sweep.study).
+        data["study_url"] = self.study_url and study.without_password(self.study_url)
+        data["storage_url"] = study.without_password(self.storage_url())
         data["base_pipeline_source"] = str(self.pipeline)
         data["space_source"] = str(self.space)
         return data
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Ray pickles objects holding these settings into the experiment folder: no password.
+        state = dict(self.__dict__)
+        if self.study_url:
+            state["study_url"] = study.without_password(self.study_url)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.study_url:
+            self.study_url = study.with_password(self.study_url)
+
+    def storage_url(self) -> str:
+        """The study's storage URL with its password (in memory only)."""
+        if self.study_url:
+            return study.with_password(self.study_url)
+        return f"sqlite:///{self.experiment_root / 'study.db'}"
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SweepSettings:

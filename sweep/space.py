@@ -169,6 +169,28 @@ class SearchSpace:
         """Every parameter with the (parent, option) conditions under which it is active."""
         yield from _walk(self.params, ())
 
+    def grid(self) -> tuple[dict[str, list[Any]], list[str]]:
+        """``(values per searched parameter, names of the continuous ones)`` for a grid search:
+        choices, int ranges and stepped floats with fixed bounds enumerate; the rest cannot."""
+        values: dict[str, list[Any]] = {}
+        continuous: list[str] = []
+        for p, _ in self.walk():
+            if not p.sampled:
+                continue
+            d = p.dist
+            fixed = not isinstance(getattr(d, "low", 0), str) and not isinstance(
+                getattr(d, "high", 0), str)
+            if isinstance(d, Categorical | Choice):
+                values[p.name] = list(d.choices)
+            elif isinstance(d, IntRange) and fixed:
+                values[p.name] = list(range(int(d.low), int(d.high) + 1, d.step))
+            elif isinstance(d, Stepped) and fixed:
+                n = int(math.floor((d.high - d.low) / d.step + 1e-9))
+                values[p.name] = [round(d.low + i * d.step, 12) for i in range(n + 1)]
+            else:
+                continuous.append(p.name)
+        return values, continuous
+
     def constants(self) -> dict[str, Any]:
         """Constants and derived values that hold in every trial (no condition, no sampling)."""
         values: Values = {}

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweep import best, errors, metrics
+from sweep import best, errors, gate, metrics
 from sweep.experiment import (
     COMPLETED,
     FAILED,
@@ -78,6 +78,9 @@ class TrialSpec:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     worker_module: str = "sweep.worker"  # tests swap in a fast stand-in for the OD API jobs
     cwd: Path | None = None  # where relative paths in pipeline.config start (the driver's cwd)
+    # An early-stopping scheduler decides at each evaluation: the train job waits there for it
+    # (sweep.gate) instead of training on while the decision is pending.
+    pause_at_rungs: bool = False
 
 
 def plan_steps(num_steps: int, eval_every: int) -> tuple[int, int]:
@@ -186,6 +189,7 @@ class TrialRunner:
         # A resumed trial whose final checkpoint is already evaluated needs no process:
         # next_result() reports that evaluation (again, if Ray did not record it).
         if self._failed_at_start is None and not self._final_checkpoint_done():
+            self._open_gate()
             self._start_train()
             self._start_eval()
 
@@ -286,9 +290,25 @@ class TrialRunner:
                 proc.terminate(grace=3.0)
         status = self.dir.status()
         if status.get("state") == RUNNING:
+            trained = self._trained_steps()
+            if state == STOPPED and self.num_steps and trained >= self.num_steps:
+                state, reason = COMPLETED, None  # it reached its last step: nothing was saved
             self.dir.update_status(state=state, reason=reason, ended_at=time.time(),
-                                   elapsed=time.time() - self.started)
+                                   elapsed=time.time() - self.started, trained_steps=trained)
             _hparams_result(self, None, state)
+
+    def _open_gate(self) -> None:
+        """Let the train job train to the next evaluation after the last reported one."""
+        if not self.spec.pause_at_rungs:
+            gate.remove(self.dir.path)
+            return
+        every, _ = plan_steps(self.num_steps, self.spec.eval_every)
+        gate.open_until(self.dir.path, max(self.reported_step, 0) + every)
+
+    def _trained_steps(self) -> int:
+        """Steps the train job got to: its newest summary, or at least what was evaluated."""
+        last = metrics.read_trial(self.dir.path).last_train_step
+        return max(int(last or 0), self.reported_step, 0)
 
     # -- results ---------------------------------------------------------------------------
     def next_result(self, timeout: float | None = None) -> dict[str, Any]:
@@ -296,6 +316,7 @@ class TrialRunner:
         deadline = None if timeout is None else time.time() + timeout
         if self._failed_at_start is not None:
             return self._fail(*self._failed_at_start)
+        self._open_gate()  # Ray asks for the next result: the scheduler let this trial go on
         while True:
             # Divergence first: a NaN loss can also crash a job, and a crash would be retried.
             m = self.watch.read()
@@ -337,7 +358,8 @@ class TrialRunner:
                                   "elapsed": out["wall_time"], "best_value": self.best_value}
         if done:
             self.stop_processes()
-            fields.update(state=COMPLETED, reason=None, ended_at=time.time())
+            fields.update(state=COMPLETED, reason=None, ended_at=time.time(),
+                          trained_steps=self._trained_steps())
         self.dir.update_status(**fields)
         _hparams_result(self, out, COMPLETED if done else None)
         return out
@@ -405,8 +427,12 @@ class TrialRunner:
         proc = self.train_proc
         if not self.spec.stall_s or proc is None or not proc.alive():
             return None
+        if gate.paused(self.dir.path, m.last_train_step or 0, self.num_steps):
+            return None  # idle on purpose: waiting at a rung for the scheduler's decision
+        gate_file = self.dir.path / gate.GATE  # opening the gate starts the clock again
         marks = [proc.started_at, *(ckpt.with_suffix(".index").stat().st_mtime
-                                    for _, ckpt in self.dir.checkpoints()[-1:])]
+                                    for _, ckpt in self.dir.checkpoints()[-1:]),
+                 *([gate_file.stat().st_mtime] if gate_file.exists() else [])]
         if m.train_wall:
             marks.append(m.train_wall[1])
         idle = time.time() - max(marks)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sweep import errors
+from sweep import errors, search
 from sweep.experiment import Experiment
 from sweep.settings import SweepSettings
 from sweep.trial import TrialRunner, TrialSpec, mark_failed, result_key
@@ -31,29 +31,6 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 # Ray's TensorBoard logger would add a second HParams experiment per Ray trial (under ray/);
 # sweep.hparams writes one for the sweep, linked to the OD API curves. JSON and CSV stay.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-
-
-def make_sampler(name: str, seed: int | None, space: Any = None):  # noqa: ANN201 - optuna type
-    import optuna
-
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    if name == "qmc":
-        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    if name == "grid":
-        grid = space.grid() if space is not None and hasattr(space, "grid") else None
-        if not grid:
-            raise errors.ConfigError(errors.Problem(
-                "command line", "--sampler", "grid needs a space of only categorical, int and "
-                "stepped parameters", "use tpe or random, or make every parameter discrete"))
-        return optuna.samplers.GridSampler(grid, seed=seed)
-    raise errors.ConfigError(f"unknown sampler {name!r}")
 
 
 def make_scheduler(settings: SweepSettings, max_steps: int, space: Any = None):  # noqa: ANN201
@@ -145,9 +122,10 @@ def _pbt_study_recorder(settings: SweepSettings, exp: Experiment, space: Any):  
     import optuna
     from ray.tune import Callback
 
-    url, key = settings.to_json()["storage_url"], result_key(settings.metrics[0])
+    url, key = settings.storage_url(), result_key(settings.metrics[0])
+    name = settings.study_name or settings.name
     direction = "maximize" if settings.modes[0] == "max" else "minimize"
-    optuna.create_study(study_name=settings.name, storage=url, direction=direction,
+    optuna.create_study(study_name=name, storage=url, direction=direction,
                         load_if_exists=True)
 
     class PbtStudy(Callback):
@@ -156,7 +134,7 @@ def _pbt_study_recorder(settings: SweepSettings, exp: Experiment, space: Any):  
 
             from sweep import pbt
 
-            study = optuna.load_study(study_name=settings.name, storage=url)
+            study = optuna.load_study(study_name=name, storage=url)
             if any(t.user_attrs.get("ray_trial_id") == trial.trial_id for t in study.trials):
                 return
             params = pbt.active(space, exp.trial(trial.trial_id).params() or trial.config)
@@ -394,7 +372,7 @@ def preflight(settings: SweepSettings, space: Any, max_steps: int, *,
                 "driver stopped, so there is nothing to resume",
                 f"start anew: sweep run ... --name {settings.name} --overwrite"))
     else:
-        plan.sampler = make_sampler(settings.sampler, settings.seed, space)
+        plan.sampler = search.make_sampler(settings, space)  # built to refuse a bad one now
         plan.scheduler = make_scheduler(settings, max_steps, space)
     if resume or settings.study_url:
         plan.storage = open_study_storage(settings, resume=resume)
@@ -406,7 +384,8 @@ def open_study_storage(settings: SweepSettings, *, resume: bool) -> Any:
     the URL or file and the database's own words if it cannot."""
     import optuna
 
-    url = settings.to_json()["storage_url"]
+    url = settings.storage_url()
+    study_name = settings.study_name or settings.name
     key = "--study-url" if settings.study_url else "study.db"
     where = "command line" if settings.study_url else str(settings.experiment_root)
     if resume and not settings.study_url:
@@ -414,10 +393,10 @@ def open_study_storage(settings: SweepSettings, *, resume: bool) -> Any:
     try:
         storage = optuna.storages.RDBStorage(url)
         if resume:
-            optuna.load_study(study_name=settings.name, storage=storage)
+            optuna.load_study(study_name=study_name, storage=storage)
     except KeyError as e:
         raise errors.ConfigError(errors.Problem(
-            where, key, f"the study '{settings.name}' is not in {_safe_url(url)}",
+            where, key, f"the study '{study_name}' is not in {_safe_url(url)}",
             "resume with the storage the sweep was started with, or start anew with "
             f"`sweep run ... --name {settings.name} --overwrite`")) from e
     except Exception as e:  # noqa: BLE001 - SQLAlchemy/driver errors vary by database
@@ -513,10 +492,18 @@ def _loopback_only() -> Iterator[None]:
             os.environ[name] = saved_env
 
 
+_STARTED_RAY = False  # whether init_ray started or joined the Ray that stop_ray ends
+
+
 def init_ray(settings: SweepSettings) -> str | None:
-    """Connect to ``--address`` or start an embedded local Ray; returns the dashboard URL."""
+    """Connect to ``--address`` or start an embedded local Ray; returns the dashboard URL.
+    A Ray already up in this process (a test's, shared by many sweeps) is used as it is."""
+    global _STARTED_RAY
     import ray
 
+    if ray.is_initialized():
+        return None
+    _STARTED_RAY = True
     # Workers must import this package the way the driver does.
     pkg_root = str(Path(__file__).resolve().parent.parent)
     env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
@@ -561,21 +548,25 @@ def init_ray(settings: SweepSettings) -> str | None:
 
 
 def stop_ray() -> None:
-    """Shut down the Ray this driver started or joined (a no-op if none)."""
+    """Shut down the Ray this driver started or joined (not one it found running)."""
+    global _STARTED_RAY
     import ray
 
-    ray.shutdown()
+    if _STARTED_RAY:
+        ray.shutdown()
+        _STARTED_RAY = False
 
 
 def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]], max_steps: int,
               *, plan: Plan, url: str | None, resume: bool = False) -> dict[str, Any]:
     """Run (or resume) the sweep to its end on the Ray ``init_ray`` started; returns a summary
     for the CLI. Shuts Ray down at the end."""
-    import optuna
-    import ray
     from ray import tune
 
+    from sweep.study_storage import PasswordFreeRDBStorage
+
     exp = Experiment(settings.experiment_root)
+    study_name = settings.to_json()["study_name"]
     spec = TrialSpec(experiment_root=exp.root, metric=settings.metrics[0], mode=settings.modes[0],
                      eval_every=settings.eval_every, keep_checkpoints=settings.keep_checkpoints,
                      threads=max(1, int(settings.cpus_per_trial)),
@@ -586,6 +577,7 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
                      space=space if settings.scheduler == "pbt" else None,
                      # A test hook: tests run Ray-level logic with a fast stand-in worker.
                      worker_module=os.environ.get("SWEEP_WORKER_MODULE", "sweep.worker"),
+                     pause_at_rungs=settings.scheduler in ("asha", "median"),
                      cwd=Path(settings.cwd))
     trainable = tune.with_resources(
         tune.with_parameters(_trainable_class(), spec=spec),
@@ -623,22 +615,23 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
             metric_keys = [result_key(m) for m in settings.metrics]
             param_space = None
             if settings.scheduler == "pbt":
-                search, param_space = _pbt_population(settings, space, points)
+                searcher, param_space = _pbt_population(settings, space, points)
             else:
-                search = _searcher_class(exp)(
+                points = search.known_points(points, settings.num_trials, space=space,
+                                             sampler=settings.sampler)
+                searcher = _searcher_class(exp)(
                     space=space.define_by_run,
                     metric=metric_keys if settings.multi_objective else metric_keys[0],
                     mode=settings.modes if settings.multi_objective else settings.modes[0],
                     points_to_evaluate=points or None,
-                    sampler=plan.sampler,
-                    study_name=settings.name,
-                    storage=plan.storage or optuna.storages.RDBStorage(
-                        settings.to_json()["storage_url"]),
+                    sampler=search.make_sampler(settings, space, len(points)),
+                    study_name=study_name,
+                    storage=PasswordFreeRDBStorage(settings.storage_url()),
                 )
             tuner = tune.Tuner(
                 trainable, param_space=param_space,
                 tune_config=tune.TuneConfig(
-                    search_alg=search, scheduler=plan.scheduler,
+                    search_alg=searcher, scheduler=plan.scheduler,
                     num_samples=settings.num_trials,
                     # PBT's population generator limits concurrency itself.
                     max_concurrent_trials=(None if settings.scheduler == "pbt"
@@ -653,12 +646,12 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
         logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
         grid = tuner.fit()
         errored = len(grid.errors)
-        lost = reconcile(exp, settings.to_json()["storage_url"], settings.name)
+        lost = reconcile(exp, settings.storage_url(), study_name)
         if lost:
             print(f"sweep: {len(lost)} trial(s) were lost with a killed driver before Ray "
                   f"recorded them; marked failed: {', '.join(lost)}", file=sys.stderr, flush=True)
     finally:
-        ray.shutdown()
+        pass  # Ray is the CLI's (init_ray / stop_ray): a test's shared Ray outlives a sweep
     if budget.reason:
         print(f"sweep stopped: {budget.reason}", file=sys.stderr, flush=True)
     return {"errors": errored, "stopped_reason": budget.reason, "dashboard": url}
@@ -678,9 +671,14 @@ def reconcile(exp: Experiment, storage_url: str, study_name: str) -> list[str]:
 
     lost: list[str] = []
     study = optuna.load_study(study_name=study_name, storage=storage_url)
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-        study._storage.set_trial_user_attr(t._trial_id, "failure", LOST)
-        study.tell(t.number, state=TrialState.FAIL)
+    # Only RUNNING trials can be told (public API); a WAITING one is a known point never asked
+    # for, harmless: it is no trial of this sweep's and not in its report.
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        try:
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+        except (ValueError, RuntimeError) as e:  # another process finished it meanwhile
+            print(f"sweep: could not mark Optuna trial #{t.number} failed: {e}", file=sys.stderr)
+            continue
         lost.append(str(t.user_attrs.get("ray_trial_id", f"optuna#{t.number}")))
     for t in exp.trials():
         if t.status().get("state") == PAUSED:  # PBT paused it and the sweep ended first

@@ -65,6 +65,7 @@ def train(pipeline: Path, model_dir: Path, *, checkpoint_every: int, steps_per_i
     import tensorflow as tf
     from object_detection import model_lib_v2
 
+    _gate_checkpoints(model_dir, pipeline)
     strategy = train_strategy(tf, cpu_replicas)
     print(f"train: {strategy.num_replicas_in_sync} replica(s) "
           f"({type(strategy).__name__})", flush=True)
@@ -77,6 +78,37 @@ def train(pipeline: Path, model_dir: Path, *, checkpoint_every: int, steps_per_i
             num_steps_per_iteration=steps_per_iteration,
             record_summaries=False,  # only drops the per-step input-image summaries
         )
+
+
+def _gate_checkpoints(model_dir: Path, pipeline: Path) -> None:
+    """train_loop saves through ``tf.train.CheckpointManager``: make each save wait at the
+    trial's train gate (sweep.gate), so an early-stopping scheduler decides on a rung before
+    training goes past it."""
+    import tensorflow as tf
+    from object_detection.utils import config_util
+
+    from sweep import gate
+
+    num_steps = int(config_util.get_configs_from_pipeline_file(str(pipeline))
+                    ["train_config"].num_steps)
+    base = tf.compat.v2.train.CheckpointManager
+
+    class GatedCheckpointManager(base):
+        def save(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - as TF's
+            path = super().save(*args, **kwargs)
+            step = int(self.checkpoint.step.numpy())
+            gate.wait(model_dir, step, num_steps)
+            return path
+
+    tf.compat.v2.train.CheckpointManager = GatedCheckpointManager
+    # A restarted job (a retry) resumes from its newest checkpoint: it may be the rung itself.
+    latest = tf.train.latest_checkpoint(str(model_dir))
+    if latest:
+        try:
+            step = int(tf.train.load_variable(latest, "step/.ATTRIBUTES/VARIABLE_VALUE"))
+        except (ValueError, tf.errors.OpError):
+            return
+        gate.wait(model_dir, step, num_steps)
 
 
 def evaluate(pipeline: Path, model_dir: Path, *, poll: float, eval_initial: bool,

@@ -2,7 +2,9 @@
 
 It writes what the OD API jobs write -- train/eval event files, ckpt-N files, the `checkpoint`
 state file, eval/evaluated.jsonl, eval/groundtruth.json + eval/detections/ckpt-N.json -- at
-the same argv, in milliseconds. FAKE_MODE picks a
+the same argv, in milliseconds, and waits at the train gate (sweep.gate) after a checkpoint as
+the real train job does. mAP scales with the trial's l2_weight (smaller is better) and its
+learning rate (up to 0.02), so schedulers see trials differ. FAKE_MODE picks a
 behaviour: ok | nan (loss becomes NaN at step 20) | crash_once (train dies with SIGKILL the
 first time, after its first checkpoint) | crash_always | hang (train never progresses: no
 summary, no checkpoint) | slow (a summary every FAKE_STEP_SLEEP s, default 0.5). As the real
@@ -24,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report_fixtures import _scalar_value, detections_for, eval_groundtruth  # noqa: E402
 
+from sweep import gate  # noqa: E402
 from sweep.detections import write_detections  # noqa: E402
 
 
@@ -44,6 +47,13 @@ def num_steps(pipeline: Path) -> int:
         if line.strip().startswith("num_steps:"):
             return int(line.split(":")[1])
     raise SystemExit("no num_steps")
+
+
+def quality(model_dir: Path) -> float:
+    """A trial's mAP scale from its l2_weight (1 without one), so schedulers see differences."""
+    params = model_dir / "params.json"
+    l2 = json.loads(params.read_text()).get("l2_weight") if params.exists() else None
+    return 1.0 / (1.0 + 1000.0 * float(l2)) if isinstance(l2, int | float) else 1.0
 
 
 def latest(model_dir: Path) -> tuple[int, int]:
@@ -73,6 +83,7 @@ def train(a: argparse.Namespace) -> None:
     n, step = latest(a.model_dir)
     marker = a.model_dir / "crashed-once"
     pace = float(os.environ.get("FAKE_STEP_SLEEP", "0.5")) if mode == "slow" else 0.05
+    gate.wait(a.model_dir, step, total, poll=0.05)  # a restarted job may resume at the rung
     while step < total:
         if mode == "hang":
             time.sleep(0.5)
@@ -87,6 +98,7 @@ def train(a: argparse.Namespace) -> None:
             (a.model_dir / f"ckpt-{n}.index").write_text(str(step))
             (a.model_dir / f"ckpt-{n}.data-00000-of-00001").write_text(str(step))
             (a.model_dir / "checkpoint").write_text(f'model_checkpoint_path: "ckpt-{n}"\n')
+            gate.wait(a.model_dir, step, total, poll=0.05)  # as sweep.worker's CheckpointManager
             if mode == "crash_always" or (mode == "crash_once" and not marker.exists()):
                 marker.write_text("1")
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -106,9 +118,11 @@ def evaluate(a: argparse.Namespace) -> None:
             return
         if step and step not in done:
             last_new = time.time()
-            # Better with a higher rate (up to 0.02), so trials differ as PBT needs them to.
+            # Better with a smaller l2_weight and a higher rate (up to 0.02), so trials differ
+            # as schedulers and PBT need them to.
             lr = learning_rate(a.pipeline, step)
-            mAP = min(1.0, step / 100) * (1.0 if lr is None else min(1.0, lr / 0.02))
+            mAP = (min(1.0, step / 100) * quality(a.model_dir)
+                   * (1.0 if lr is None else min(1.0, lr / 0.02)))
             # The real eval job writes its own Loss/* too (eval losses, not the training's).
             append_event(a.model_dir / "eval", step, {"DetectionBoxes_Precision/mAP": mAP,
                                                       "DetectionBoxes_Recall/AR@100": mAP / 2,

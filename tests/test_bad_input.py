@@ -190,7 +190,7 @@ OPTIONS = [
     (["--cpus-per-trial", "10000"], "--cpus-per-trial", "this machine has"),
     (["--cpus-per-trial", "inf"], "--cpus-per-trial", "finite"),
     (["--declare-gpus", "-1"], "--declare-gpus", "must be >= 0"),
-    (["--sampler", "grid"], "--sampler", "grid needs a space of only"),
+    (["--sampler", "grid"], "l2_weight", "--sampler grid needs every searched parameter discrete"),
     (["--study-url", "notaurl"], "--study-url", "cannot open the Optuna study storage"),
     (["--study-url", "foo://x"], "--study-url", "cannot open the Optuna study storage"),
     (["--study-url", "sqlite:////nonexistent-dir/x/study.db"], "--study-url",

@@ -127,6 +127,14 @@ def test_asha_stops_the_worse_trial_and_its_processes_are_gone(real_sweep) -> No
     st = t.status()
     assert st["state"] == STOPPED, st
     assert st["reported_step"] == 20
+    # It waited at the rung for ASHA's decision: stopped there, not after training on to 40.
+    assert 20 <= st["trained_steps"] <= 20 + 20 and st["trained_steps"] < st["num_steps"], st
+    # The gate held the OD API's train_loop at the rung until the trial was ended.
+    log = t.train_log.read_text()
+    assert "checkpoint at step 20; waiting for the scheduler's decision" in log, log[-2000:]
+    assert "going on from step 20" not in log
+    summary = (real_sweep.reports / "report.md").read_text()
+    assert f"Early stopping saved {st['num_steps'] - st['trained_steps']} train steps" in summary
     for key in ("train_pid", "eval_pid", "pid"):
         pid = st[key]
         with pytest.raises(ProcessLookupError):

@@ -52,19 +52,24 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_sweep_keeps_its_study_in_postgresql(postgres_url: str, tmp_path: Path) -> None:
+def _fake_sweep(tmp_path: Path, name: str, *args: str) -> subprocess.CompletedProcess:
+    """`sweep run` of 2 trials with the stand-in worker (tests/fake_worker.py)."""
     pipeline = make_workspace(tmp_path, n_train=8, n_eval=4)
     space = tmp_path / "space.yaml"
     space.write_text("parameters:\n  num_steps: 20\n  l2_weight: {loguniform: [1.0e-5, 1.0e-2]}\n")
     env = {"SWEEP_WORKER_MODULE": "tests.fake_worker", "FAKE_MODE": "ok"}
     os.environ.update(env)
     try:
-        out = run_cli(["run", "--space", str(space), "--pipeline", str(pipeline), "--name", "pg",
-                       "--num-trials", "2", "--scheduler", "fifo", "--no-dashboard",
-                       "--no-report", "--study-url", postgres_url], tmp_path, timeout=600)
+        return run_cli(["run", "--space", str(space), "--pipeline", str(pipeline), "--name", name,
+                        "--num-trials", "2", "--no-dashboard", *args], tmp_path, timeout=600)
     finally:
         for k in env:
             del os.environ[k]
+
+
+def test_sweep_keeps_its_study_in_postgresql(postgres_url: str, tmp_path: Path) -> None:
+    out = _fake_sweep(tmp_path, "pg", "--scheduler", "fifo", "--no-report",
+                      "--study-url", postgres_url)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     exp = Experiment(tmp_path / "experiments" / "pg")
     assert exp.settings()["storage_url"] == postgres_url
@@ -72,3 +77,27 @@ def test_sweep_keeps_its_study_in_postgresql(postgres_url: str, tmp_path: Path) 
     study = optuna.load_study(study_name="pg", storage=postgres_url)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert sorted(t.user_attrs["ray_trial_id"] for t in done) == sorted(t.name for t in exp.trials())
+
+
+PASSWORD = "pw-Xq7-never-on-disk"
+
+
+def test_a_password_in_the_study_url_reaches_no_file_and_no_output(postgres_url: str,
+                                                                     tmp_path: Path) -> None:
+    # The server trusts local connections, so any password works: what matters is where it goes.
+    url = postgres_url.replace("postgres@", f"postgres:{PASSWORD}@")
+    out = _fake_sweep(tmp_path, "pw", "--scheduler", "asha", "--eval-every", "10",
+                      "--study-url", url)
+    status = run_cli(["status", "pw"], tmp_path, timeout=120)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    assert PASSWORD not in out.stdout + out.stderr + status.stdout + status.stderr
+    exp = Experiment(tmp_path / "experiments" / "pw")
+    assert exp.settings()["storage_url"] == postgres_url  # the same server, no password
+    files = [p for d in (exp.root, tmp_path / "reports" / "pw") for p in d.rglob("*") if p.is_file()]
+    assert any(p.name == "report.html" for p in files)
+    assert any("searcher" in p.name for p in files)  # Ray's pickled searcher is checked too
+    leaks = [str(p) for p in files if PASSWORD.encode() in p.read_bytes()]
+    assert leaks == []
+    # The study is there and the report read it (no password needed: it came from nowhere).
+    study = optuna.load_study(study_name="pw", storage=postgres_url)
+    assert len(study.trials) == 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -26,10 +27,11 @@ def _render(base: Path, params: dict, out: Path) -> int:
 def _runner(tmp_path: Path, mode: str = "ok", *, max_failures: int = 2, name: str = "t1",
             params: dict | None = None, gpu_ids: list[str] | None = None,
             metric: str = "DetectionBoxes_Precision/mAP", metric_mode: str = "max",
-            render=_render, env: dict | None = None, **spec_kw) -> TrialRunner:  # noqa: ANN001
+            render=_render, env: dict | None = None, pause: bool = False,
+            **spec_kw) -> TrialRunner:  # noqa: ANN001
     (tmp_path / "base_pipeline.config").write_text("")
     spec = TrialSpec(experiment_root=tmp_path, eval_every=20, max_failures=max_failures,
-                     metric=metric, mode=metric_mode, cwd=tmp_path,
+                     metric=metric, mode=metric_mode, cwd=tmp_path, pause_at_rungs=pause,
                      poll=0.05, worker_module="tests.fake_worker",
                      extra_env={"FAKE_MODE": mode, "PYTHONPATH": str(REPO), **(env or {})},
                      **spec_kw)
@@ -250,3 +252,41 @@ def test_eval_job_runs_on_one_device(tmp_path: Path, eval_device: str, eval_gpus
     # Both jobs may share a GPU: TF must take its memory as needed, not all of it at start.
     for log in (r.dir.train_log, r.dir.eval_log):
         assert "TF_FORCE_GPU_ALLOW_GROWTH=true" in log.read_text()
+def _train_steps(r: TrialRunner) -> list[int]:
+    from sweep import metrics
+
+    return [s.step for s in metrics.read_scalars(r.dir.path / "train", ["Loss/total_loss"])]
+
+
+def test_the_train_job_waits_at_a_rung_until_the_next_result_is_asked_for(tmp_path: Path) -> None:
+    r = _runner(tmp_path, pause=True)
+    r.start()
+    first = r.next_result(timeout=30)
+    assert first["step"] == 20
+    time.sleep(1.0)  # an ungated train job finishes its 40 steps in a fraction of this
+    assert _train_steps(r) == [10, 20]  # waiting at the rung for the scheduler's decision
+    r.stop()  # the scheduler stops it there
+    st = r.dir.status()
+    assert st["state"] == STOPPED and st["trained_steps"] == 20
+    assert "checkpoint at step 20; waiting for the scheduler's decision" in r.dir.train_log.read_text()
+
+
+def test_a_continued_trial_trains_past_the_rung_to_its_end(tmp_path: Path) -> None:
+    r = _runner(tmp_path, pause=True)
+    r.start()
+    assert r.next_result(timeout=30)["step"] == 20
+    last = r.next_result(timeout=30)  # asking again is the scheduler's "go on"
+    assert last["step"] == 40 and last["done"] is True
+    assert r.dir.status()["trained_steps"] == 40
+
+
+def test_a_trial_stopped_after_its_last_step_is_completed_not_stopped(tmp_path: Path) -> None:
+    r = _runner(tmp_path)  # FIFO-like: no gate, the train job runs to its end
+    r.start()
+    assert r.next_result(timeout=30)["step"] == 20
+    assert not (r.dir.path / "train_gate.json").exists()
+    while r.train_proc is not None and r.train_proc.alive():
+        time.sleep(0.05)
+    r.stop()
+    st = r.dir.status()
+    assert st["state"] == COMPLETED and st["trained_steps"] == 40
