@@ -577,7 +577,7 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
                      space=space if settings.scheduler == "pbt" else None,
                      # A test hook: tests run Ray-level logic with a fast stand-in worker.
                      worker_module=os.environ.get("SWEEP_WORKER_MODULE", "sweep.worker"),
-                     pause_at_rungs=settings.scheduler in ("asha", "median"),
+                     pause_at_rungs=settings.scheduler in ("asha", "median", "pbt"),
                      cwd=Path(settings.cwd))
     trainable = tune.with_resources(
         tune.with_parameters(_trainable_class(), spec=spec),
