@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sweep.errors import ConfigError, Problem
+from sweep.errors import ConfigError
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 DEMO_SPACE = PACKAGE_ROOT.parent / "search_spaces" / "demo_tiny.yaml"
@@ -61,9 +61,11 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
                         "population-based training, where worse trials continue from better "
                         "trials' checkpoints with perturbed values of the space's `perturb:` "
                         "parameters (the sampler is not used: known points, then random draws, "
-                        "make the population) [%(default)s]")
+                        "make the population); pb2: the same, with Ray's PB2 (a Gaussian-"
+                        "process bandit) picking the new values of continuous parameters "
+                        "[%(default)s]")
     g.add_argument("--perturbation-interval", type=int, default=0, metavar="STEPS",
-                   help="pbt: train steps between exploit/explore, a multiple of --eval-every "
+                   help="pbt/pb2: train steps between exploit/explore, a multiple of --eval-every "
                         "(0 = --eval-every) [%(default)s]")
     g.add_argument("--metric", action="append", dest="metrics",
                    help="metric to optimise: mAP, mAP_50, AR_100, total_loss or an OD API tag;"
@@ -380,12 +382,10 @@ def _run(settings: Any, *, overwrite: bool, report: bool, resume: bool = False,
         examples = validate.check(settings.space, settings.pipeline, storage=settings.storage,
                                   replicas=settings.replicas, verify_data=verify_data)
         search.check(settings, space.load_space(settings.space))  # sampler/scheduler vs space
-        if settings.scheduler == "pbt" and not space.load_space(settings.space).perturb:
-            raise ConfigError([Problem(str(settings.space), "perturb", "--scheduler pbt needs "
-                                       "parameters it may change mid-training",
-                                       "add e.g. `perturb: [cosine_decay_learning_rate."
-                                       "learning_rate_base, l2_weight]` (searched parameters; "
-                                       "see the README's Population-based training)")])
+        if settings.population_based:
+            from sweep import pbt
+
+            pbt.check(settings.scheduler, space.load_space(settings.space))
         settings.dataset = _dataset_info(settings.pipeline, examples)
         space_path, base_path = settings.space, settings.pipeline
     else:

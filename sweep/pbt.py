@@ -27,7 +27,7 @@ from sweep.space import (
     replay,
 )
 
-SCHEDULERS = ("pbt",)
+SCHEDULERS = ("pbt", "pb2")
 # Schedules whose fields may change mid-training: the OD API computes the rate from the global
 # step each step, so a new schedule continues at the step the checkpoint was taken.
 LR_SCHEDULES = ("cosine_decay_learning_rate", "exponential_decay_learning_rate",
@@ -105,12 +105,47 @@ def active(space: SearchSpace, config: Mapping[str, Any]) -> dict[str, Any]:
     return replay(space, {k: v for k, v in config.items() if k in sampled})
 
 
+def pb2_problem(space: SearchSpace, name: str) -> str | None:
+    """Why PB2 cannot explore ``name`` (its GP-bandit models continuous values only)."""
+    d = {p.name: p.dist for p, _ in space.walk()}.get(name)
+    if isinstance(d, Categorical | Choice):
+        return ("pb2 explores continuous ranges only (its Gaussian-process bandit), and this is "
+                "a categorical")
+    return None
+
+
+def check(kind: str, space: SearchSpace) -> None:
+    """Refuse, before launch, a population-based sweep the space cannot drive."""
+    from sweep.errors import ConfigError, Problem
+
+    file = str(space.path or "the search space")
+    if not space.perturb:
+        raise ConfigError([Problem(file, "perturb", f"--scheduler {kind} needs parameters it may "
+                                   "change mid-training", "add e.g. `perturb: [cosine_decay_"
+                                   "learning_rate.learning_rate_base, l2_weight]` (searched "
+                                   "parameters; see the README's Population-based training)")])
+    if kind == "pb2":
+        problems = [Problem(file, f"perturb.{n}", why, "use --scheduler pbt, or perturb only "
+                            "uniform / loguniform / int / stepped parameters")
+                    for n in space.perturb if (why := pb2_problem(space, n))]
+        if problems:
+            raise ConfigError(problems)
+
+
 def make_scheduler(space: SearchSpace, *, metric: str, mode: str, interval: int,
-                   seed: int | None):  # noqa: ANN201 - a Ray scheduler
+                   seed: int | None, kind: str = "pbt"):  # noqa: ANN201 - a Ray scheduler
     from ray.tune.schedulers import PopulationBasedTraining
 
     if seed is not None:
         random.seed(seed)  # Ray's PBT draws from the random module
+    if kind == "pb2":
+        from ray.tune.schedulers.pb2 import PB2
+
+        dists = {p.name: p.dist for p, _ in space.walk()}
+        bounds = {n: [float(dists[n].low), float(dists[n].high)] for n in space.perturb}
+        return PB2(time_attr="step", metric=metric, mode=mode, perturbation_interval=interval,
+                   hyperparam_bounds=bounds, quantile_fraction=0.25, synch=False,
+                   custom_explore_fn=explore_fn(space))
     return PopulationBasedTraining(
         time_attr="step", metric=metric, mode=mode, perturbation_interval=interval,
         hyperparam_mutations=mutations(space), custom_explore_fn=explore_fn(space),

@@ -14,7 +14,7 @@ from sweep import metrics, study
 from sweep.errors import ConfigError, Problem
 
 SAMPLERS = ("tpe", "random", "cmaes", "grid", "qmc", "nsga2")
-SCHEDULERS = ("fifo", "asha", "median", "pbt")
+SCHEDULERS = ("fifo", "asha", "median", "pbt", "pb2")
 EVAL_DEVICES = ("gpu", "cpu")
 # Short names accepted on the command line for the OD API's tags.
 METRIC_ALIASES = {
@@ -113,6 +113,11 @@ class SweepSettings:
         return (self.storage / self.name).resolve()
 
     @property
+    def population_based(self) -> bool:
+        """PBT or PB2: trials continue from each other's checkpoints."""
+        return self.scheduler in ("pbt", "pb2")
+
+    @property
     def replicas(self) -> int:
         """Devices each trial trains on: MirroredStrategy over whole GPUs when more than one."""
         return int(self.gpus_per_trial) if self.gpus_per_trial > 1 else 1
@@ -160,7 +165,7 @@ class SweepSettings:
         if self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
             bad("--gpus-per-trial", f"{self.gpus_per_trial} GPUs: above 1 it must be whole",
                 "use a fraction below 1 or a whole number")
-        if self.scheduler == "pbt":
+        if self.population_based:
             if self.eval_every <= 0:
                 bad("--eval-every", "PBT needs evaluations during training to compare trials",
                     "set --eval-every (e.g. 2000) and --perturbation-interval a multiple of it")

@@ -38,11 +38,12 @@ def make_scheduler(settings: SweepSettings, max_steps: int, space: Any = None): 
 
     metric = result_key(settings.metrics[0])
     mode = settings.modes[0]
-    if settings.scheduler == "pbt":
+    if settings.population_based:
         from sweep import pbt
 
         return pbt.make_scheduler(space, metric=metric, mode=mode, seed=settings.seed,
-                                  interval=settings.perturbation_interval or settings.eval_every)
+                                  interval=settings.perturbation_interval or settings.eval_every,
+                                  kind=settings.scheduler)
     grace = settings.eval_every or max_steps
     if settings.scheduler == "asha":
         return ASHAScheduler(time_attr="step", metric=metric, mode=mode, max_t=max_steps,
@@ -573,11 +574,11 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
                      max_failures=settings.max_failures,
                      stall_s=settings.stall_minutes * 60, eval_device=settings.eval_device,
                      run_id=f"{socket.gethostname()}-{os.getpid()}-{time.time():.0f}",
-                     perturb=space.perturb if settings.scheduler == "pbt" else (),
-                     space=space if settings.scheduler == "pbt" else None,
+                     perturb=space.perturb if settings.population_based else (),
+                     space=space if settings.population_based else None,
                      # A test hook: tests run Ray-level logic with a fast stand-in worker.
                      worker_module=os.environ.get("SWEEP_WORKER_MODULE", "sweep.worker"),
-                     pause_at_rungs=settings.scheduler in ("asha", "median", "pbt"),
+                     pause_at_rungs=settings.scheduler in ("asha", "median", "pbt", "pb2"),
                      cwd=Path(settings.cwd))
     trainable = tune.with_resources(
         tune.with_parameters(_trainable_class(), spec=spec),
@@ -597,14 +598,14 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
         run_config = tune.RunConfig(
             name="ray", storage_path=str(exp.root), verbose=0,
             callbacks=[progress] + ([_pbt_study_recorder(settings, exp, space)]
-                                    if settings.scheduler == "pbt" else []),
+                                    if settings.population_based else []),
             stop=budget,
             # Ray restarts a trial whose actor died; the runner counts those restarts and its
             # own process restarts against the same --max-failures (TrialSpec.run_id).
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             # PBT clones from a trial's last saved checkpoint; keep a few (Ray warns at <= 2).
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=4 if settings.scheduler == "pbt" else 1, checkpoint_frequency=1),
+                num_to_keep=4 if settings.population_based else 1, checkpoint_frequency=1),
         )
         ray_dir = exp.ray_dir
         if resume:
@@ -614,7 +615,7 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
         else:
             metric_keys = [result_key(m) for m in settings.metrics]
             param_space = None
-            if settings.scheduler == "pbt":
+            if settings.population_based:
                 searcher, param_space = _pbt_population(settings, space, points)
             else:
                 points = search.known_points(points, settings.num_trials, space=space,
@@ -634,7 +635,7 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
                     search_alg=searcher, scheduler=plan.scheduler,
                     num_samples=settings.num_trials,
                     # PBT's population generator limits concurrency itself.
-                    max_concurrent_trials=(None if settings.scheduler == "pbt"
+                    max_concurrent_trials=(None if settings.population_based
                                            else settings.max_concurrent),
                     time_budget_s=settings.time_budget_s,
                     trial_dirname_creator=lambda t: t.trial_id,

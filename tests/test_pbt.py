@@ -76,8 +76,9 @@ def test_lineage_in_the_seeds_words() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("scheduler", ["pbt", "pb2"])
 def test_pbt_sweep_clones_the_better_trial_and_trains_with_the_perturbed_rate(
-        tmp_path: Path) -> None:
+        tmp_path: Path, scheduler: str) -> None:
     from tests.conftest import make_workspace
 
     pipeline = make_workspace(tmp_path, n_train=4, n_eval=2)
@@ -88,7 +89,7 @@ def test_pbt_sweep_clones_the_better_trial_and_trains_with_the_perturbed_rate(
                       FAKE_STEP_SLEEP="3")
     try:
         out = run_cli(["run", "--space", str(tmp_path / "s.yaml"), "--pipeline", str(pipeline),
-                       "--name", "pbt", "--no-dashboard", "--scheduler", "pbt",
+                       "--name", "pbt", "--no-dashboard", "--scheduler", scheduler,
                        "--eval-every", "10", "--perturbation-interval", "20",
                        "--num-trials", "2", "--max-concurrent", "2"], tmp_path, timeout=600)
     finally:
@@ -132,8 +133,9 @@ def test_pbt_sweep_clones_the_better_trial_and_trains_with_the_perturbed_rate(
     assert all(v == pytest.approx(new_lr, rel=1e-6) for s, v in history if s > step)
     replay = pbt.replay_params(history)
     assert replay["manual_step_learning_rate.initial_learning_rate"] == pytest.approx(src_lr)
-    assert replay["manual_step_learning_rate.schedule"] == [[min(s for s, _ in history if s > step),
-                                                             pytest.approx(new_lr)]]
+    changed = abs(new_lr - src_lr) > 0.02 * src_lr  # PB2 may keep the rate and move l2_weight
+    assert replay["manual_step_learning_rate.schedule"] == ([[
+        min(s for s, _ in history if s > step), pytest.approx(new_lr)]] if changed else [])
     from sweep.render import load_pipeline
 
     replayed = load_pipeline(tmp_path / "reports" / "pbt" / "best" / "replay_pipeline.config")
@@ -229,4 +231,18 @@ def test_pbt_without_perturbable_parameters_is_refused_before_launch(tmp_path: P
                    "--scheduler", "pbt", "--eval-every", "10", "--name", "p"], tmp_path,
                   timeout=120)
     assert out.returncode == 2 and "s.yaml: perturb: --scheduler pbt needs" in out.stderr
+    assert not (tmp_path / "experiments" / "p").exists()
+
+
+def test_pb2_refuses_a_categorical_to_perturb(tmp_path: Path) -> None:
+    from tests.conftest import make_workspace
+
+    pipeline = make_workspace(tmp_path, n_train=4, n_eval=2)
+    (tmp_path / "s.yaml").write_text(SPACE.replace(
+        f"perturb: [{LR}, l2_weight]", f"perturb: [{LR}, augment.random_horizontal_flip]"))
+    out = run_cli(["run", "--space", str(tmp_path / "s.yaml"), "--pipeline", str(pipeline),
+                   "--scheduler", "pb2", "--eval-every", "10", "--name", "p"], tmp_path,
+                  timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert "perturb.augment.random_horizontal_flip: pb2 explores continuous ranges" in out.stderr
     assert not (tmp_path / "experiments" / "p").exists()
