@@ -246,3 +246,68 @@ def test_pb2_refuses_a_categorical_to_perturb(tmp_path: Path) -> None:
     assert out.returncode == 2, out.stderr
     assert "perturb.augment.random_horizontal_flip: pb2 explores continuous ranges" in out.stderr
     assert not (tmp_path / "experiments" / "p").exists()
+
+
+@pytest.mark.slow
+def test_a_pbt_sweep_killed_mid_run_resumes_to_its_end(tmp_path: Path) -> None:
+    """kill -9 of the driver once a clone has happened; `sweep resume` continues the same PBT
+    sweep: both trials end COMPLETED at their last step, the clone's lineage is kept, and no
+    trial is started anew."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from tests.conftest import REPO, make_workspace
+    from tests.test_resume import _kill_tree, _wait_gone
+
+    pipeline = make_workspace(tmp_path, n_train=4, n_eval=2)
+    (tmp_path / "s.yaml").write_text(SPACE)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1",
+           "SWEEP_WORKER_MODULE": "tests.fake_worker", "FAKE_MODE": "slow",
+           "FAKE_STEP_SLEEP": "3"}
+    log = open(tmp_path / "run.log", "w")  # noqa: SIM115 - the child writes it
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "sweep.cli", "run", "--space", str(tmp_path / "s.yaml"),
+         "--pipeline", str(pipeline), "--name", "pr", "--no-dashboard", "--no-report",
+         "--scheduler", "pbt", "--eval-every", "10", "--perturbation-interval", "20",
+         "--num-trials", "2", "--max-concurrent", "2"],
+        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    exp = Experiment(tmp_path / "experiments" / "pr")
+    descendants: list[int] = []
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and driver.poll() is None:
+            if any(t.status().get("parent") for t in exp.trials()) and not all(
+                    t.status().get("state") == COMPLETED for t in exp.trials()):
+                break
+            time.sleep(0.25)
+        assert driver.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+        descendants = [p.pid for p in psutil.Process(driver.pid).children(recursive=True)]
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+        _kill_tree(_wait_gone(descendants, 60))
+        before = {t.name: t.status().get("lineage") for t in exp.trials()}
+        os.environ.update({k: env[k] for k in ("SWEEP_WORKER_MODULE", "FAKE_MODE",
+                                                "FAKE_STEP_SLEEP")})
+        try:
+            res = run_cli(["resume", "pr", "--no-dashboard", "--no-report"], tmp_path,
+                          timeout=600)
+        finally:
+            for k in ("SWEEP_WORKER_MODULE", "FAKE_MODE", "FAKE_STEP_SLEEP"):
+                del os.environ[k]
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        log.close()
+        _kill_tree([p for p in descendants if psutil.pid_exists(p)])
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    trials = exp.trials()
+    assert len(trials) == 2
+    for t in trials:
+        st = t.status()
+        assert st["state"] == COMPLETED and metrics.read_trial(t.path).last_train_step == 80
+        # What the lineage said before the kill is still its beginning.
+        assert st.get("lineage")[:len(before[t.name])] == before[t.name]
