@@ -63,10 +63,13 @@ def _snapshot(path: Path) -> dict[str, tuple[int, int]]:
 
 
 def _file_steps(path: Path) -> list[int]:
+    """The steps of one event file's summaries (a retried job writes a new file)."""
     from tensorboard.compat.proto import event_pb2
 
+    from sweep.tfrecord import read_records
+
     steps = []
-    for payload in metrics._records(path):
+    for payload in read_records(path, verify="none", torn_tail_ok=True):
         e = event_pb2.Event()
         e.ParseFromString(payload)
         if e.HasField("summary") and e.summary.value:
