@@ -3,8 +3,8 @@
 It writes what the OD API jobs write -- train/eval event files, ckpt-N files, the `checkpoint`
 state file, eval/evaluated.jsonl, eval/groundtruth.json + eval/detections/ckpt-N.json -- at
 the same argv, in milliseconds, and waits at the train gate (sweep.gate) after a checkpoint as
-the real train job does. mAP scales with the trial's l2_weight (smaller is better) and its
-learning rate (up to 0.02), so schedulers see trials differ. FAKE_MODE picks a
+the real train job does. mAP scales with the trial's l2_weight (smaller is better) and, with
+FAKE_SCORE_LR=1, its learning rate (up to 0.02), so schedulers see trials differ. FAKE_MODE picks a
 behaviour: ok | nan (loss becomes NaN at step 20) | crash_once (train dies with SIGKILL the
 first time, after its first checkpoint) | crash_always | hang (train never progresses: no
 summary, no checkpoint) | slow (a summary every FAKE_STEP_SLEEP s, default 0.5). As the real
@@ -118,9 +118,9 @@ def evaluate(a: argparse.Namespace) -> None:
             return
         if step and step not in done:
             last_new = time.time()
-            # Better with a smaller l2_weight and a higher rate (up to 0.02), so trials differ
-            # as schedulers and PBT need them to.
-            lr = learning_rate(a.pipeline, step)
+            # Better with a smaller l2_weight (and with FAKE_SCORE_LR=1 a higher rate, up to
+            # 0.02), so trials differ as schedulers and PBT need them to.
+            lr = learning_rate(a.pipeline, step) if os.environ.get("FAKE_SCORE_LR") else None
             mAP = (min(1.0, step / 100) * quality(a.model_dir)
                    * (1.0 if lr is None else min(1.0, lr / 0.02)))
             # The real eval job writes its own Loss/* too (eval losses, not the training's).

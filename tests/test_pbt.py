@@ -86,14 +86,14 @@ def test_pbt_sweep_clones_the_better_trial_and_trains_with_the_perturbed_rate(
     # Slow enough that both trials are alive at the first perturbation (PBT compares only
     # unfinished trials): 10 steps every 3 s.
     os.environ.update(SWEEP_WORKER_MODULE="tests.fake_worker", FAKE_MODE="slow",
-                      FAKE_STEP_SLEEP="3")
+                      FAKE_STEP_SLEEP="3", FAKE_SCORE_LR="1")
     try:
         out = run_cli(["run", "--space", str(tmp_path / "s.yaml"), "--pipeline", str(pipeline),
                        "--name", "pbt", "--no-dashboard", "--scheduler", scheduler,
                        "--eval-every", "10", "--perturbation-interval", "20",
                        "--num-trials", "2", "--max-concurrent", "2"], tmp_path, timeout=600)
     finally:
-        for k in ("SWEEP_WORKER_MODULE", "FAKE_MODE", "FAKE_STEP_SLEEP"):
+        for k in ("SWEEP_WORKER_MODULE", "FAKE_MODE", "FAKE_STEP_SLEEP", "FAKE_SCORE_LR"):
             del os.environ[k]
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     exp = Experiment(tmp_path / "experiments" / "pbt")
@@ -267,7 +267,7 @@ def test_a_pbt_sweep_killed_mid_run_resumes_to_its_end(tmp_path: Path) -> None:
     (tmp_path / "s.yaml").write_text(SPACE)
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1",
            "SWEEP_WORKER_MODULE": "tests.fake_worker", "FAKE_MODE": "slow",
-           "FAKE_STEP_SLEEP": "3"}
+           "FAKE_STEP_SLEEP": "3", "FAKE_SCORE_LR": "1"}
     log = open(tmp_path / "run.log", "w")  # noqa: SIM115 - the child writes it
     driver = subprocess.Popen(
         [sys.executable, "-m", "sweep.cli", "run", "--space", str(tmp_path / "s.yaml"),
@@ -290,13 +290,13 @@ def test_a_pbt_sweep_killed_mid_run_resumes_to_its_end(tmp_path: Path) -> None:
         driver.wait(timeout=30)
         _kill_tree(_wait_gone(descendants, 60))
         before = {t.name: t.status().get("lineage") for t in exp.trials()}
-        os.environ.update({k: env[k] for k in ("SWEEP_WORKER_MODULE", "FAKE_MODE",
-                                                "FAKE_STEP_SLEEP")})
+        keys = ("SWEEP_WORKER_MODULE", "FAKE_MODE", "FAKE_STEP_SLEEP", "FAKE_SCORE_LR")
+        os.environ.update({k: env[k] for k in keys})
         try:
             res = run_cli(["resume", "pr", "--no-dashboard", "--no-report"], tmp_path,
                           timeout=600)
         finally:
-            for k in ("SWEEP_WORKER_MODULE", "FAKE_MODE", "FAKE_STEP_SLEEP"):
+            for k in keys:
                 del os.environ[k]
     finally:
         if driver.poll() is None:
