@@ -163,9 +163,10 @@ def test_a_restarted_trial_keeps_its_first_parameters(tmp_path: Path) -> None:
 # --- no clock kills a healthy trial; a stalled one is caught by its lack of progress -----------
 
 def test_a_slow_trial_with_progress_is_never_stalled(tmp_path: Path) -> None:
-    """6 s from start to its only checkpoint, a summary every 1.5 s: longer without a
-    checkpoint than the stall setting (4 s), but training is visibly alive, so it completes."""
-    r = _runner(tmp_path, "slow", stall_s=4.0, env={"FAKE_STEP_SLEEP": "1.5"})
+    """12 s from start to its only checkpoint, a summary every 3 s: longer without a
+    checkpoint than the stall setting (8 s, with room for a slow start on a loaded machine),
+    but training is visibly alive, so it completes."""
+    r = _runner(tmp_path, "slow", stall_s=8.0, env={"FAKE_STEP_SLEEP": "3"})
     r.spec = dataclasses.replace(r.spec, eval_every=0)  # one checkpoint, at step 40
     r.start()
     results = _until_done(r)
