@@ -584,75 +584,73 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
         tune.with_parameters(_trainable_class(), spec=spec),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
     progress, budget = _callbacks(settings, exp)
+    # Ray is the CLI's (init_ray / stop_ray): a test's shared Ray outlives a sweep.
+    if url:
+        print(f"Ray dashboard: {url}", flush=True)
+    print(f"TensorBoard:   tensorboard --logdir {exp.root}", flush=True)
     try:
-        if url:
-            print(f"Ray dashboard: {url}", flush=True)
-        print(f"TensorBoard:   tensorboard --logdir {exp.root}", flush=True)
-        try:
-            from sweep import hparams
+        from sweep import hparams
 
-            hparams.write_experiment(exp.root, space, description=f"sweep {settings.name}")
-        except Exception as e:  # noqa: BLE001 - TensorBoard extras never stop a sweep
-            print(f"sweep: could not write the TensorBoard HParams experiment: {e}",
-                  file=sys.stderr)
-        run_config = tune.RunConfig(
-            name="ray", storage_path=str(exp.root), verbose=0,
-            callbacks=[progress] + ([_pbt_study_recorder(settings, exp, space)]
-                                    if settings.population_based else []),
-            stop=budget,
-            # Ray restarts a trial whose actor died; the runner counts those restarts and its
-            # own process restarts against the same --max-failures (TrialSpec.run_id).
-            failure_config=tune.FailureConfig(max_failures=settings.max_failures),
-            # PBT clones from a trial's last saved checkpoint; keep a few (Ray warns at <= 2).
-            checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=4 if settings.population_based else 1, checkpoint_frequency=1),
-        )
-        ray_dir = exp.ray_dir
-        if resume:
-            tuner = tune.Tuner.restore(str(ray_dir), trainable=trainable,
-                                       resume_unfinished=True, resume_errored=False,
-                                       restart_errored=False)
+        hparams.write_experiment(exp.root, space, description=f"sweep {settings.name}")
+    except Exception as e:  # noqa: BLE001 - TensorBoard extras never stop a sweep
+        print(f"sweep: could not write the TensorBoard HParams experiment: {e}",
+              file=sys.stderr)
+    run_config = tune.RunConfig(
+        name="ray", storage_path=str(exp.root), verbose=0,
+        callbacks=[progress] + ([_pbt_study_recorder(settings, exp, space)]
+                                if settings.population_based else []),
+        stop=budget,
+        # Ray restarts a trial whose actor died; the runner counts those restarts and its
+        # own process restarts against the same --max-failures (TrialSpec.run_id).
+        failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+        # PBT clones from a trial's last saved checkpoint; keep a few (Ray warns at <= 2).
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=4 if settings.population_based else 1, checkpoint_frequency=1),
+    )
+    ray_dir = exp.ray_dir
+    if resume:
+        tuner = tune.Tuner.restore(str(ray_dir), trainable=trainable,
+                                   resume_unfinished=True, resume_errored=False,
+                                   restart_errored=False)
+    else:
+        metric_keys = [result_key(m) for m in settings.metrics]
+        param_space = None
+        if settings.population_based:
+            searcher, param_space = _pbt_population(settings, space, points)
         else:
-            metric_keys = [result_key(m) for m in settings.metrics]
-            param_space = None
-            if settings.population_based:
-                searcher, param_space = _pbt_population(settings, space, points)
-            else:
-                points = search.known_points(points, settings.num_trials, space=space,
-                                             sampler=settings.sampler)
-                searcher = _searcher_class(exp)(
-                    space=space.define_by_run,
-                    metric=metric_keys if settings.multi_objective else metric_keys[0],
-                    mode=settings.modes if settings.multi_objective else settings.modes[0],
-                    points_to_evaluate=points or None,
-                    sampler=search.make_sampler(settings, space, len(points)),
-                    study_name=study_name,
-                    storage=PasswordFreeRDBStorage(settings.storage_url()),
-                )
-            tuner = tune.Tuner(
-                trainable, param_space=param_space,
-                tune_config=tune.TuneConfig(
-                    search_alg=searcher, scheduler=plan.scheduler,
-                    num_samples=settings.num_trials,
-                    # PBT's population generator limits concurrency itself.
-                    max_concurrent_trials=(None if settings.population_based
-                                           else settings.max_concurrent),
-                    time_budget_s=settings.time_budget_s,
-                    trial_dirname_creator=lambda t: t.trial_id,
-                ),
-                run_config=run_config,
+            points = search.known_points(points, settings.num_trials, space=space,
+                                         sampler=settings.sampler)
+            searcher = _searcher_class(exp)(
+                space=space.define_by_run,
+                metric=metric_keys if settings.multi_objective else metric_keys[0],
+                mode=settings.modes if settings.multi_objective else settings.modes[0],
+                points_to_evaluate=points or None,
+                sampler=search.make_sampler(settings, space, len(points)),
+                study_name=study_name,
+                storage=PasswordFreeRDBStorage(settings.storage_url()),
             )
-        # Trial metrics live in the trial folders, not in Ray's result files: silence Ray's
-        # "Failed to fetch metrics" warning when it builds the (unused) result grid.
-        logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-        grid = tuner.fit()
-        errored = len(grid.errors)
-        lost = reconcile(exp, settings.storage_url(), study_name)
-        if lost:
-            print(f"sweep: {len(lost)} trial(s) were lost with a killed driver before Ray "
-                  f"recorded them; marked failed: {', '.join(lost)}", file=sys.stderr, flush=True)
-    finally:
-        pass  # Ray is the CLI's (init_ray / stop_ray): a test's shared Ray outlives a sweep
+        tuner = tune.Tuner(
+            trainable, param_space=param_space,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher, scheduler=plan.scheduler,
+                num_samples=settings.num_trials,
+                # PBT's population generator limits concurrency itself.
+                max_concurrent_trials=(None if settings.population_based
+                                       else settings.max_concurrent),
+                time_budget_s=settings.time_budget_s,
+                trial_dirname_creator=lambda t: t.trial_id,
+            ),
+            run_config=run_config,
+        )
+    # Trial metrics live in the trial folders, not in Ray's result files: silence Ray's
+    # "Failed to fetch metrics" warning when it builds the (unused) result grid.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    grid = tuner.fit()
+    errored = len(grid.errors)
+    lost = reconcile(exp, settings.storage_url(), study_name)
+    if lost:
+        print(f"sweep: {len(lost)} trial(s) were lost with a killed driver before Ray "
+              f"recorded them; marked failed: {', '.join(lost)}", file=sys.stderr, flush=True)
     if budget.reason:
         print(f"sweep stopped: {budget.reason}", file=sys.stderr, flush=True)
     return {"errors": errored, "stopped_reason": budget.reason, "dashboard": url}
