@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.errors import ConfigError
+from sweep.settings import GRAPH_OPTIMIZER
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 DEMO_SPACE = PACKAGE_ROOT.parent / "search_spaces" / "demo_tiny.yaml"
@@ -104,6 +105,11 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
                         "they compete for memory and time), 'cpu' keeps the GPU for training "
                         "(evaluations of a large model or eval set are then much slower) "
                         "[%(default)s]")
+    r.add_argument("--graph-optimizer", choices=GRAPH_OPTIMIZER, default="auto",
+                   help="TensorFlow's graph optimizer (grappler) in each trial's jobs: 'auto' "
+                        "runs it only on GPU trials, where its layout and fusion passes make "
+                        "steps fast; on the CPU it costs more than it returns (benchmarks/"
+                        "results/trial_cost.md) [%(default)s]")
     r.add_argument("--address", help="an existing Ray cluster (e.g. 127.0.0.1:6379 or 'auto');"
                    " default: start an embedded local Ray")
     r.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard")
@@ -277,6 +283,7 @@ def _settings(a: argparse.Namespace, space: Path, pipeline: Path, default_name: 
         eval_every=a.eval_every, keep_checkpoints=a.keep_checkpoints,
         max_failures=a.max_failures, max_consecutive_failures=a.max_consecutive_failures,
         stall_minutes=a.stall_minutes, eval_device=a.eval_device,
+        graph_optimizer=a.graph_optimizer,
         perturbation_interval=a.perturbation_interval,
         address=a.address, study_url=cli_url(a.study_url), dashboard=not a.no_dashboard,
         dashboard_host=a.dashboard_host, declare_gpus=a.declare_gpus,

@@ -16,6 +16,7 @@ from sweep.errors import ConfigError, Problem
 SAMPLERS = ("tpe", "random", "cmaes", "grid", "qmc", "nsga2")
 SCHEDULERS = ("fifo", "asha", "median", "pbt", "pb2")
 EVAL_DEVICES = ("gpu", "cpu")
+GRAPH_OPTIMIZER = ("auto", "on", "off")  # sweep.worker.graph_optimizer_enabled decides
 # Short names accepted on the command line for the OD API's tags.
 METRIC_ALIASES = {
     "mAP": metrics.MAP, "map": metrics.MAP, "mAP_50": metrics.MAP50, "mAP_75": metrics.MAP75,
@@ -92,6 +93,7 @@ class SweepSettings:
     perturbation_interval: int = 0  # PBT: steps between exploit/explore; 0 = --eval-every
     stall_minutes: float = 30.0  # training without a new summary or checkpoint; 0 = never
     eval_device: str = "gpu"
+    graph_optimizer: str = "auto"  # TF grappler in the jobs: auto = on only with a GPU
     address: str | None = None
     study_url: str | None = None  # any SQLAlchemy URL; default sqlite in the experiment folder
     study_name: str = ""  # a new study per experiment (sweep.study.new_study_name); default name
@@ -183,6 +185,9 @@ class SweepSettings:
                 "use 0 to turn stall detection off, or minutes (e.g. 30)")
         if self.eval_device not in EVAL_DEVICES:
             bad("--eval-device", f"unknown device {self.eval_device!r}", "use gpu or cpu")
+        if self.graph_optimizer not in GRAPH_OPTIMIZER:
+            bad("--graph-optimizer", f"unknown choice {self.graph_optimizer!r}",
+                "use " + ", ".join(GRAPH_OPTIMIZER))
         for key, value in (("--cpus-per-trial", self.cpus_per_trial),
                            ("--gpus-per-trial", self.gpus_per_trial),
                            ("--time-budget", self.time_budget_s)):

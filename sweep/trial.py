@@ -68,6 +68,7 @@ class TrialSpec:
     max_failures: int = 2  # restarts per trial in total: process or Ray actor died, stalled
     stall_s: float = 1800.0  # no new train summary or checkpoint for this long = stalled; 0 = off
     eval_device: str = "gpu"  # the eval job on the trial's first GPU, or "cpu"
+    graph_optimizer: str = "auto"  # TF grappler: sweep.worker.graph_optimizer_enabled
     # The driver run that started this trial. A trial found RUNNING by an attempt of the same
     # run lost its Ray actor (a restart, counted); one found by a resumed run was interrupted
     # with the driver (not the trial's fault, not counted).
@@ -261,7 +262,8 @@ class TrialRunner:
 
     def _common_args(self) -> list[str]:
         return ["--pipeline", str(self.dir.pipeline_path), "--model-dir", str(self.dir.path),
-                "--threads", str(self.spec.threads), "--parent-pid", str(os.getpid())]
+                "--threads", str(self.spec.threads), "--parent-pid", str(os.getpid()),
+                "--graph-optimizer", self.spec.graph_optimizer]
 
     def _start_train(self) -> None:
         every, per_iter = plan_steps(self.num_steps, self.spec.eval_every)

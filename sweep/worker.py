@@ -25,21 +25,39 @@ import time
 from pathlib import Path
 
 from sweep.experiment import append_evaluated, read_evaluated
+from sweep.settings import GRAPH_OPTIMIZER
 
 
-def _setup_tf(threads: int, cpu_replicas: int = 0) -> None:
+def graph_optimizer_enabled(choice: str, gpus: int) -> bool:
+    """Whether TF's graph optimizer (grappler) runs in a job. ``auto``: only with a GPU.
+
+    On the CPU, grappler's passes cost more than they return for these graphs: measured on the
+    demo's SSD (benchmarks/results/trial_cost.md) turning it off cut the train job's tracing
+    and its steady step alike. On a GPU its layout and fusion passes are what make the
+    convolutions fast, and tracing is seconds of an hours-long trial, so it stays on.
+    """
+    if choice not in GRAPH_OPTIMIZER:
+        raise ValueError(f"graph optimizer must be one of {GRAPH_OPTIMIZER}, got {choice!r}")
+    return choice == "on" or (choice == "auto" and gpus > 0)
+
+
+def _setup_tf(threads: int, cpu_replicas: int = 0, graph_optimizer: str = "auto") -> None:
     """Before TensorFlow initialises its devices: the tf-slim patch, threads, GPU memory
     growth (a trial's train and eval jobs, or fractional-GPU trials, share a GPU; without it
-    the first process takes all its memory), and logical CPU devices for ``cpu_replicas``."""
+    the first process takes all its memory), logical CPU devices for ``cpu_replicas``, and
+    the graph optimizer (``graph_optimizer_enabled``)."""
     from sweep import odapi_compat
 
     odapi_compat.patch()
     import tensorflow as tf
 
+    gpus = tf.config.list_physical_devices("GPU")
+    if not graph_optimizer_enabled(graph_optimizer, len(gpus)):
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     if threads > 0:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(max(1, threads))
-    for gpu in tf.config.list_physical_devices("GPU"):
+    for gpu in gpus:
         tf.config.experimental.set_memory_growth(gpu, True)
     if cpu_replicas > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
@@ -123,6 +141,7 @@ def evaluate(pipeline: Path, model_dir: Path, *, poll: float, eval_initial: bool
 
     from sweep import detections
 
+    _reuse_eval_trace(model_lib_v2)
     configs = config_util.get_configs_from_pipeline_file(str(pipeline))
     model_config = configs["model"]
     eval_config = configs["eval_config"]
@@ -185,6 +204,37 @@ def evaluate(pipeline: Path, model_dir: Path, *, poll: float, eval_initial: bool
             return
 
 
+class _CachedFunctionTF:
+    """``tensorflow.compat.v1`` as model_lib_v2 sees it, but ``tf.function`` of the same Python
+    function returns the one made first. See ``_reuse_eval_trace``."""
+
+    def __init__(self, tf) -> None:  # noqa: ANN001 - the tf module
+        self._tf = tf
+        self._made: dict[object, object] = {}
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._tf, name)
+
+    def function(self, func=None, **kwargs):  # noqa: ANN001, ANN003, ANN201 - as tf.function
+        if func is None:
+            return lambda f: self.function(f, **kwargs)
+        key = (func.__code__, tuple(sorted(kwargs.items())))
+        if key not in self._made:
+            self._made[key] = self._tf.function(func, **kwargs)
+        return self._made[key]
+
+
+def _reuse_eval_trace(model_lib_v2) -> None:  # noqa: ANN001 - the module
+    """``eager_eval_loop`` wraps its per-image ``compute_eval_dict`` in a new ``tf.function`` on
+    every call, so every evaluation re-traced the whole model (6-7 s of a 7 s evaluation;
+    benchmarks/results/trial_cost.md). In the eval job every call closes over the same model
+    and configs (the model is built once, checkpoints are restored into its variables), so the
+    first traced function serves them all. Only the eval job does this: the train job's
+    functions are traced once anyway."""
+    if not isinstance(model_lib_v2.tf, _CachedFunctionTF):
+        model_lib_v2.tf = _CachedFunctionTF(model_lib_v2.tf)
+
+
 def _next_checkpoint(tf, model_dir: Path, done: set[str]) -> str | None:  # noqa: ANN001
     """The oldest checkpoint not evaluated yet. Unlike eval_continuously (which jumps to the
     newest), every checkpoint still on disk gets its evaluation, so a scheduler sees every rung
@@ -214,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=0.0,
                    help="eval: exit after this long without a new checkpoint (0 = never; a "
                         "trial ends its eval job itself) [%(default)s]")
+    p.add_argument("--graph-optimizer", choices=GRAPH_OPTIMIZER, default="auto",
+                   help="TF's grappler: auto = on only with a GPU [%(default)s]")
     p.add_argument("--cpu-replicas", type=int, default=0,
                    help="train: mirror over this many logical CPU devices (tests the "
                         "multi-GPU path on a CPU machine)")
@@ -223,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
 
         watch_parent(a.parent_pid)
     (a.model_dir / "eval").mkdir(parents=True, exist_ok=True)
-    _setup_tf(a.threads, a.cpu_replicas if a.job == "train" else 0)
+    _setup_tf(a.threads, a.cpu_replicas if a.job == "train" else 0, a.graph_optimizer)
     print(f"sweep.worker {a.job} pid={os.getpid()} "
           f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}", flush=True)
     if a.job == "train":

@@ -65,7 +65,11 @@ def test_two_replica_training_under_mirrored_strategy_and_its_checkpoints_evalua
         tmp_path: Path) -> None:
     """`--gpus-per-trial 2` trains under MirroredStrategy as model_main_tf2.py does; on this
     CPU machine the same path runs over two logical CPU devices. The eval job (one device)
-    evaluates the checkpoints the two replicas wrote."""
+    evaluates the checkpoints the two replicas wrote, tracing its model once: a later
+    checkpoint evaluated through the first trace scores exactly as in a fresh eval job."""
+    import shutil
+
+    from sweep.experiment import append_evaluated
     from sweep.render import load_pipeline, render, write_pipeline
     from tests.conftest import make_workspace
 
@@ -74,21 +78,70 @@ def test_two_replica_training_under_mirrored_strategy_and_its_checkpoints_evalua
     model_dir.mkdir()
     cfg = render(load_pipeline(base), {"num_steps": 10, "batch_size": 4})
     write_pipeline(cfg, model_dir / "pipeline.config")
-    common = ["--pipeline", str(model_dir / "pipeline.config"), "--model-dir", str(model_dir),
-              "--threads", "1"]
-    train = subprocess.run(
-        [sys.executable, "-m", "sweep.worker", "train", *common, "--cpu-replicas", "2",
-         "--checkpoint-every", "10", "--steps-per-iteration", "5", "--keep", "2"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=900,
-        env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
+
+    def job(kind: str, directory: Path, *extra: str) -> subprocess.CompletedProcess:
+        out = subprocess.run(
+            [sys.executable, "-m", "sweep.worker", kind, "--pipeline",
+             str(model_dir / "pipeline.config"), "--model-dir", str(directory), "--threads", "1",
+             *extra], cwd=tmp_path, capture_output=True, text=True, timeout=900,
+            env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        return out
+
+    train = job("train", model_dir, "--cpu-replicas", "2", "--checkpoint-every", "5",
+                "--steps-per-iteration", "5", "--keep", "3")
     assert "train: 2 replica(s) (MirroredStrategy)" in train.stdout
-    ev = subprocess.run(
-        [sys.executable, "-m", "sweep.worker", "eval", *common, "--poll", "0.2"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=900,
-        env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert ev.returncode == 0, ev.stdout[-3000:] + ev.stderr[-3000:]
+    fresh = tmp_path / "fresh"  # the same checkpoints, for an eval job that starts at step 10
+    shutil.copytree(model_dir, fresh)
+    job("eval", model_dir, "--poll", "0.2")  # warm-up on step 0, then steps 5 and 10
     rows = read_evaluated(model_dir)
-    assert rows[-1]["step"] == 10  # ckpt-1 is train_loop's step-0 checkpoint
+    assert [r["step"] for r in rows] == [0, 5, 10]  # ckpt-1 is train_loop's step-0 checkpoint
     assert (model_dir / f"{rows[-1]['checkpoint']}.index").exists()
     assert "DetectionBoxes_Precision/mAP" in rows[-1]["metrics"]
+
+    for row in rows[:2]:
+        append_evaluated(fresh, {**row, "metrics": {}})
+    job("eval", fresh, "--poll", "0.2")
+    (again,) = [r for r in read_evaluated(fresh) if r["metrics"]]
+    assert again["step"] == 10
+    loss = "Loss/total_loss"
+    assert rows[1]["metrics"][loss] != pytest.approx(rows[2]["metrics"][loss], rel=1e-3)
+    assert again["metrics"] == pytest.approx(rows[2]["metrics"], rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize(("choice", "gpus", "on"), [
+    ("auto", 0, False), ("auto", 1, True), ("on", 0, True), ("off", 2, False)])
+def test_graph_optimizer_runs_only_where_it_pays(choice: str, gpus: int, on: bool) -> None:
+    assert worker.graph_optimizer_enabled(choice, gpus) is on
+
+
+def test_graph_optimizer_choice_is_checked() -> None:
+    with pytest.raises(ValueError, match="auto"):
+        worker.graph_optimizer_enabled("fast", 0)
+
+
+def test_eval_trace_is_made_once_per_python_function() -> None:
+    """eager_eval_loop decorates the same inner function on every call: the eval job keeps the
+    first tf.function made of it (one trace per process), and nothing else changes."""
+    made: list[object] = []
+
+    def function(func, **kwargs):  # noqa: ANN001, ANN003, ANN202 - a stand-in tf.function
+        made.append(func)
+        return ("traced", func, tuple(kwargs.items()))
+
+    fake_tf = SimpleNamespace(function=function, float32="f32")
+    module = SimpleNamespace(tf=fake_tf)
+    worker._reuse_eval_trace(module)
+    worker._reuse_eval_trace(module)  # idempotent: no proxy of a proxy
+
+    def loop() -> object:  # a new closure on every call, like eager_eval_loop's
+        @module.tf.function
+        def compute_eval_dict() -> None:
+            return None
+        return compute_eval_dict
+
+    first, second = loop(), loop()
+    assert first is second and len(made) == 1
+    assert module.tf.function(lambda: 1) is not first  # another function gets its own
+    assert module.tf.function(jit_compile=True)(lambda: 2)[2] == (("jit_compile", True),)
+    assert module.tf.float32 == "f32"
