@@ -76,7 +76,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     g.add_argument("--time-budget", type=float, help="stop starting trials after this many minutes")
     g.add_argument("--step-budget", type=int, help="stop after this many train steps in total")
     g.add_argument("--seed", type=int, default=0, help="sampler seed [%(default)s]")
-    g.add_argument("--eval-every", type=int, default=20 if demo else 0,
+    g.add_argument("--eval-every", type=int, default=150 if demo else 0,
                    help="train steps between evaluations, the early-stopping points"
                         " (0 = at the end only) [%(default)s]")
     g.add_argument("--keep-checkpoints", type=int, default=3,
@@ -439,6 +439,7 @@ def _run(settings: Any, *, overwrite: bool, report: bool, resume: bool = False,
         from sweep import report as report_mod
 
         out = report_mod.write_report(exp)
+        print((out / report_mod.VERDICT_FILE).read_text().rstrip())
         print(f"report: {out}/report.html  (leaderboard.csv, leaderboard.md, best/pipeline.config)")
     return _exit(exp, summary["stopped_reason"])
 

@@ -427,13 +427,18 @@ def _verdict(g: Gathered, best_info: dict[str, Any] | None, significance: str) -
            f"{fmt(best_info['value'])} at step {fmt(best_info['step'])}"
            + (f", fine-tuning from {best_info['fine_tune_checkpoint']}"
               if best_info.get("fine_tune_checkpoint") else "") + ").")
+    rs = g.df.set_index("trial").loc[best]
+    detection = ((label(m.MAP), BEST + m.MAP), (label(m.MAP50), BEST + m.MAP50),
+                 (label(m.AR100), BEST + m.AR100))
     if not base or best == base:
-        return Section("Verdict", [use, f"The base config ({best}) is the best trial so far: "
-                                        "no sampled config beat it."], id="verdict")
-    rb, rs = g.df.set_index("trial").loc[base], g.df.set_index("trial").loc[best]
+        scores = ", ".join(f"{name} {fmt(_num(rs, col))}" for name, col in detection
+                           if _num(rs, col) is not None)
+        return Section("Verdict", [use, f"The base config ({best}) is the best trial so far"
+                                        + (f" ({scores})" if scores else "")
+                                        + ": no sampled config beat it."], id="verdict")
+    rb = g.df.set_index("trial").loc[base]
     gains = []
-    for name, col in ((label(m.MAP), BEST + m.MAP), (label(m.MAP50), BEST + m.MAP50),
-                      (label(m.AR100), BEST + m.AR100)):
+    for name, col in detection:
         a, b = _num(rb, col), _num(rs, col)
         if a is not None and b is not None:
             gains.append(f"{name} {fmt(b)} vs {fmt(a)} ({_change(a, b)})")
@@ -738,6 +743,9 @@ def _significance(g: Gathered) -> str:
             f"images, {iv.resamples} resamples; README: Is the win real?): {verdict}")
 
 
+VERDICT_FILE = "verdict.txt"
+
+
 def write_report(exp: Experiment, out_dir: Path | None = None, *,
                  fine_tune_from_best: bool = False) -> Path:
     """Write the report of ``exp`` into ``out_dir`` (default ``reports/<experiment>/``).
@@ -777,6 +785,9 @@ def write_report(exp: Experiment, out_dir: Path | None = None, *,
                 f"# Leaderboard: {exp.name}\n\n" + (f"> **{banner}**\n\n" if banner else "")
                 + leaderboard_table(g).markdown() + "\n")
     sections = _sections(g, made, best_info, figs, figure_notes, significance, pictures)
+    # The verdict alone, in plain text: what `sweep run` prints at its end, for scripts too.
+    verdict = next(s for s in sections if s.id == "verdict")
+    _write_text(out_dir / VERDICT_FILE, "\n".join(verdict.text) + "\n")
     _write_text(out_dir / "report.md", render_markdown(g, sections, out_dir, generated))
     _write_text(out_dir / "report.html", render_html(g, sections, generated))
     return out_dir

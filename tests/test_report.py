@@ -179,6 +179,10 @@ def test_verdict_comes_first_in_short_names_with_proto_paths_collapsed(finished:
     assert md.index("## Verdict") < md.index("## Leaderboard") < md.index("## Summary")
     verdict = md[md.index("## Verdict"):md.index("## Leaderboard")]
     assert f"Use {best.name}'s config: best/pipeline.config" in verdict
+    # verdict.txt (what `sweep run` prints last) holds the same paragraphs, in plain text.
+    plain = (out / "verdict.txt").read_text().splitlines()
+    assert plain[0].startswith(f"Use {best.name}'s config") and len(plain) == 4
+    assert all(line in verdict for line in plain)
     params = se.truth[best.name].params
     assert (f"What changed: batch_size {params['batch_size']}, cosine.base {num(params[LR])}, "
             f"l2_weight {num(params['l2_weight'])}.") in verdict
@@ -667,3 +671,19 @@ def test_leaderboard_sorts_and_filters_in_the_browser(finished: tuple, tmp_path:
         "objective", ascending=False, kind="stable")["trial"])
     stopped = [n for n, t in se.truth.items() if t.state == "STOPPED"]
     assert attrs["data-filtered"].split(",") == stopped
+
+
+def test_when_the_base_is_best_the_verdict_gives_its_detection_scores(tmp_path: Path) -> None:
+    """The demo's verdict must show what the best detector scores even when no sampled config
+    beat the base: mAP, mAP@.50 and AR@100 from the trial's table row."""
+    from sweep.report import _verdict
+
+    se = make_experiment(tmp_path, seed=3)
+    g = gather(se.exp)
+    best = g.best_name()
+    g.base_name = lambda: best  # the base config is the best trial
+    row = g.df.set_index("trial").loc[best]
+    text = " ".join(_verdict(g, {"value": 0.5, "step": 40}, "n/a").text)
+    assert f"The base config ({best}) is the best trial so far (mAP " in text
+    for tag in (m.MAP, m.MAP50, m.AR100):
+        assert fmt(float(row[BEST + tag])) in text
