@@ -114,6 +114,10 @@ def probe_eval(a: dict[str, Any]) -> dict[str, Any]:
     from object_detection.builders import model_builder, optimizer_builder
     from object_detection.utils import config_util
 
+    if a.get("reuse_trace"):  # as sweep.worker.evaluate does today
+        from sweep import worker
+
+        worker._reuse_eval_trace(model_lib_v2)
     t0 = time.time()
     configs = config_util.get_configs_from_pipeline_file(a["pipeline"])
     model_config, eval_config = configs["model"], configs["eval_config"]
@@ -270,7 +274,14 @@ def probe_trial(a: dict[str, Any]) -> dict[str, Any]:
             "waited_for_eval_s": (start - ck_time) if (start and ck_time) else None})
     sps = sorted(metrics.read_scalars(tdir / "train", [metrics.STEPS_PER_SEC]),
                  key=lambda s: s.step)
+    loss = sorted(metrics.read_scalars(tdir / "train", ["Loss/total_loss"]), key=lambda s: s.step)
+    steady = statistics.median(1 / s.value for s in sps[2:]) if len(sps) > 3 else None
+    steps = int(render.load_pipeline(runner.dir.pipeline_path).train_config.num_steps)
     return {"wall_s": t_end - t0, "results": results, "evals": eval_rows,
+            "steady_step_s": steady, "steps": steps,
+            "steady_share": steady * steps / (t_end - t0) if steady else None,
+            "loss": [(s.step, s.value) for s in loss],
+            "eval_metrics": [{"step": r["step"], **r["metrics"]} for r in evals if r["metrics"]],
             "train_first_summary_s": sps[0].wall_time - t0 if sps else None,
             "train_last_summary_s": sps[-1].wall_time - t0 if sps else None,
             "steps_per_sec": [s.value for s in sps]}
@@ -285,6 +296,10 @@ def worker_wrapper(flags: dict[str, Any], argv: list[str]) -> int:
 
     if flags.get("grappler_off"):
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    if flags.get("graph_optimizer"):  # sweep.worker's own switch (before: on; now: auto)
+        argv = [*argv, "--graph-optimizer", flags["graph_optimizer"]]
+    if flags.get("no_eval_reuse"):  # the eval job as before: a new trace per evaluation
+        worker._reuse_eval_trace = lambda module: None
     if flags.get("eval_initial") and argv and argv[0] == "eval":
         argv = [*argv, "--eval-initial"]  # warm-up: evaluate step 0 while training traces
     if flags.get("eval_threads") and argv and argv[0] == "eval":
@@ -332,7 +347,7 @@ def make_pipeline(work: Path, steps: int) -> Path:
     from sweep.dataset import make_dataset
     from sweep.workspace import init_workspace
 
-    info = make_dataset(work / "ws" / "annotations")
+    info = make_dataset(work / "ws" / "annotations")  # the demo's data
     pipe = init_workspace(work / "ws", dataset=info)
     cfg = render.render(render.load_pipeline(pipe), {"num_steps": steps})
     out = work / "pipeline.config"
@@ -357,16 +372,18 @@ def ratio(a: Any, b: Any) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--eval-every", type=int, default=20)
+    p.add_argument("--steps", type=int, default=600, help="the demo's [%(default)s]")
+    p.add_argument("--eval-every", type=int, default=150, help="the demo's [%(default)s]")
     p.add_argument("--out", type=Path, default=HERE.parent / "results" / "trial_cost.md")
     p.add_argument("--skip", nargs="*", default=[],
                    choices=["import", "train", "eval", "trial", "cuts"],
                    help="parts to leave out (cuts = the variant runs)")
-    p.add_argument("--trials", nargs="*", default=["base", "cut", "warm"],
-                   choices=["base", "cut", "warm"],
-                   help="trial variants: today's path, num_visualizations 0 + grappler off, "
-                   "eval warm-up on the step-0 checkpoint (--eval-initial)")
+    p.add_argument("--trials", nargs="*", default=["before", "base"],
+                   choices=["before", "base", "cut", "warm"],
+                   help="trial variants: before = the path before the cuts (grappler on, "
+                   "a new eval trace per evaluation); base = today's path; cut = "
+                   "num_visualizations 0 + grappler off; warm = eval warm-up on the step-0 "
+                   "checkpoint (--eval-initial) [before base]")
     p.add_argument("--more", action="store_true",
                    help="also: train threads 2, num_steps_per_iteration=checkpoint_every, "
                    "grappler off in the eval probe")
@@ -438,6 +455,10 @@ def main(argv: list[str] | None = None) -> int:
         ev = {"pipeline": str(pipeline), "threads": 1, "runs": runs,
               "out_dir": str(work / "eval_base")}
         R["eval"] = run_probe("eval", ev, work, "eval_base")
+        if cuts:
+            R["eval_reuse"] = run_probe(
+                "eval", {**ev, "reuse_trace": True, "runs": runs[:2],
+                         "out_dir": str(work / "eval_reuse")}, work, "eval_reuse")
         if cuts and a.more:
             R["eval_grappler_off"] = run_probe(
                 "eval", {**ev, "grappler_off": True, "runs": runs[:2],
@@ -445,6 +466,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if "trial" not in a.skip:
         tr = {"pipeline": str(pipeline), "eval_every": every, "threads": 1}
+        if "before" in a.trials:
+            R["trial_before"] = run_probe(
+                "trial", {**tr, "root": str(work / "exp_before"), "worker_flags": {
+                    "graph_optimizer": "on", "no_eval_reuse": True}}, work, "trial_before")
         if "base" in a.trials:
             R["trial"] = run_probe("trial", {**tr, "root": str(work / "exp_base")}, work,
                                    "trial_base")
@@ -471,11 +496,38 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def trial_summary(R: dict[str, Any]) -> list[str]:
+    """Before vs now, per trial: wall, steady-state share, and the training it did."""
+    rows = [(k, R.get(k)) for k in ("trial_before", "trial")]
+    rows = [(k, t) for k, t in rows if t and not t.get("failed") and t.get("steady_share")]
+    if not rows:
+        return []
+    L = ["", "## A demo trial, before and after the cuts", "",
+         "| path | wall s | steady step s | steady-state training | final train loss | "
+         "last eval mAP@.50 | last eval mAP |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for key, t in rows:
+        last = t["eval_metrics"][-1] if t.get("eval_metrics") else {}
+        tail = [v for _, v in t["loss"][-5:]]
+        L.append(f"| {'before' if key == 'trial_before' else 'now'} | {f(t['wall_s'])} | "
+                 f"{f(t['steady_step_s'], 3)} | {100 * t['steady_share']:.0f}% | "
+                 f"{f(statistics.mean(tail) if tail else None, 3)} (mean of last 5) | "
+                 f"{f(last.get('DetectionBoxes_Precision/mAP@.50IOU'), 3)} | "
+                 f"{f(last.get('DetectionBoxes_Precision/mAP'), 3)} |")
+    if len(rows) == 2:
+        (_, b), (_, n) = rows
+        L += ["", f"Per-trial wall: {ratio(n['wall_s'], b['wall_s'])} of before. Train loss "
+              "every 10 steps, before -> now (no seed is fixed in the OD API, so runs differ "
+              "by their random initialisation): " + ", ".join(
+                  f"{sb}: {vb:.2f} -> {vn:.2f}" for (sb, vb), (_, vn)
+                  in list(zip(b["loss"], n["loss"], strict=False))[::max(1, len(b["loss"]) // 6)])]
+    return L + [""]
+
+
 def report(R: dict[str, Any]) -> str:
     L = [f"# Trial cost breakdown ({R['started']})", "",
-         f"tiny SSD MobileNet v2 (128 px, batch 4), {R['steps']} steps, eval every "
+         f"the demo's tiny SSD MobileNet v2 (sweep/templates), {R['steps']} steps, eval every "
          f"{R['eval_every']} (checkpoint_every={R['checkpoint_every']}, "
-         f"num_steps_per_iteration={R['steps_per_iteration']}), 64 train / 16 eval images, "
+         f"num_steps_per_iteration={R['steps_per_iteration']}), the demo's data, "
          f"TF intra/inter-op threads 1 per process (as TrialSpec.threads=1), {R['nproc']} cores.",
          "", f"Load before: `{R['uptime_before']}`  ", f"Load after: `{R['uptime_after']}`", ""]
     tr = R.get("train") or {}
@@ -510,7 +562,8 @@ def report(R: dict[str, Any]) -> str:
                          f"at {f(r['per_image_s'], 3)} s, drawing {f(r['draw_s'], 2)} s, "
                          f"COCO evaluate {f(r['coco_evaluate_s'], 2)} s, restore "
                          f"{f(r['restore_s'], 2)} s"))
-    for key, label in (("trial", "trial (TrialRunner, today's path)"),
+    for key, label in (("trial_before", "trial (TrialRunner, before: grappler on, eval re-traced)"),
+                       ("trial", "trial (TrialRunner, today's path)"),
                        ("trial_cut", "trial with cuts (num_visualizations 0 + grappler off)"),
                        ("trial_warm", "trial with eval warm-up on the step-0 checkpoint")):
         t = R.get(key) or {}
@@ -531,6 +584,7 @@ def report(R: dict[str, Any]) -> str:
         L += ["", f"Steady-state training is {f(tr['steady_train_s'])} s of a "
               f"{f(t['wall_s'])} s trial ({100 * tr['steady_train_s'] / t['wall_s']:.0f}%); "
               f"the rest is fixed cost.", ""]
+    L += trial_summary(R)
     # Cuts
     L += ["## Cuts, measured against today's path in this run", "",
           "| cut | before | after | after/before | note |", "| --- | ---: | ---: | ---: | --- |"]
@@ -567,6 +621,12 @@ def report(R: dict[str, Any]) -> str:
         for i in range(2):
             cut(f"grappler off, eval #{i + 1} eager_eval_loop s", ev["runs"][i]["eval_loop_s"],
                 eg["runs"][i]["eval_loop_s"])
+    er = R.get("eval_reuse") or {}
+    if ev and er and not er.get("failed") and not ev.get("failed"):
+        cut("eval trace reused (sweep.worker._reuse_eval_trace): eval #2 to first image s",
+            ev["runs"][1]["to_first_image_s"], er["runs"][1]["to_first_image_s"])
+        cut("eval trace reused: eval #2 eager_eval_loop s", ev["runs"][1]["eval_loop_s"],
+            er["runs"][1]["eval_loop_s"])
     tc = R.get("trial_cut") or {}
     if t and tc and not tc.get("failed") and not t.get("failed"):
         cut("whole trial wall s (cuts: num_visualizations 0 + grappler off)", t["wall_s"],

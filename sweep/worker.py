@@ -114,6 +114,10 @@ def _gate_checkpoints(model_dir: Path, pipeline: Path) -> None:
     class GatedCheckpointManager(base):
         def save(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - as TF's
             path = super().save(*args, **kwargs)
+            # train_loop wrote this step's losses just before saving; its writer flushes every
+            # 10 events or 2 min, so without this the rung's train loss would reach disk only
+            # after the scheduler decided on it (or never, for a trial stopped there).
+            tf.summary.flush()
             step = int(self.checkpoint.step.numpy())
             gate.wait(model_dir, step, num_steps)
             return path

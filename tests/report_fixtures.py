@@ -35,7 +35,7 @@ from sweep.experiment import (
 )
 
 LR = "cosine_decay_learning_rate.learning_rate_base"  # sweep.render's named parameters
-BASE_PARAMS = {LR: 0.02, "batch_size": 4, "l2_weight": 0.0004}  # the tiny config's own values
+BASE_PARAMS = {LR: 0.03, "batch_size": 8, "l2_weight": 0.0004}  # the tiny config's own values
 
 
 @dataclass
@@ -200,15 +200,15 @@ def make_experiment(root: Path, *, finished: bool = True, multi_objective: bool 
     now = time.time() - 3600
     plan: list[tuple[dict[str, Any], str, str | None, int | None]] = [
         (dict(BASE_PARAMS, _base=True), COMPLETED, None, None),
-        (dict({LR: rng.uniform(0.03, 0.08), "batch_size": 8,
+        (dict({LR: rng.uniform(0.03, 0.08), "batch_size": 4,
               "l2_weight": rng.uniform(1e-4, 1e-3)}), COMPLETED, None, None),
-        (dict({LR: rng.uniform(0.01, 0.015), "batch_size": 4,
+        (dict({LR: rng.uniform(0.01, 0.015), "batch_size": 8,
               "l2_weight": rng.uniform(1e-4, 1e-3)}), COMPLETED, None, None),
         (dict({LR: rng.uniform(0.006, 0.009), "batch_size": 2,
               "l2_weight": rng.uniform(1e-4, 1e-3)}), STOPPED, "stopped by ASHAScheduler", None),
-        (dict({LR: rng.uniform(0.5, 0.9), "batch_size": 8,
+        (dict({LR: rng.uniform(0.5, 0.9), "batch_size": 4,
               "l2_weight": rng.uniform(1e-4, 1e-3)}), FAILED, "diverged", 25),
-        (dict({LR: rng.uniform(0.02, 0.04), "batch_size": 4,
+        (dict({LR: rng.uniform(0.02, 0.04), "batch_size": 8,
               "l2_weight": rng.uniform(1e-4, 1e-3)}),
          COMPLETED if finished else RUNNING, None, None),
     ]

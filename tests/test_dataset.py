@@ -232,3 +232,31 @@ def test_od_api_decoder_reads_what_was_written(tmp_path: Path) -> None:
             np.testing.assert_array_equal(
                 got[fields.InputDataFields.groundtruth_classes].numpy(),
                 ex["image/object/class/label"])
+
+
+def _box_sides(info: DatasetInfo) -> tuple[list[int], list[float]]:
+    """Signs per image, and each box's longer side as a fraction of the image."""
+    counts, sides = [], []
+    for ex in _examples(info.train_record):
+        counts.append(len(ex["image/object/class/label"]))
+        sides += [max(x1 - x0, y1 - y0) for x0, y0, x1, y1 in zip(
+            ex["image/object/bbox/xmin"], ex["image/object/bbox/ymin"],
+            ex["image/object/bbox/xmax"], ex["image/object/bbox/ymax"], strict=True)]
+    return counts, sides
+
+
+def test_the_scene_sets_how_many_signs_and_how_large(tmp_path: Path) -> None:
+    """The demo's default scene (one or two large signs, learnable in minutes) and a harder
+    one (more, smaller signs) give what they say."""
+    from sweep.dataset import Scene
+
+    easy = make_dataset(tmp_path / "easy", n_train=40, n_eval=1, image_size=128)
+    counts, sides = _box_sides(easy)
+    assert set(counts) == {1, 2}
+    assert min(sides) >= 0.3 - 1 / 128 and max(sides) <= 0.6 + 1 / 128
+
+    hard = make_dataset(tmp_path / "hard", n_train=40, n_eval=1, image_size=128,
+                        scene=Scene(signs=(3, 3), sign_size=(0.1, 0.2), clutter=(5, 8)))
+    counts, sides = _box_sides(hard)
+    assert max(counts) == 3 and sum(counts) > 2 * len(counts)
+    assert max(sides) <= 0.2 + 1 / 128

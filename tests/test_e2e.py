@@ -133,6 +133,10 @@ def test_asha_stops_the_worse_trial_and_its_processes_are_gone(real_sweep) -> No
     log = t.train_log.read_text()
     assert "checkpoint at step 20; waiting for the scheduler's decision" in log, log[-2000:]
     assert "going on from step 20" not in log
+    # The rung's train loss was on disk before the decision (and is kept): the train job
+    # flushes its summaries at each checkpoint instead of every 10 events or 2 minutes.
+    steps = {s.step for s in metrics.read_scalars(t.path / "train", [metrics.TOTAL_LOSS])}
+    assert 20 in steps, sorted(steps)
     summary = (real_sweep.reports / "report.md").read_text()
     assert f"Early stopping saved {st['num_steps'] - st['trained_steps']} train steps" in summary
     for key in ("train_pid", "eval_pid", "pid"):

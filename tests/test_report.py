@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 from report_fixtures import (
+    BASE_PARAMS,
     KEEP,
     LR,
     SyntheticExperiment,
@@ -163,8 +164,8 @@ def test_changed_parameters_are_only_the_differences(finished: tuple) -> None:
         cell = rows[name]["Changed parameters"]
         # The space's short names, 3 significant digits, on one line; no proto paths.
         assert "\n" not in cell and "train_config" not in cell
-        assert ("batch_size " in cell) == (t.params["batch_size"] != 4)
-        if t.params["batch_size"] != 4:
+        assert ("batch_size " in cell) == (t.params["batch_size"] != BASE_PARAMS["batch_size"])
+        if t.params["batch_size"] != BASE_PARAMS["batch_size"]:
             assert f"batch_size {t.params['batch_size']}" in cell
         if name != "trial_0000":
             assert f"l2_weight {num(t.params['l2_weight'])}" in cell

@@ -222,7 +222,7 @@ parameters:
     p = one(problems_for(setup, space),
             "parameters.cosine_decay_learning_rate.warmup_learning_rate")
     assert "renders an invalid config: warmup_learning_rate=" in p.problem
-    assert "> learning_rate_base=0.02" in p.problem
+    assert "> learning_rate_base=0.03" in p.problem
 
 
 # --- parameter paths against the architecture ------------------------------------------------
