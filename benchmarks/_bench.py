@@ -102,6 +102,7 @@ def run_sweep_cli(args: list[str], *, cwd: Path, fake: bool, log: Path) -> tuple
         assert proc.stdout is not None
         for line in proc.stdout:
             f.write(line)
+            f.flush()  # the log is where to look while a long sweep runs
             if line.startswith("[sweep") and ("finished" in line or "FAILED" in line):
                 print(f"    {line.rstrip()[:150]}", flush=True)
         code = proc.wait()

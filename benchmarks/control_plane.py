@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -113,8 +114,10 @@ def _noop(config: dict[str, Any]) -> None:
     tune.report({"mAP": 1.0 / (1.0 + 1000.0 * l2) if isinstance(l2, float) else 1.0})
 
 
-def run_plain_side(n: int, concurrency: int, space: Path, root: Path) -> float:
-    """Wall seconds of plain Ray Tune + OptunaSearch with a no-op trainable."""
+def run_plain_side(n: int, concurrency: int, space: Path, root: Path,
+                   reuse_actors: bool | None = None) -> float:
+    """Wall seconds of plain Ray Tune + OptunaSearch with a no-op trainable (Ray's default
+    reuses a function trainable's actor for the next trial; ``False``: a new one per trial)."""
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
@@ -130,8 +133,9 @@ def run_plain_side(n: int, concurrency: int, space: Path, root: Path) -> float:
         tune_config=tune.TuneConfig(
             search_alg=OptunaSearch(space=sp.define_by_run, metric="mAP", mode="max",
                                     sampler=sampler),
-            num_samples=n, max_concurrent_trials=concurrency),
-        run_config=tune.RunConfig(name=f"plain-{n}", storage_path=str(root / "plain"), verbose=0))
+            num_samples=n, max_concurrent_trials=concurrency, reuse_actors=reuse_actors),
+        run_config=tune.RunConfig(name=f"plain-{n}-{reuse_actors}", storage_path=str(root / "plain"),
+                                  verbose=0))
     grid = tuner.fit()
     wall = time.time() - t0
     if grid.errors:
@@ -141,6 +145,22 @@ def run_plain_side(n: int, concurrency: int, space: Path, root: Path) -> float:
 
 def per_trial_ms(wall: float, n: int, concurrency: int, sleep: float) -> float:
     return (wall * concurrency / n - sleep) * 1000.0
+
+
+def totals(sizes: dict[str, dict[str, float]], concurrency: int, sleep: float) -> dict[str, Any]:
+    """The headline ratio (at the largest size) and, with two sizes or more, each side's
+    marginal cost of one more trial between the smallest and largest, where fixed costs cancel."""
+    out: dict[str, Any] = {"ratio": None, "ratio_at": None}
+    ns = sorted(sizes, key=int)
+    if not ns:
+        return out
+    out.update(ratio=sizes[ns[-1]]["ratio"], ratio_at=int(ns[-1]))
+    if len(ns) >= 2:
+        lo, hi, dn = sizes[ns[0]], sizes[ns[-1]], int(ns[-1]) - int(ns[0])
+        out["marginal_ms"] = {
+            side: ((hi[f"{side}_wall_s"] - lo[f"{side}_wall_s"]) * concurrency / dn
+                   - (sleep if side == "sweep" else 0.0)) * 1000.0 for side in ("plain", "sweep")}
+    return out
 
 
 def run(a: argparse.Namespace) -> dict[str, Any]:
@@ -162,17 +182,15 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                    "plain_ms": per_trial_ms(plain, n, a.concurrency, 0.0),
                    "sweep_ms": per_trial_ms(swept, n, a.concurrency, sleep)}
             row["ratio"] = row["sweep_ms"] / row["plain_ms"] if row["plain_ms"] > 0 else None
+            if a.also_no_reuse:  # what a Ray actor per trial costs (the sweep's trainable has one)
+                wall = run_plain_side(n, a.concurrency, space, root, reuse_actors=False)
+                row.update(plain_no_reuse_wall_s=wall,
+                           plain_no_reuse_ms=per_trial_ms(wall, n, a.concurrency, 0.0))
+                print(f"  plain without actor reuse {wall:.1f} s", flush=True)
             data["sizes"][str(n)] = row
-    sizes = sorted(data["sizes"], key=int)
-    if len(sizes) >= 2:  # fixed costs cancel: what one more trial costs each side
-        lo, hi = data["sizes"][sizes[0]], data["sizes"][sizes[-1]]
-        dn = int(sizes[-1]) - int(sizes[0])
-        data["marginal_ms"] = {
-            side: ((hi[f"{side}_wall_s"] - lo[f"{side}_wall_s"]) * a.concurrency / dn
-                   - (sleep if side == "sweep" else 0.0)) * 1000.0 for side in ("plain", "sweep")}
-    data["ratio"] = data["sizes"][sizes[-1]]["ratio"] if sizes else None
-    data["ratio_at"] = int(sizes[-1]) if sizes else None
+    data.update(totals(data["sizes"], a.concurrency, sleep))
     data["uptime_after"] = uptime()
+    shutil.rmtree(root, ignore_errors=True)  # thousands of stand-in trial folders
     return data
 
 
@@ -187,6 +205,12 @@ def markdown(data: dict[str, Any]) -> list[str]:
     for n, r in sorted(data["sizes"].items(), key=lambda kv: int(kv[0])):
         md.append(f"| {n} | {fmt(r['plain_wall_s'], 1)} | {fmt(r['sweep_wall_s'], 1)} | "
                   f"{fmt(r['plain_ms'], 0)} | {fmt(r['sweep_ms'], 0)} | {fmt(r['ratio'])} |")
+    no_reuse = [(n, r) for n, r in data["sizes"].items() if "plain_no_reuse_ms" in r]
+    if no_reuse:
+        md += ["", "Plain Ray Tune with `reuse_actors=False` (a new Ray actor per trial, as the "
+                   "sweep's class trainable gets): " + ", ".join(
+                       f"{fmt(r['plain_no_reuse_ms'], 0)} ms/trial at {n}" for n, r in no_reuse)
+               + "."]
     if data.get("marginal_ms"):
         m = data["marginal_ms"]
         md += ["", f"Marginal cost of one more trial (between the sizes, fixed costs cancel): "
@@ -204,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="trial counts to measure [%(default)s]")
     p.add_argument("--concurrency", type=int, default=2, help="trials at once [%(default)s]")
     p.add_argument("--steps", type=int, default=10, help="stand-in train steps [%(default)s]")
+    p.add_argument("--also-no-reuse", action="store_true",
+                   help="also run plain Ray Tune with reuse_actors=False (a new Ray actor per "
+                        "trial, as the sweep's class trainable gets), to show that share")
     p.add_argument("--out", type=Path, help="results folder [benchmarks/results]")
     a = p.parse_args(argv)
     if min(a.trials) < 1 or a.concurrency < 1 or a.steps < 1:

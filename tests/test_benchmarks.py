@@ -175,13 +175,22 @@ def test_asha_vs_fifo_and_search_quality_share_sweeps_with_the_stand_in(tmp_path
 
 @pytest.mark.slow
 def test_control_plane_runs_both_sides_with_the_stand_in(tmp_path: Path) -> None:
-    assert control_plane.main(["--trials", "3", "5", "--out", str(tmp_path)]) == 0
+    assert control_plane.main(["--trials", "2", "--also-no-reuse", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "control_plane.json").read_text())
-    assert set(data["sizes"]) == {"3", "5"} and data["ratio_at"] == 5
-    for row in data["sizes"].values():
-        assert row["plain_wall_s"] > 0 and row["sweep_wall_s"] > 0
-        assert row["ratio"] == pytest.approx(row["sweep_ms"] / row["plain_ms"])
-    assert set(data["marginal_ms"]) == {"plain", "sweep"}
+    row = data["sizes"]["2"]
+    assert row["plain_wall_s"] > 0 and row["sweep_wall_s"] > 0 and row["plain_no_reuse_wall_s"] > 0
+    assert data["ratio_at"] == 2 and data["ratio"] == pytest.approx(row["sweep_ms"] / row["plain_ms"])
+    assert "sweep/plain at 2 trials" in (tmp_path / "control_plane.md").read_text()
+
+
+def test_control_plane_marginal_cost_cancels_fixed_costs() -> None:
+    sizes = {"1000": {"plain_wall_s": 110.0, "sweep_wall_s": 1010.0, "ratio": 9.0},
+             "100": {"plain_wall_s": 20.0, "sweep_wall_s": 110.0, "ratio": 5.0}}
+    got = control_plane.totals(sizes, 2, 0.05)
+    assert got["ratio"] == 9.0 and got["ratio_at"] == 1000  # the largest size is the headline
+    # 900 more trials cost plain 90 s and the sweep 900 s (2 slots; minus 50 ms of sleep).
+    assert got["marginal_ms"] == pytest.approx({"plain": 200.0, "sweep": 1950.0})
+    assert "marginal_ms" not in control_plane.totals({"5": sizes["100"]}, 2, 0.05)
 
 
 def test_scripts_have_help() -> None:
