@@ -104,7 +104,10 @@ def hand_run(pipeline: Path, model_dir: Path, poll: float = 1.0) -> dict[str, An
     common = [f"--model_dir={model_dir}", f"--pipeline_config_path={pipeline}", "--alsologtostderr"]
     t0 = time.time()
     train = _model_main_proc(common, model_dir / "train_job.log")
-    code = train.wait()
+    try:
+        code = train.wait()
+    finally:
+        _stop(train)  # on Ctrl-C: the job is in its own session
     t_train = time.time() - t0
     if code != 0:
         raise SystemExit(f"model_main_tf2 training failed ({code}); see {model_dir / 'train_job.log'}")
