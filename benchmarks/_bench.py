@@ -7,6 +7,7 @@ stand-in worker ``tests/fake_worker.py``, to test the scripts themselves in seco
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -67,6 +68,18 @@ def out_dir(a: Any) -> Path:
 def start_record(argv: list[str] | None = None) -> dict[str, Any]:
     return {"machine": machine(), "uptime_before": uptime(),
             "command": " ".join(argv if argv is not None else sys.argv)}
+
+
+def demo_fingerprint(space: Path) -> str:
+    """A short hash of what the demo task is made of (the space, the data generator, the
+    workspace writer and the config templates), so a reused sweep or workspace is never one
+    of an older demo."""
+    h = hashlib.sha1()
+    pkg = REPO / "sweep"
+    for path in [space, pkg / "dataset.py", pkg / "workspace.py",
+                 *sorted((pkg / "templates").glob("*.config"))]:
+        h.update(path.read_bytes())
+    return h.hexdigest()[:8]
 
 
 def demo_pipeline(root: Path, *, fake: bool = False) -> Path:

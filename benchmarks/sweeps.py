@@ -2,7 +2,8 @@
 read from a finished sweep.
 
 One sweep per (scheduler, sampler, seed, trials, eval-every): it is run once with `sweep run`
-and reused by name afterwards (``benchmarks/work/{real,fake}/experiments/<name>``), so FIFO+TPE
+and reused by name afterwards (``benchmarks/work/{real,fake}/experiments/<name>``; the name
+holds a fingerprint of the demo, so a changed demo gets new sweeps), so FIFO+TPE
 serves both benchmarks. ``--fresh`` runs them again. Values are read through the project's own
 rules: a trial's best and the objective from ``sweep.best``, trial folders through
 ``sweep.experiment``, event files through ``sweep.metrics``.
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _bench import DEMO_SPACE, WORK, demo_pipeline, out_dir, run_sweep_cli, write_results
+from _bench import DEMO_SPACE, WORK, demo_fingerprint, demo_pipeline, out_dir, run_sweep_cli, write_results
 
 from sweep import best, metrics, report_data
 from sweep.experiment import FAILED, Experiment
@@ -56,7 +57,10 @@ def main_of(name: str, doc: str | None, run: Callable[[argparse.Namespace], dict
 
 
 def sweep_name(scheduler: str, sampler: str, seed: int, a: argparse.Namespace) -> str:
-    return f"{scheduler}-{sampler}-n{a.trials}-e{a.eval_every}-{a.space.stem}-s{seed}"
+    """Names a sweep by what makes it: scheduler, sampler, trials, eval interval, the space and
+    a fingerprint of the demo (a changed demo gets new sweeps), seed."""
+    return (f"{scheduler}-{sampler}-n{a.trials}-e{a.eval_every}-{Path(a.space).stem}-"
+            f"{demo_fingerprint(Path(a.space))}-s{seed}")
 
 
 def ensure_sweep(scheduler: str, sampler: str, seed: int, a: argparse.Namespace) -> Experiment:
@@ -68,7 +72,7 @@ def ensure_sweep(scheduler: str, sampler: str, seed: int, a: argparse.Namespace)
     if exp.exists() and exp.settings().get("finished") and not a.fresh:
         print(f"  reusing {exp.root}", flush=True)
         return exp
-    pipeline = demo_pipeline(root / "workspace", fake=a.fake)
+    pipeline = demo_pipeline(root / f"workspace-{demo_fingerprint(Path(a.space))}", fake=a.fake)
     print(f"  sweep {name} ({a.trials} trials) ...", flush=True)
     code, wall = run_sweep_cli(
         ["--space", str(Path(a.space).resolve()), "--pipeline", str(pipeline), "--name", name,

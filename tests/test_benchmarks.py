@@ -145,6 +145,9 @@ def test_control_plane_subtracts_the_stand_ins_sleep() -> None:
 def test_asha_vs_fifo_and_search_quality_share_sweeps_with_the_stand_in(tmp_path: Path) -> None:
     from sweep import best
     from sweep.experiment import Experiment
+    from sweep.space import load_space
+
+    budget = 4 * int(load_space(REPO / "search_spaces" / "demo_tiny.yaml").constants()["num_steps"])
 
     common = ["--fake", "--seeds", "1", "--trials", "4", "--work", str(tmp_path / "work"),
               "--out", str(tmp_path / "results")]
@@ -153,16 +156,16 @@ def test_asha_vs_fifo_and_search_quality_share_sweeps_with_the_stand_in(tmp_path
     row = data["per_seed"]["0"]
     fifo = Experiment(tmp_path / "work" / "fake" / "experiments" / row["fifo"])
     assert row["fifo_best"] == best.experiment_best(fifo).value  # the project's rule
-    assert row["fifo_total_steps"] == 4 * 40  # FIFO trains every trial to num_steps
+    assert row["fifo_total_steps"] == budget  # FIFO trains every trial to num_steps
     assert row["fifo_to_target"]["steps"] <= row["fifo_total_steps"]
-    assert row["asha_total_steps"] <= 4 * 40
+    assert row["asha_total_steps"] <= budget
     written = fifo.settings_path.stat().st_mtime
 
     assert search_quality.main(common) == 0
     assert fifo.settings_path.stat().st_mtime == written  # FIFO+TPE reused, not run again
     sq = json.loads((tmp_path / "results" / "search_quality.json").read_text())
     assert sq["per_seed"]["0"]["tpe"]["sweep"] == row["fifo"]
-    assert sq["equal_budget"] and sq["train_steps_per_sweep"] == {"tpe": [160], "random": [160]}
+    assert sq["equal_budget"] and sq["train_steps_per_sweep"] == {"tpe": [budget], "random": [budget]}
     assert sq["tpe"]["median"] == row["fifo_best"]
     assert sq["base"]["median"] is not None
     md = (tmp_path / "results" / "search_quality.md").read_text()
@@ -202,8 +205,13 @@ def test_scripts_have_help() -> None:
         vs_hand.main(["--help"])
 
 
-def test_sweep_names_tell_sweeps_apart() -> None:
-    a = Namespace(trials=8, eval_every=10, space=Path("demo_tiny.yaml"))
+def test_sweep_names_tell_sweeps_apart_and_follow_the_demo(tmp_path: Path) -> None:
+    space = REPO / "search_spaces" / "demo_tiny.yaml"
+    a = Namespace(trials=8, eval_every=10, space=space)
     names = {sweeps.sweep_name(sch, smp, seed, a) for sch in ("fifo", "asha")
              for smp in ("tpe", "random") for seed in range(3)}
     assert len(names) == 12
+    changed = tmp_path / space.name  # the same space name, other contents: another demo
+    changed.write_text(space.read_text() + "\n# another demo\n")
+    assert sweeps.sweep_name("fifo", "tpe", 0, Namespace(trials=8, eval_every=10, space=changed)) \
+        != sweeps.sweep_name("fifo", "tpe", 0, a)
