@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _bench import fmt, uptime  # noqa: E402 - beside this file
+
 HERE = Path(__file__).resolve()
 T_PROCESS = time.time()  # as early as this file can take it (interpreter start is before)
 
@@ -338,10 +340,6 @@ def run_probe(kind: str, args: dict[str, Any], work: Path, label: str,
     return data
 
 
-def uptime() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-
-
 def make_pipeline(work: Path, steps: int) -> Path:
     from sweep import render
     from sweep.dataset import make_dataset
@@ -356,11 +354,7 @@ def make_pipeline(work: Path, steps: int) -> Path:
 
 
 def f(x: Any, nd: int = 1) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.{nd}f}"
-    return str(x)
+    return fmt(x, nd)
 
 
 def ratio(a: Any, b: Any) -> str:
