@@ -311,3 +311,65 @@ def test_a_pbt_sweep_killed_mid_run_resumes_to_its_end(tmp_path: Path) -> None:
         assert st["state"] == COMPLETED and metrics.read_trial(t.path).last_train_step == 80
         # What the lineage said before the kill is still its beginning.
         assert st.get("lineage")[:len(before[t.name])] == before[t.name]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moving_average", [False, True])
+def test_a_restore_keeps_the_perturbed_momentum(tmp_path: Path, moving_average: bool) -> None:
+    """The OD API's optimizer (tf.compat.v1 Keras: the legacy OptimizerV2) saves `momentum` in
+    its checkpoints as a variable. A clone builds its optimizer from its config (perturbed
+    momentum 0.5) and restores the source's checkpoint (trained with 0.9): with a plain
+    tf.train.Checkpoint (what train_loop uses) 0.9 is back in force; through the train job's
+    checkpoint class the update after the restore uses 0.5 with the restored velocity."""
+    from sweep import odapi_compat
+
+    odapi_compat.patch()
+    import numpy as np
+    import tensorflow as tf
+    from google.protobuf import text_format
+    from object_detection.builders import optimizer_builder
+    from object_detection.protos import optimizer_pb2
+
+    from sweep.worker import momentum_keeping_checkpoint
+
+    lr, grad = 0.1, np.array([[0.5], [0.25]], dtype=np.float32)
+
+    def build(momentum: float):  # noqa: ANN202 - a model, its optimizer and global step
+        cfg = text_format.Parse(
+            "momentum_optimizer { learning_rate { constant_learning_rate { learning_rate: "
+            f"{lr} }} }} momentum_optimizer_value: {momentum} }} use_moving_average: "
+            f"{str(moving_average).lower()}", optimizer_pb2.Optimizer())
+        step = tf.Variable(0, dtype=tf.int64)
+        model = tf.keras.Sequential([tf.keras.layers.Dense(1, use_bias=False)])
+        model.build((None, 2))
+        optimizer, _ = optimizer_builder.build(cfg, global_step=step)
+        if moving_average:
+            optimizer.shadow_copy(model)  # as train_loop does
+        return model, optimizer, step
+
+    model, optimizer, step = build(0.9)
+    for _ in range(3):
+        optimizer.apply_gradients([(tf.constant(grad), model.weights[0])])
+        step.assign_add(1)
+    path = tf.train.Checkpoint(step=step, model=model, optimizer=optimizer).save(
+        str(tmp_path / "ckpt"))
+    saved = dict(tf.train.list_variables(path))
+    assert any(k.endswith("/momentum/.ATTRIBUTES/VARIABLE_VALUE") and "OPTIMIZER_SLOT" not in k
+               for k in saved), saved  # the hyperparameter itself is in the checkpoint
+    velocity = tf.train.load_variable(path, next(k for k in saved if "OPTIMIZER_SLOT" in k
+                                                 and "momentum" in k))
+
+    def first_update(checkpoint_class: type) -> np.ndarray:
+        model, optimizer, step = build(0.5)  # the clone's perturbed config
+        checkpoint_class(step=step, model=model, optimizer=optimizer).restore(path)
+        assert int(step.numpy()) == 3
+        before = model.weights[0].numpy()
+        optimizer.apply_gradients([(tf.constant(grad), model.weights[0])])
+        return model.weights[0].numpy() - before
+
+    def expected(momentum: float) -> np.ndarray:  # Keras SGD: v = m * v - lr * g; w += v
+        return momentum * velocity - lr * grad
+
+    assert np.allclose(first_update(tf.train.Checkpoint), expected(0.9))  # the trap
+    assert np.allclose(first_update(momentum_keeping_checkpoint(tf)), expected(0.5))
+    assert not np.allclose(expected(0.5), expected(0.9))
