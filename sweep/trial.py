@@ -203,8 +203,9 @@ class TrialRunner:
         so the OD API restores the weights and global step and its step-based schedule goes on
         from ``step`` with the new values. Done once per clone (an actor restart that hands
         the same checkpoint again changes nothing). A source with no evaluated checkpoint
-        (``checkpoint`` None) or whose checkpoint is gone is no clone: this trial goes on as
-        itself, with its own values, and the skip is noted in its status."""
+        (``checkpoint`` None), whose checkpoint is gone, or whose checkpoint is its final one
+        (a clone would have nothing to train) is no clone: this trial goes on as itself, with
+        its own values, and the skip is noted in its status."""
         from sweep import pbt
 
         d = self.dir
@@ -219,8 +220,10 @@ class TrialRunner:
             kept = best.kept_best(src)
             if kept.get("checkpoint") == checkpoint:
                 files = sorted((src.path / best.BEST_DIR).glob(checkpoint + ".*"))
-        if not files:  # nothing to continue from: keep training this trial as it is
-            why = (f"{checkpoint} is no longer on disk" if checkpoint
+        last = files and src.pipeline_path.exists() and int(step) >= _num_steps(src.pipeline_path)
+        if not files or last:  # nothing to continue from: keep training this trial as it is
+            why = (f"{checkpoint} is {source}'s last (step {step}): nothing is left to train"
+                   if last else f"{checkpoint} is no longer on disk" if checkpoint
                    else f"{source} had no evaluated checkpoint yet")
             d.update_status(last_failure=f"exploit of {source} at step {step} skipped: {why}")
             self.params = d.params() or self.params

@@ -441,8 +441,10 @@ def test_a_trial_cloned_before_it_ever_ran_continues_at_the_sources_step(
 
 def test_a_clone_with_nothing_to_continue_from_goes_on_as_itself(tmp_path: Path) -> None:
     """PBT hands b a source checkpoint that does not exist (the source had not been evaluated
-    when Ray saved it, or keep-last-N and best/ both dropped it): no clone. b goes on from its
-    own step-20 checkpoint with its own values; the skip is in its status."""
+    when Ray saved it, or keep-last-N and best/ both dropped it), or the source's final one
+    (nothing left to train; the clone would wait for an evaluation that never comes): no
+    clone. b goes on from its own step-20 checkpoint with its own values; the skip is in its
+    status."""
     from tests.test_trial import _runner
 
     a, b, until_done = _source_and_clone(tmp_path)
@@ -452,12 +454,14 @@ def test_a_clone_with_nothing_to_continue_from_goes_on_as_itself(tmp_path: Path)
     assert b.next_result(timeout=60)["step"] == 20
     b.stop()  # PBT pauses it to clone it
     assert b.dir.status()["state"] == "PAUSED"
-    for checkpoint, why in ((None, "a had no evaluated checkpoint yet"),
-                            ("ckpt-1", "ckpt-1 is no longer on disk")):
+    for step, checkpoint, why in (
+            (20, None, "a had no evaluated checkpoint yet"),
+            (20, "ckpt-1", "ckpt-1 is no longer on disk"),
+            (40, "ckpt-2", "ckpt-2 is a's last (step 40): nothing is left to train")):
         b = _runner(tmp_path, name="b", params={"num_steps": 40, LR: 0.03}, metric_mode="min",
                     perturb=(LR,))  # the new actor, with the perturbed values
-        b.exploit("a", 20, checkpoint)
-        assert f"exploit of a at step 20 skipped: {why}" in b.dir.status()["last_failure"]
+        b.exploit("a", step, checkpoint)
+        assert f"exploit of a at step {step} skipped: {why}" in b.dir.status()["last_failure"]
     b.start()
     assert [r["step"] for r in until_done(b)] == [40]
     st = b.dir.status()
