@@ -346,7 +346,8 @@ def test_a_restore_keeps_the_perturbed_momentum(tmp_path: Path, moving_average: 
     its checkpoints as a variable. A clone builds its optimizer from its config (perturbed
     momentum 0.5) and restores the source's checkpoint (trained with 0.9): with a plain
     tf.train.Checkpoint (what train_loop uses) 0.9 is back in force; through the train job's
-    checkpoint class the update after the restore uses 0.5 with the restored velocity."""
+    checkpoint class the update after the restore uses 0.5 with the restored velocity. The
+    perturbed constant learning rate is in force either way."""
     from sweep import odapi_compat
 
     odapi_compat.patch()
@@ -358,9 +359,9 @@ def test_a_restore_keeps_the_perturbed_momentum(tmp_path: Path, moving_average: 
 
     from sweep.worker import momentum_keeping_checkpoint
 
-    lr, grad = 0.1, np.array([[0.5], [0.25]], dtype=np.float32)
+    grad = np.array([[0.5], [0.25]], dtype=np.float32)
 
-    def build(momentum: float):  # noqa: ANN202 - a model, its optimizer and global step
+    def build(momentum: float, lr: float):  # noqa: ANN202 - a model, its optimizer, its step
         cfg = text_format.Parse(
             "momentum_optimizer { learning_rate { constant_learning_rate { learning_rate: "
             f"{lr} }} }} momentum_optimizer_value: {momentum} }} use_moving_average: "
@@ -373,7 +374,7 @@ def test_a_restore_keeps_the_perturbed_momentum(tmp_path: Path, moving_average: 
             optimizer.shadow_copy(model)  # as train_loop does
         return model, optimizer, step
 
-    model, optimizer, step = build(0.9)
+    model, optimizer, step = build(0.9, 0.1)
     for _ in range(3):
         optimizer.apply_gradients([(tf.constant(grad), model.weights[0])])
         step.assign_add(1)
@@ -386,19 +387,20 @@ def test_a_restore_keeps_the_perturbed_momentum(tmp_path: Path, moving_average: 
                                                  and "momentum" in k))
 
     def first_update(checkpoint_class: type) -> np.ndarray:
-        model, optimizer, step = build(0.5)  # the clone's perturbed config
+        model, optimizer, step = build(0.5, 0.2)  # the clone's perturbed config
         checkpoint_class(step=step, model=model, optimizer=optimizer).restore(path)
         assert int(step.numpy()) == 3
         before = model.weights[0].numpy()
         optimizer.apply_gradients([(tf.constant(grad), model.weights[0])])
         return model.weights[0].numpy() - before
 
-    def expected(momentum: float) -> np.ndarray:  # Keras SGD: v = m * v - lr * g; w += v
+    def expected(momentum: float, lr: float) -> np.ndarray:  # v = m * v - lr * g; w += v
         return momentum * velocity - lr * grad
 
-    assert np.allclose(first_update(tf.train.Checkpoint), expected(0.9))  # the trap
-    assert np.allclose(first_update(momentum_keeping_checkpoint(tf)), expected(0.5))
-    assert not np.allclose(expected(0.5), expected(0.9))
+    # The trap: the checkpoint's momentum is back in force (a constant rate is no variable).
+    assert np.allclose(first_update(tf.train.Checkpoint), expected(0.9, 0.2))
+    assert np.allclose(first_update(momentum_keeping_checkpoint(tf)), expected(0.5, 0.2))
+    assert not np.allclose(expected(0.5, 0.2), expected(0.9, 0.2))
 
 
 def _source_and_clone(tmp_path: Path) -> tuple:
