@@ -68,6 +68,14 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     g.add_argument("--perturbation-interval", type=int, default=0, metavar="STEPS",
                    help="pbt/pb2: train steps between exploit/explore, a multiple of --eval-every "
                         "(0 = --eval-every) [%(default)s]")
+    g.add_argument("--pbt-sync", action="store_true",
+                   help="pbt/pb2: synchronous PBT: every trial waits at each perturbation "
+                        "interval until all have reached it, then the bottom quarter clones the "
+                        "top quarter. Every interval then clones (the default, asynchronous, "
+                        "compares a trial with the others' last results and skips a clone when "
+                        "the better trial was not saved at a perturbation yet: in a population "
+                        "of 2-4 many intervals pass without one), at the cost of restarting "
+                        "every trial's OD API jobs at each interval")
     g.add_argument("--metric", action="append", dest="metrics",
                    help="metric to optimise: mAP, mAP_50, AR_100, total_loss or an OD API tag;"
                         " repeat for multi-objective [mAP]")
@@ -284,7 +292,7 @@ def _settings(a: argparse.Namespace, space: Path, pipeline: Path, default_name: 
         max_failures=a.max_failures, max_consecutive_failures=a.max_consecutive_failures,
         stall_minutes=a.stall_minutes, eval_device=a.eval_device,
         graph_optimizer=a.graph_optimizer,
-        perturbation_interval=a.perturbation_interval,
+        perturbation_interval=a.perturbation_interval, pbt_sync=a.pbt_sync,
         address=a.address, study_url=cli_url(a.study_url), dashboard=not a.no_dashboard,
         dashboard_host=a.dashboard_host, declare_gpus=a.declare_gpus,
         model_name=pipeline.parent.name)

@@ -133,7 +133,8 @@ def check(kind: str, space: SearchSpace) -> None:
 
 
 def make_scheduler(space: SearchSpace, *, metric: str, mode: str, interval: int,
-                   seed: int | None, kind: str = "pbt"):  # noqa: ANN201 - a Ray scheduler
+                   seed: int | None, kind: str = "pbt", synch: bool = False
+                   ):  # noqa: ANN201 - a Ray scheduler
     from ray.tune.schedulers import PopulationBasedTraining
 
     if seed is not None:
@@ -144,12 +145,12 @@ def make_scheduler(space: SearchSpace, *, metric: str, mode: str, interval: int,
         dists = {p.name: p.dist for p, _ in space.walk()}
         bounds = {n: [float(dists[n].low), float(dists[n].high)] for n in space.perturb}
         return PB2(time_attr="step", metric=metric, mode=mode, perturbation_interval=interval,
-                   hyperparam_bounds=bounds, quantile_fraction=0.25, synch=False,
+                   hyperparam_bounds=bounds, quantile_fraction=0.25, synch=synch,
                    custom_explore_fn=explore_fn(space))
     return PopulationBasedTraining(
         time_attr="step", metric=metric, mode=mode, perturbation_interval=interval,
         hyperparam_mutations=mutations(space), custom_explore_fn=explore_fn(space),
-        quantile_fraction=0.25, resample_probability=0.25, synch=False)
+        quantile_fraction=0.25, resample_probability=0.25, synch=synch)
 
 
 # ------------------------------------------------------------------------- lineage

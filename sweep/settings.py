@@ -91,6 +91,7 @@ class SweepSettings:
     max_failures: int = 2
     max_consecutive_failures: int = 3
     perturbation_interval: int = 0  # PBT: steps between exploit/explore; 0 = --eval-every
+    pbt_sync: bool = False  # PBT: every trial waits at each interval, then the bottom ones clone
     stall_minutes: float = 30.0  # training without a new summary or checkpoint; 0 = never
     eval_device: str = "gpu"
     graph_optimizer: str = "auto"  # TF grappler in the jobs: auto = on only with a GPU
@@ -177,6 +178,9 @@ class SweepSettings:
                     "evaluated checkpoints", f"use a multiple of {self.eval_every}")
             if self.multi_objective:
                 bad("--scheduler", "pbt compares trials on one metric", "give one --metric")
+        elif self.pbt_sync:
+            bad("--pbt-sync", f"applies to --scheduler pbt or pb2, not {self.scheduler}",
+                "drop --pbt-sync, or use --scheduler pbt")
         if self.perturbation_interval < 0:
             bad("--perturbation-interval", f"must be >= 0, got {self.perturbation_interval}",
                 "use a number of steps, or 0 for --eval-every")

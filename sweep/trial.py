@@ -194,7 +194,7 @@ class TrialRunner:
             self._start_train()
             self._start_eval()
 
-    def exploit(self, source: str, step: int, checkpoint: str) -> None:
+    def exploit(self, source: str, step: int, checkpoint: str | None) -> None:
         """PBT's exploit, before ``start()``: continue from ``source``'s checkpoint evaluated at
         ``step`` with this runner's (perturbed) parameters.
 
@@ -203,7 +203,10 @@ class TrialRunner:
         are copied in (never moved: the source keeps training) and the config is re-rendered,
         so the OD API restores the weights and global step and its step-based schedule goes on
         from ``step`` with the new values. Done once per clone (an actor restart that hands
-        the same checkpoint again changes nothing)."""
+        the same checkpoint again changes nothing). A source with no evaluated checkpoint
+        (``checkpoint`` None), whose checkpoint is gone, or whose checkpoint is its final one
+        (a clone would have nothing to train) is no clone: this trial goes on as itself, with
+        its own values, and the skip is noted in its status."""
         from sweep import pbt
 
         d = self.dir
@@ -213,14 +216,18 @@ class TrialRunner:
         if lineage and lineage[-1].get("cloned_from") == origin:
             return
         src = self.exp.trial(source)
-        files = sorted(src.path.glob(checkpoint + ".*"))
-        if not files:
+        files = sorted(src.path.glob(checkpoint + ".*")) if checkpoint else []
+        if checkpoint and not files:
             kept = best.kept_best(src)
             if kept.get("checkpoint") == checkpoint:
                 files = sorted((src.path / best.BEST_DIR).glob(checkpoint + ".*"))
-        if not files:  # rotated away already: keep training this trial as it is
-            d.update_status(last_failure=f"exploit of {source} at step {step} skipped: "
-                                         f"{checkpoint} is no longer on disk")
+        last = files and src.pipeline_path.exists() and int(step) >= _num_steps(src.pipeline_path)
+        if not files or last:  # nothing to continue from: keep training this trial as it is
+            why = (f"{checkpoint} is {source}'s last (step {step}): nothing is left to train"
+                   if last else f"{checkpoint} is no longer on disk" if checkpoint
+                   else f"{source} had no evaluated checkpoint yet")
+            d.update_status(last_failure=f"exploit of {source} at step {step} skipped: {why}")
+            self.params = d.params() or self.params
             return
         archive = d.path / "lineage" / f"segment-{max(len(lineage) - 1, 0)}"
         archive.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,7 @@ def make_scheduler(settings: SweepSettings, max_steps: int, space: Any = None): 
 
         return pbt.make_scheduler(space, metric=metric, mode=mode, seed=settings.seed,
                                   interval=settings.perturbation_interval or settings.eval_every,
-                                  kind=settings.scheduler)
+                                  kind=settings.scheduler, synch=settings.pbt_sync)
     grace = settings.eval_every or max_steps
     if settings.scheduler == "asha":
         return ASHAScheduler(time_attr="step", metric=metric, mode=mode, max_t=max_steps,
@@ -88,7 +88,7 @@ def _trainable_class():  # noqa: ANN202 - a Ray Trainable subclass, built lazily
         def load_checkpoint(self, checkpoint: dict[str, Any] | str | None) -> None:
             # Our own checkpoint: start() resumes from the trial folder. Another trial's:
             # PBT's exploit, continue from its OD API checkpoint with our perturbed config.
-            if (isinstance(checkpoint, dict) and checkpoint.get("checkpoint")
+            if (isinstance(checkpoint, dict)
                     and checkpoint.get("trial") not in (None, self.trial_id)):
                 self.runner.exploit(checkpoint["trial"], int(checkpoint["step"]),
                                     checkpoint["checkpoint"])

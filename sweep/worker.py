@@ -84,6 +84,7 @@ def train(pipeline: Path, model_dir: Path, *, checkpoint_every: int, steps_per_i
     from object_detection import model_lib_v2
 
     _gate_checkpoints(model_dir, pipeline)
+    tf.compat.v2.train.Checkpoint = momentum_keeping_checkpoint(tf)
     strategy = train_strategy(tf, cpu_replicas)
     print(f"train: {strategy.num_replicas_in_sync} replica(s) "
           f"({type(strategy).__name__})", flush=True)
@@ -131,6 +132,45 @@ def _gate_checkpoints(model_dir: Path, pipeline: Path) -> None:
         except (ValueError, tf.errors.OpError):
             return
         gate.wait(model_dir, step, num_steps)
+
+
+def momentum_keeping_checkpoint(tf):  # noqa: ANN001, ANN201 - tf module / a Checkpoint class
+    """``tf.train.Checkpoint`` whose ``restore`` keeps the optimizer's configured momentum.
+
+    The OD API builds its optimizer with ``tensorflow.compat.v1``'s Keras, the legacy
+    OptimizerV2, which keeps ``momentum`` (SGD, RMSprop) as a variable saved in every
+    checkpoint: train_loop's restore would put back the momentum the checkpoint was trained
+    with. A PBT clone restores another trial's checkpoint with a perturbed momentum in its
+    pipeline.config, so the config's value is set again after the restore (the restored
+    velocity slots, the optimizer's state, stay). A tensor or schedule learning rate is no
+    variable and is not affected."""
+    base = tf.train.Checkpoint
+
+    class MomentumKeepingCheckpoint(base):
+        def restore(self, save_path, options=None):  # noqa: ANN001, ANN202 - as TF's
+            kept = [(v, v.numpy()) for v in _momentum_variables(tf, getattr(self, "optimizer",
+                                                                            None))]
+            status = super().restore(save_path, options=options)
+            for var, value in kept:
+                var.assign(value)
+            return status
+
+    return MomentumKeepingCheckpoint
+
+
+def _momentum_variables(tf, optimizer) -> list:  # noqa: ANN001 - tf module / an optimizer
+    """The optimizer's momentum variables, created now with the configured value (reading a
+    hyperparameter of OptimizerV2 creates its variables), so a restore assigns them at once."""
+    out = []
+    # The moving-average wrapper (use_moving_average) keeps the real optimizer in _optimizer.
+    for opt in (optimizer, getattr(optimizer, "_optimizer", None)):
+        try:
+            value = getattr(opt, "momentum", None)
+        except (AttributeError, KeyError):
+            continue
+        if isinstance(value, tf.Variable):
+            out.append(value)
+    return out
 
 
 def evaluate(pipeline: Path, model_dir: Path, *, poll: float, eval_initial: bool,

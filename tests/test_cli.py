@@ -41,6 +41,7 @@ def _settings(tmp_path: Path, **kw) -> SweepSettings:  # noqa: ANN003
     ({"scheduler": "pbt"}, "--eval-every", "PBT needs evaluations during training"),
     ({"scheduler": "pbt", "eval_every": 20, "perturbation_interval": 30},
      "--perturbation-interval", "not a multiple of --eval-every 20"),
+    ({"scheduler": "asha", "pbt_sync": True}, "--pbt-sync", "applies to --scheduler pbt or pb2"),
     ({"modes": ["up"]}, "--mode", "neither 'max' nor 'min'"),
     ({"metrics": ["a", "b"], "modes": ["max"]}, "--mode", "2 metrics but 1 modes"),
     ({"sampler": "nsga2"}, "--sampler", "multi-objective sampler but one metric"),

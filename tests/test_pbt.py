@@ -165,61 +165,87 @@ def _cosine(step: int, base: float, total: int, warmup_lr: float, warmup: int) -
 
 
 @pytest.mark.slow
-def test_real_exploit_restores_the_step_and_trains_with_the_perturbed_schedule(
+def test_real_pbt_clone_resumes_the_source_and_trains_with_the_perturbed_values(
         tmp_path: Path) -> None:
-    """Real OD API jobs: trial A trains 20 steps; trial B (a worse config) takes A's step-20
-    checkpoint through TrialRunner.exploit with a perturbed learning_rate_base and trains on to
-    40. B continues at global step 20 (its first summary is after it, its checkpoint is at 40),
-    and the rate its training logged is the new schedule's at each step, not A's nor its own
-    old one."""
-    import subprocess
-    import sys
+    """A real OD API PBT sweep through Ray (`--scheduler pbt --pbt-sync`): 2 trials of 40 steps,
+    compared at step 20, where the worse one is cloned from the better one with a perturbed
+    learning_rate_base and momentum. The clone's copied checkpoint holds the source's step-20
+    weights and step; the clone trained on from there (global step and optimizer iterations
+    20 -> 40, its weights nearer the source's than its own first stretch's); the learning rate
+    it logged is the perturbed cosine schedule's at each step and the momentum it trained with
+    (saved in its step-40 checkpoint) is the perturbed one, not the source's."""
+    import numpy as np
+    import tensorflow as tf
 
-    from sweep.render import load_pipeline, render, write_pipeline
-    from sweep.trial import TrialRunner, TrialSpec
-    from tests.conftest import REPO, make_workspace
+    from sweep.render import load_pipeline
+    from tests.conftest import make_workspace
 
-    base = make_workspace(tmp_path, n_train=8, n_eval=4)
-    exp = tmp_path / "exp"
-    (exp / "trials").mkdir(parents=True)
-    (exp / "base_pipeline.config").write_text(base.read_text())
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    pipeline = make_workspace(tmp_path, n_train=8, n_eval=4)
+    (tmp_path / "s.yaml").write_text(f"""\
+parameters:
+  num_steps: 40
+  {LR}: {{loguniform: [0.006, 0.05]}}
+  momentum: {{uniform: [0.5, 0.95]}}
+perturb: [{LR}, momentum]
+points:
+  - {{{LR}: 0.02, momentum: 0.9}}
+  - {{{LR}: 0.008, momentum: 0.7}}
+""")
+    out = run_cli(["run", "--space", str(tmp_path / "s.yaml"), "--pipeline", str(pipeline),
+                   "--name", "rp", "--no-dashboard", "--no-report", "--scheduler", "pbt",
+                   "--pbt-sync", "--eval-every", "20", "--perturbation-interval", "20",
+                   "--num-trials", "2", "--max-concurrent", "2"], tmp_path, timeout=1200)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    exp = Experiment(tmp_path / "experiments" / "rp")
+    assert [t.status()["state"] for t in exp.trials()] == [COMPLETED, COMPLETED]
+    clones = [t for t in exp.trials() if t.status().get("parent")]
+    assert len(clones) == 1, [t.status() for t in exp.trials()]  # synchronous: one clone at 20
+    clone = clones[0]
+    origin = clone.status()["lineage"][-1]["cloned_from"]
+    source = exp.trial(origin["trial"])
+    assert origin["step"] == 20 and len(source.status()["lineage"]) == 1
+    new, old = clone.params(), source.params()
+    assert new[LR] != pytest.approx(old[LR]) and new["momentum"] != pytest.approx(old["momentum"])
 
-    def train(model_dir: Path) -> None:
-        out = subprocess.run(
-            [sys.executable, "-m", "sweep.worker", "train", "--pipeline",
-             str(model_dir / "pipeline.config"), "--model-dir", str(model_dir), "--threads", "1",
-             "--checkpoint-every", "20", "--steps-per-iteration", "10", "--keep", "3"],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
-        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    def value(prefix: Path, name: str) -> np.ndarray:
+        return tf.train.load_variable(str(prefix), name)
 
-    a = exp / "trials" / "a"
-    a.mkdir()
-    write_pipeline(render(load_pipeline(base), {"num_steps": 20, LR: 0.04}), a / "pipeline.config")
-    train(a)
-    ckpt = [line.split('"')[1] for line in (a / "checkpoint").read_text().splitlines()
-            if line.startswith("model_checkpoint_path")][0]
+    # The weights right after the exploit: the checkpoint the clone restored is the source's.
+    copied = clone.path / origin["checkpoint"]
+    at_source = next(p / origin["checkpoint"] for p in (source.path, source.path / "best")
+                     if (p / f"{origin['checkpoint']}.index").exists())
+    weights = [n for n, _ in tf.train.list_variables(str(copied))
+               if n.startswith("model/") and "OPTIMIZER_SLOT" not in n]
+    assert len(weights) > 50
+    for n in weights:
+        assert np.array_equal(value(copied, n), value(at_source, n)), n
+    step, iters = "step/.ATTRIBUTES/VARIABLE_VALUE", "optimizer/iter/.ATTRIBUTES/VARIABLE_VALUE"
+    momentum = "optimizer/momentum/.ATTRIBUTES/VARIABLE_VALUE"
+    assert value(copied, step) == 20 and value(copied, momentum) == pytest.approx(old["momentum"])
+    # ... and the clone trained on from them, with the perturbed momentum in force.
+    final = Path(tf.train.latest_checkpoint(str(clone.path)))
+    assert value(final, step) == 40 and value(final, iters) == 40
+    assert value(final, momentum) == pytest.approx(new["momentum"], rel=1e-6)
+    own = next((clone.path / "lineage" / "segment-0" / "best").glob("ckpt-*.index")).with_suffix("")
+    assert value(own, step) == 20  # its own first stretch, kept aside
 
-    new_lr = 0.012
-    spec = TrialSpec(experiment_root=exp, perturb=(LR,), cwd=tmp_path)
-    b = TrialRunner(spec, "b", {"num_steps": 40, LR: 0.006})
-    b.dir.path.mkdir()
-    b.params = {"num_steps": 40, LR: new_lr}  # PBT's perturbed copy of A's config
-    b.exploit("a", 20, ckpt)
-    cfg = load_pipeline(b.dir.pipeline_path)
-    cos = cfg.train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate
-    assert cos.learning_rate_base == pytest.approx(new_lr) and cos.total_steps == 40
-    train(b.dir.path)
-    tm = metrics.read_trial(b.dir.path)
-    assert min(tm.train) > 20 and max(tm.train) == 40  # resumed at A's global step 20
-    for step, row in tm.train.items():
-        expected = [_cosine(s, new_lr, 40, cos.warmup_learning_rate, cos.warmup_steps)
-                    for s in (step - 1, step)]  # logged after the iteration's last step
+    def distance(a: Path, b: Path) -> float:
+        return sum(float(np.sum((value(a, n) - value(b, n)) ** 2)) for n in weights)
+
+    assert distance(final, at_source) < distance(final, own)
+    cfg = load_pipeline(clone.pipeline_path)
+    mo = cfg.train_config.optimizer.momentum_optimizer
+    assert mo.momentum_optimizer_value == pytest.approx(new["momentum"])
+    cos = mo.learning_rate.cosine_decay_learning_rate
+    assert cos.learning_rate_base == pytest.approx(new[LR]) and cos.total_steps == 40
+    # The learning rate training logged after the switch: the perturbed schedule's, from step 20.
+    tm = metrics.read_trial(clone.path)
+    assert min(tm.train) > 20 and max(tm.train) == 40
+    for s, row in tm.train.items():
+        expected = [_cosine(t, new[LR], 40, cos.warmup_learning_rate, cos.warmup_steps)
+                    for t in (s - 1, s)]  # logged after the iteration's last step
         assert any(row[metrics.LEARNING_RATE] == pytest.approx(e, rel=1e-4) for e in expected), (
-            step, row[metrics.LEARNING_RATE], expected)
-    assert (b.dir.path / "ckpt-3.index").exists() or any(
-        p.name.endswith(".index") for p in b.dir.path.glob("ckpt-*"))
-    assert (a / f"{ckpt}.index").exists()  # A's files were copied, not moved
+            s, row[metrics.LEARNING_RATE], expected)
 
 
 def test_pbt_without_perturbable_parameters_is_refused_before_launch(tmp_path: Path) -> None:
@@ -311,3 +337,136 @@ def test_a_pbt_sweep_killed_mid_run_resumes_to_its_end(tmp_path: Path) -> None:
         assert st["state"] == COMPLETED and metrics.read_trial(t.path).last_train_step == 80
         # What the lineage said before the kill is still its beginning.
         assert st.get("lineage")[:len(before[t.name])] == before[t.name]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moving_average", [False, True])
+def test_a_restore_keeps_the_perturbed_momentum(tmp_path: Path, moving_average: bool) -> None:
+    """The OD API's optimizer (tf.compat.v1 Keras: the legacy OptimizerV2) saves `momentum` in
+    its checkpoints as a variable. A clone builds its optimizer from its config (perturbed
+    momentum 0.5) and restores the source's checkpoint (trained with 0.9): with a plain
+    tf.train.Checkpoint (what train_loop uses) 0.9 is back in force; through the train job's
+    checkpoint class the update after the restore uses 0.5 with the restored velocity. The
+    perturbed constant learning rate is in force either way."""
+    from sweep import odapi_compat
+
+    odapi_compat.patch()
+    import numpy as np
+    import tensorflow as tf
+    from google.protobuf import text_format
+    from object_detection.builders import optimizer_builder
+    from object_detection.protos import optimizer_pb2
+
+    from sweep.worker import momentum_keeping_checkpoint
+
+    grad = np.array([[0.5], [0.25]], dtype=np.float32)
+
+    def build(momentum: float, lr: float):  # noqa: ANN202 - a model, its optimizer, its step
+        cfg = text_format.Parse(
+            "momentum_optimizer { learning_rate { constant_learning_rate { learning_rate: "
+            f"{lr} }} }} momentum_optimizer_value: {momentum} }} use_moving_average: "
+            f"{str(moving_average).lower()}", optimizer_pb2.Optimizer())
+        step = tf.Variable(0, dtype=tf.int64)
+        model = tf.keras.Sequential([tf.keras.layers.Dense(1, use_bias=False)])
+        model.build((None, 2))
+        optimizer, _ = optimizer_builder.build(cfg, global_step=step)
+        if moving_average:
+            optimizer.shadow_copy(model)  # as train_loop does
+        return model, optimizer, step
+
+    model, optimizer, step = build(0.9, 0.1)
+    for _ in range(3):
+        optimizer.apply_gradients([(tf.constant(grad), model.weights[0])])
+        step.assign_add(1)
+    path = tf.train.Checkpoint(step=step, model=model, optimizer=optimizer).save(
+        str(tmp_path / "ckpt"))
+    saved = dict(tf.train.list_variables(path))
+    assert any(k.endswith("/momentum/.ATTRIBUTES/VARIABLE_VALUE") and "OPTIMIZER_SLOT" not in k
+               for k in saved), saved  # the hyperparameter itself is in the checkpoint
+    velocity = tf.train.load_variable(path, next(k for k in saved if "OPTIMIZER_SLOT" in k
+                                                 and "momentum" in k))
+
+    def first_update(checkpoint_class: type) -> np.ndarray:
+        model, optimizer, step = build(0.5, 0.2)  # the clone's perturbed config
+        checkpoint_class(step=step, model=model, optimizer=optimizer).restore(path)
+        assert int(step.numpy()) == 3
+        before = model.weights[0].numpy()
+        optimizer.apply_gradients([(tf.constant(grad), model.weights[0])])
+        return model.weights[0].numpy() - before
+
+    def expected(momentum: float, lr: float) -> np.ndarray:  # v = m * v - lr * g; w += v
+        return momentum * velocity - lr * grad
+
+    # The trap: the checkpoint's momentum is back in force (a constant rate is no variable).
+    assert np.allclose(first_update(tf.train.Checkpoint), expected(0.9, 0.2))
+    assert np.allclose(first_update(momentum_keeping_checkpoint(tf)), expected(0.5, 0.2))
+    assert not np.allclose(expected(0.5, 0.2), expected(0.9, 0.2))
+
+
+def _source_and_clone(tmp_path: Path) -> tuple:
+    """Trial "a" (stand-in worker) trained to its end at step 40, best checkpoint at step 20
+    (mode min on mAP, which grows with steps); a runner for trial "b" with PBT's perturbed
+    copy of a's values."""
+    from tests.test_trial import _runner, _until_done
+
+    a = _runner(tmp_path, name="a", params={"num_steps": 40, LR: 0.02}, metric_mode="min",
+                perturb=(LR,))
+    a.start()
+    _until_done(a)
+    b = _runner(tmp_path, name="b", params={"num_steps": 40, LR: 0.024}, metric_mode="min",
+                perturb=(LR,))
+    return a, b, _until_done
+
+
+def test_a_trial_cloned_before_it_ever_ran_continues_at_the_sources_step(
+        tmp_path: Path) -> None:
+    """b never ran (no folder, no checkpoint of its own) when it is cloned from a's step-20
+    checkpoint, which keep-last-N already rotated out of a's folder (only a's best/ has it):
+    b continues from it at step 20 with its own values, and a keeps its files."""
+    a, b, until_done = _source_and_clone(tmp_path)
+    assert a.dir.evaluated()[0]["checkpoint"] == "ckpt-1"
+    for f in a.dir.path.glob("ckpt-1.*"):
+        f.unlink()  # rotated away; best/ keeps it
+    b.exploit("a", 20, "ckpt-1")
+    assert (b.dir.path / "ckpt-1.index").read_text() == "20"  # the source's step-20 files
+    b.start()
+    results = until_done(b)
+    assert [r["step"] for r in results] == [40]  # the step-20 evaluation is the source's
+    assert min(metrics.read_trial(b.dir.path).train) == 30  # trained from 20 on, not from 0
+    st = b.dir.status()
+    assert st["state"] == COMPLETED and st["parent"] == "a"
+    assert st["lineage"] == [pbt.segment(20, {LR: 0.024}, (LR,),
+                                         {"trial": "a", "step": 20, "checkpoint": "ckpt-1"})]
+    assert b.dir.params()[LR] == 0.024
+    assert (a.dir.path / "best" / "ckpt-1.index").read_text() == "20"  # copied, not moved
+
+
+def test_a_clone_with_nothing_to_continue_from_goes_on_as_itself(tmp_path: Path) -> None:
+    """PBT hands b a source checkpoint that does not exist (the source had not been evaluated
+    when Ray saved it, or keep-last-N and best/ both dropped it), or the source's final one
+    (nothing left to train; the clone would wait for an evaluation that never comes): no
+    clone. b goes on from its own step-20 checkpoint with its own values; the skip is in its
+    status."""
+    from tests.test_trial import _runner
+
+    a, b, until_done = _source_and_clone(tmp_path)
+    for f in [*a.dir.path.glob("ckpt-1.*"), *(a.dir.path / "best").glob("ckpt-1.*")]:
+        f.unlink()
+    b.start()
+    assert b.next_result(timeout=60)["step"] == 20
+    b.stop()  # PBT pauses it to clone it
+    assert b.dir.status()["state"] == "PAUSED"
+    for step, checkpoint, why in (
+            (20, None, "a had no evaluated checkpoint yet"),
+            (20, "ckpt-1", "ckpt-1 is no longer on disk"),
+            (40, "ckpt-2", "ckpt-2 is a's last (step 40): nothing is left to train")):
+        b = _runner(tmp_path, name="b", params={"num_steps": 40, LR: 0.03}, metric_mode="min",
+                    perturb=(LR,))  # the new actor, with the perturbed values
+        b.exploit("a", step, checkpoint)
+        assert f"exploit of a at step {step} skipped: {why}" in b.dir.status()["last_failure"]
+    b.start()
+    assert [r["step"] for r in until_done(b)] == [40]
+    st = b.dir.status()
+    assert st["state"] == COMPLETED and not st.get("parent") and len(st["lineage"]) == 1
+    assert b.dir.params()[LR] == 0.024 and not (b.dir.path / "lineage").exists()
+    assert (b.dir.path / "ckpt-1.index").read_text() == "20"  # its own, kept
