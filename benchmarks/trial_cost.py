@@ -227,11 +227,11 @@ def probe_trial(a: dict[str, Any]) -> dict[str, Any]:
     if a.get("worker_flags"):  # run the workers through this file's --worker wrapper
         real_start = trial.start
 
-        def start(name: str, args: list[str], log_path: Path, env: Any = None) -> Any:
+        def start(name: str, args: list[str], log_path: Path, env: Any = None, **kw: Any) -> Any:
             if args[:2] == ["-m", "sweep.worker"]:
-                args = [str(HERE), "--worker", json.dumps(a["worker_flags"]), "--", *args[2:]]
-                args = [sys.executable, *args]
-            return real_start(name, args, log_path, env=env)
+                args = [sys.executable, str(HERE), "--worker", json.dumps(a["worker_flags"]),
+                        "--", *args[2:]]
+            return real_start(name, args, log_path, env=env, **kw)
 
         trial.start = start
     if a.get("steps_per_iteration"):
