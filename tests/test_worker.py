@@ -76,7 +76,8 @@ def test_two_replica_training_under_mirrored_strategy_and_its_checkpoints_evalua
     base = make_workspace(tmp_path, n_train=8, n_eval=4)
     model_dir = tmp_path / "trial"
     model_dir.mkdir()
-    cfg = render(load_pipeline(base), {"num_steps": 10, "batch_size": 4})
+    cfg = render(load_pipeline(base), {"num_steps": 10, "batch_size": 4,
+                                       "cosine_decay_learning_rate.warmup_steps": 0})
     write_pipeline(cfg, model_dir / "pipeline.config")
 
     def job(kind: str, directory: Path, *extra: str) -> subprocess.CompletedProcess:
