@@ -50,11 +50,16 @@ STAND_IN_SLEEP_S = 0.05  # tests/fake_worker.py: time.sleep(0.05) after each tra
 
 
 def pinned_space(steps: int, out: Path, space: Path = DEMO_SPACE) -> Path:
-    """The demo space with ``num_steps`` fixed and no known points (both sides sample)."""
+    """The demo space with ``num_steps`` fixed and no known points (both sides sample); a
+    warm-up range the short run can hold (the demo's goes to 50 of its 600 steps)."""
     import yaml
 
     raw = yaml.safe_load(space.read_text())
     raw["parameters"]["num_steps"] = steps
+    lr = raw["parameters"].get("learning_rate", {}).get("choice", {})
+    cosine = lr.get("cosine_decay_learning_rate") or {}
+    if "cosine_decay_learning_rate.warmup_steps" in cosine:
+        cosine["cosine_decay_learning_rate.warmup_steps"] = {"int": [0, max(0, steps // 2)]}
     raw.pop("points", None)
     out.write_text(yaml.safe_dump(raw, sort_keys=False))
     return out
