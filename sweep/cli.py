@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Create a synthetic traffic-sign dataset (TFRecords) and a "
                        "tiny SSD MobileNet pipeline.config in the OD API tutorial layout "
                        "(workspace/training_demo), then sweep it on a local Ray and write "
-                       "reports/<experiment>/. About 6-10 minutes on 2 CPU cores.")
+                       "reports/<experiment>/. About 5 minutes on 2 CPU cores.")
     d.add_argument("--workspace", type=Path, default=Path("workspace/training_demo"),
                    help="tutorial workspace folder [%(default)s]")
     d.add_argument("--space", type=Path, default=DEMO_SPACE, help="search space [%(default)s]")
