@@ -116,8 +116,9 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     r.add_argument("--graph-optimizer", choices=GRAPH_OPTIMIZER, default="auto",
                    help="TensorFlow's graph optimizer (grappler) in each trial's jobs: 'auto' "
                         "runs it only on GPU trials, where its layout and fusion passes make "
-                        "steps fast; on the CPU it costs more than it returns (benchmarks/"
-                        "results/trial_cost.md) [%(default)s]")
+                        "steps fast; on the CPU it bought nothing for the demo's SSD (off: "
+                        "tracing 0.96x, steps 1.01x; benchmarks/results/trial_cost.md) "
+                        "[%(default)s]")
     r.add_argument("--address", help="an existing Ray cluster (e.g. 127.0.0.1:6379 or 'auto');"
                    " default: start an embedded local Ray")
     r.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard")

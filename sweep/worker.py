@@ -31,10 +31,11 @@ from sweep.settings import GRAPH_OPTIMIZER
 def graph_optimizer_enabled(choice: str, gpus: int) -> bool:
     """Whether TF's graph optimizer (grappler) runs in a job. ``auto``: only with a GPU.
 
-    On the CPU, grappler's passes cost more than they return for these graphs: measured on the
-    demo's SSD (benchmarks/results/trial_cost.md) turning it off cut the train job's tracing
-    and its steady step alike. On a GPU its layout and fusion passes are what make the
-    convolutions fast, and tracing is seconds of an hours-long trial, so it stays on.
+    On the CPU, grappler buys nothing for these graphs: on a quiet machine, turning it off for
+    the demo's SSD gave a first (tracing) iteration of 0.96x and a steady step of 1.01x
+    (benchmarks/results/trial_cost.md; the 0.69x and 0.19x measured earlier under heavy load did
+    not hold). On a GPU its layout and fusion passes are what make the convolutions fast, and
+    tracing is seconds of an hours-long trial, so it stays on there.
     """
     if choice not in GRAPH_OPTIMIZER:
         raise ValueError(f"graph optimizer must be one of {GRAPH_OPTIMIZER}, got {choice!r}")
