@@ -96,6 +96,12 @@ def _model_main_proc(args: list[str], log: Path) -> subprocess.Popen:
                                 stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
+def _num_steps(pipeline: Path) -> int:
+    from sweep import render
+
+    return int(render.load_pipeline(pipeline).train_config.num_steps)
+
+
 def hand_run(pipeline: Path, model_dir: Path, poll: float = 1.0) -> dict[str, Any]:
     """One configuration as the tutorial runs it: train to the end, then the eval job until
     its COCO metrics exist."""
@@ -103,7 +109,11 @@ def hand_run(pipeline: Path, model_dir: Path, poll: float = 1.0) -> dict[str, An
 
     common = [f"--model_dir={model_dir}", f"--pipeline_config_path={pipeline}", "--alsologtostderr"]
     t0 = time.time()
-    train = _model_main_proc(common, model_dir / "train_job.log")
+    # model_main_tf2 saves every --checkpoint_every_n steps (1000) and not at the end: a shorter
+    # run must save at its last step, or the eval job scores the step-0 checkpoint.
+    steps = int(_num_steps(pipeline))
+    train = _model_main_proc([*common, f"--checkpoint_every_n={steps}"],
+                             model_dir / "train_job.log")
     try:
         code = train.wait()
     finally:
