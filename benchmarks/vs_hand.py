@@ -102,6 +102,14 @@ def _num_steps(pipeline: Path) -> int:
     return int(render.load_pipeline(pipeline).train_config.num_steps)
 
 
+def hand_train_args(pipeline: Path, model_dir: Path) -> list[str]:
+    """model_main_tf2's training flags as the user gives them. It saves every
+    ``--checkpoint_every_n`` steps (1000) and not at the end: a shorter run must save at its
+    last step, or the eval job scores the step-0 checkpoint."""
+    return [f"--model_dir={model_dir}", f"--pipeline_config_path={pipeline}", "--alsologtostderr",
+            f"--checkpoint_every_n={_num_steps(pipeline)}"]
+
+
 def hand_run(pipeline: Path, model_dir: Path, poll: float = 1.0) -> dict[str, Any]:
     """One configuration as the tutorial runs it: train to the end, then the eval job until
     its COCO metrics exist."""
@@ -109,11 +117,7 @@ def hand_run(pipeline: Path, model_dir: Path, poll: float = 1.0) -> dict[str, An
 
     common = [f"--model_dir={model_dir}", f"--pipeline_config_path={pipeline}", "--alsologtostderr"]
     t0 = time.time()
-    # model_main_tf2 saves every --checkpoint_every_n steps (1000) and not at the end: a shorter
-    # run must save at its last step, or the eval job scores the step-0 checkpoint.
-    steps = int(_num_steps(pipeline))
-    train = _model_main_proc([*common, f"--checkpoint_every_n={steps}"],
-                             model_dir / "train_job.log")
+    train = _model_main_proc(hand_train_args(pipeline, model_dir), model_dir / "train_job.log")
     try:
         code = train.wait()
     finally:

@@ -124,6 +124,20 @@ def test_vs_hand_configurations_pin_steps_and_start_with_the_base(tmp_path: Path
         assert render.num_steps(render.render(base, c)) == 60
 
 
+def test_hand_training_saves_at_its_last_step(tmp_path: Path) -> None:
+    """model_main_tf2 saves every 1000 steps and not at the end: the hand run of a short
+    configuration asks for a checkpoint at its num_steps, or its eval scores step 0."""
+    from sweep import render
+    from tests.conftest import make_workspace
+
+    pipeline = tmp_path / "p.config"
+    render.write_pipeline(render.render(render.load_pipeline(
+        make_workspace(tmp_path, n_train=2, n_eval=1)), {"num_steps": 300}), pipeline)
+    args = vs_hand.hand_train_args(pipeline, tmp_path / "m")
+    assert "--checkpoint_every_n=300" in args
+    assert f"--pipeline_config_path={pipeline}" in args
+
+
 def test_steady_step_leaves_out_the_first_iteration(tmp_path: Path) -> None:
     # steps_per_sec per 10-step iteration: the first carries the tracing.
     for step, sps in ((10, 0.5), (20, 10.0), (30, 20.0), (40, 10.0)):
