@@ -91,21 +91,25 @@ def local_ray(concurrency: int) -> Iterator[None]:
         os.environ.update(saved)
 
 
-def run_sweep_side(n: int, concurrency: int, space: Path, pipeline: Path, root: Path) -> float:
-    """Wall seconds of `sweep run` (in this process, on the Ray already up)."""
-    from sweep import cli
+def run_sweep_side(n: int, concurrency: int, space: Path, pipeline: Path, root: Path,
+                   reuse_actors: bool = True) -> float:
+    """Wall seconds of `sweep run` (in this process, on the Ray already up); ``reuse_actors``
+    False: a new Ray actor per trial, as the sweep ran before it reused them."""
+    from sweep import cli, tune_backend
 
     cwd = os.getcwd()
     os.chdir(root)
+    tune_backend.REUSE_ACTORS = reuse_actors
     t0 = time.time()
     try:
         code = cli.main(["run", "--space", str(space), "--pipeline", str(pipeline),
-                         "--name", f"cp-{n}", "--storage", str(root / "experiments"),
+                         "--name", f"cp-{n}-{reuse_actors}", "--storage", str(root / "experiments"),
                          "--num-trials", str(n), "--max-concurrent", str(concurrency),
                          "--cpus-per-trial", "1", "--scheduler", "fifo", "--sampler", "tpe",
                          "--eval-every", "0", "--no-report", "--no-dashboard", "--overwrite"])
     finally:
         os.chdir(cwd)
+        tune_backend.REUSE_ACTORS = True
     wall = time.time() - t0
     if code != 0:
         raise SystemExit(f"sweep run of {n} trials exited with {code}")
@@ -187,11 +191,15 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                    "plain_ms": per_trial_ms(plain, n, a.concurrency, 0.0),
                    "sweep_ms": per_trial_ms(swept, n, a.concurrency, sleep)}
             row["ratio"] = row["sweep_ms"] / row["plain_ms"] if row["plain_ms"] > 0 else None
-            if a.also_no_reuse:  # what a Ray actor per trial costs (the sweep's trainable has one)
+            if a.also_no_reuse and n == min(a.trials):  # what a Ray actor per trial costs
                 wall = run_plain_side(n, a.concurrency, space, root, reuse_actors=False)
                 row.update(plain_no_reuse_wall_s=wall,
                            plain_no_reuse_ms=per_trial_ms(wall, n, a.concurrency, 0.0))
                 print(f"  plain without actor reuse {wall:.1f} s", flush=True)
+                wall = run_sweep_side(n, a.concurrency, space, pipeline, root, reuse_actors=False)
+                row.update(sweep_no_reuse_wall_s=wall,
+                           sweep_no_reuse_ms=per_trial_ms(wall, n, a.concurrency, sleep))
+                print(f"  sweep without actor reuse {wall:.1f} s", flush=True)
             data["sizes"][str(n)] = row
     data.update(totals(data["sizes"], a.concurrency, sleep))
     data["uptime_after"] = uptime()
@@ -212,10 +220,11 @@ def markdown(data: dict[str, Any]) -> list[str]:
                   f"{fmt(r['plain_ms'], 0)} | {fmt(r['sweep_ms'], 0)} | {fmt(r['ratio'])} |")
     no_reuse = [(n, r) for n, r in data["sizes"].items() if "plain_no_reuse_ms" in r]
     if no_reuse:
-        md += ["", "Plain Ray Tune with `reuse_actors=False` (a new Ray actor per trial, as the "
-                   "sweep's class trainable gets): " + ", ".join(
-                       f"{fmt(r['plain_no_reuse_ms'], 0)} ms/trial at {n}" for n, r in no_reuse)
-               + "."]
+        md += ["", "With a new Ray actor per trial (`reuse_actors=False`; the sweep ran so "
+                   "before it reused actors): " + ", ".join(
+                       f"plain {fmt(r['plain_no_reuse_ms'], 0)} ms/trial, sweep "
+                       f"{fmt(r.get('sweep_no_reuse_ms'), 0)} ms/trial at {n}"
+                       for n, r in no_reuse) + "."]
     if data.get("marginal_ms"):
         m = data["marginal_ms"]
         md += ["", f"Marginal cost of one more trial (between the sizes, fixed costs cancel): "
@@ -234,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=2, help="trials at once [%(default)s]")
     p.add_argument("--steps", type=int, default=10, help="stand-in train steps [%(default)s]")
     p.add_argument("--also-no-reuse", action="store_true",
-                   help="also run plain Ray Tune with reuse_actors=False (a new Ray actor per "
-                        "trial, as the sweep's class trainable gets), to show that share")
+                   help="at the smallest size, also run both sides with a new Ray actor per "
+                        "trial (reuse_actors=False), to show what actor reuse saves")
     p.add_argument("--out", type=Path, help="results folder [benchmarks/results]")
     a = p.parse_args(argv)
     if min(a.trials) < 1 or a.concurrency < 1 or a.steps < 1:

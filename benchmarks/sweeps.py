@@ -24,12 +24,13 @@ from sweep import best, metrics, report_data
 from sweep.experiment import FAILED, Experiment
 
 
-def add_options(p: argparse.ArgumentParser, *, trials: int = 8) -> None:
+def add_options(p: argparse.ArgumentParser, *, trials: int = 6) -> None:
     p.add_argument("--seeds", type=int, default=3, help="sampler seeds 0..N-1 [%(default)s]")
     p.add_argument("--trials", type=int, default=trials, help="trials per sweep [%(default)s]")
-    p.add_argument("--eval-every", type=int, default=10,
+    p.add_argument("--eval-every", type=int, default=50,
                    help="train steps between evaluations (ASHA's rungs; the same for every "
-                        "sweep) [%(default)s]")
+                        "sweep): 50 puts ASHA's rungs at 50, 100, 200, 400 of the demo's 600 "
+                        "steps [%(default)s]")
     p.add_argument("--space", type=Path, default=DEMO_SPACE, help="search space [%(default)s]")
     p.add_argument("--fake", action="store_true",
                    help="run the sweeps with the stand-in worker (tests/fake_worker.py): "

@@ -33,6 +33,12 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 
+# Ray hands a finished trial's actor to the next trial (SweepTrainable.reset_config) instead of
+# starting a new actor process per trial. A switch for benchmarks/control_plane.py, which
+# measures what it saves.
+REUSE_ACTORS = True
+
+
 def make_scheduler(settings: SweepSettings, max_steps: int, space: Any = None):  # noqa: ANN201
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 
@@ -59,7 +65,8 @@ def _trainable_class():  # noqa: ANN202 - a Ray Trainable subclass, built lazily
     from ray import tune
 
     class SweepTrainable(tune.Trainable):
-        """One OD API trial; Ray calls step() until done, stop() to end it early."""
+        """One OD API trial; Ray calls step() until done, stop() to end it early, and
+        reset_config() to hand this actor the next trial (actor reuse, see run_sweep)."""
 
         def setup(self, config: dict[str, Any], spec: TrialSpec | None = None) -> None:
             gpu_ids = [str(g) for g in ray.get_gpu_ids()]
@@ -95,6 +102,14 @@ def _trainable_class():  # noqa: ANN202 - a Ray Trainable subclass, built lazily
 
         def cleanup(self) -> None:
             self.runner.stop()
+
+        def reset_config(self, new_config: dict[str, Any]) -> bool:
+            # Ray keeps a finished or early-stopped trial's actor for the next trial without
+            # stopping it: end that trial here (its processes, its status) before the next
+            # one starts. self.trial_id is already the new trial's (Trainable.reset).
+            self.runner.stop()
+            self.setup(new_config)  # tune.with_parameters' setup passes the spec again
+            return True
 
     return SweepTrainable
 
@@ -640,6 +655,10 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
                                        else settings.max_concurrent),
                 time_budget_s=settings.time_budget_s,
                 trial_dirname_creator=lambda t: t.trial_id,
+                # The next trial takes over a finished trial's Ray actor (reset_config) instead
+                # of a new actor process per trial. Not under PBT, whose exploit would reset a
+                # live trial's actor in place; there each clone gets a fresh actor.
+                reuse_actors=REUSE_ACTORS and not settings.population_based,
             ),
             run_config=run_config,
         )

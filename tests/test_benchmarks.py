@@ -161,10 +161,11 @@ def test_asha_vs_fifo_and_search_quality_share_sweeps_with_the_stand_in(tmp_path
     from sweep.experiment import Experiment
     from sweep.space import load_space
 
-    budget = 4 * int(load_space(REPO / "search_spaces" / "demo_tiny.yaml").constants()["num_steps"])
+    budget = 3 * int(load_space(REPO / "search_spaces" / "demo_tiny.yaml").constants()["num_steps"])
 
-    common = ["--fake", "--seeds", "1", "--trials", "4", "--work", str(tmp_path / "work"),
-              "--out", str(tmp_path / "results")]
+    # 3 trials with 4 evaluations each: the smallest sweeps that still compare (seconds each).
+    common = ["--fake", "--seeds", "1", "--trials", "3", "--eval-every", "150",
+              "--work", str(tmp_path / "work"), "--out", str(tmp_path / "results")]
     assert asha_vs_fifo.main(common) == 0
     data = json.loads((tmp_path / "results" / "asha_vs_fifo.json").read_text())
     row = data["per_seed"]["0"]
@@ -196,6 +197,7 @@ def test_control_plane_runs_both_sides_with_the_stand_in(tmp_path: Path) -> None
     data = json.loads((tmp_path / "control_plane.json").read_text())
     row = data["sizes"]["2"]
     assert row["plain_wall_s"] > 0 and row["sweep_wall_s"] > 0 and row["plain_no_reuse_wall_s"] > 0
+    assert row["sweep_no_reuse_wall_s"] > 0
     assert data["ratio_at"] == 2 and data["ratio"] == pytest.approx(row["sweep_ms"] / row["plain_ms"])
     assert "sweep/plain at 2 trials" in (tmp_path / "control_plane.md").read_text()
 

@@ -15,7 +15,7 @@ import optuna
 import pytest
 
 from sweep import errors, metrics
-from sweep.experiment import COMPLETED, FAILED, Experiment
+from sweep.experiment import COMPLETED, FAILED, STOPPED, Experiment
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
@@ -147,3 +147,49 @@ def test_a_lost_ray_actor_fails_the_trial_with_its_reason(base: tuple[Path, Path
     by_ray = {t.user_attrs["ray_trial_id"]: t for t in _study(exp).trials}
     assert by_ray[victim].state == optuna.trial.TrialState.FAIL
     assert by_ray[victim].user_attrs["failure"] == errors.ACTOR_DIED
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purpose (its parent, the reused actor, reaps it on its own time).
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"
+    except OSError:
+        return False
+
+
+def test_trials_reuse_one_actor_and_an_early_stopped_one_is_ended_first(
+        base: tuple[Path, Path]) -> None:
+    """With one trial at a time, all three trials run in one Ray actor (reset_config, not a
+    new actor process per trial). The second, worse at the step-20 rung, is stopped by ASHA:
+    Ray keeps its actor for the third without stopping it, so reset_config must end it first:
+    STOPPED with its processes gone before the third starts, PRUNED in the study."""
+    root, pipeline = base
+    space = root / "reuse_space.yaml"
+    space.write_text(SPACE + "points:\n  - {l2_weight: 1.0e-5, focal_loss.gamma: 2.0}\n"
+                     "  - {l2_weight: 1.0e-2, focal_loss.gamma: 2.0}\n"
+                     "  - {l2_weight: 2.0e-5, focal_loss.gamma: 2.0}\n")
+    os.environ["SWEEP_WORKER_MODULE"] = "tests.fake_worker"
+    try:
+        out = run_cli(["run", "--space", str(space), "--pipeline", str(pipeline), "--name",
+                       "reuse", "--no-dashboard", "--eval-every", "20", "--no-report",
+                       "--num-trials", "3", "--max-concurrent", "1", "--scheduler", "asha"],
+                      root, timeout=600)
+    finally:
+        del os.environ["SWEEP_WORKER_MODULE"]
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    exp = Experiment(root / "experiments" / "reuse")
+    by_l2 = {t.params()["l2_weight"]: t.status() for t in exp.trials()}
+    first, stopped, third = by_l2[1e-5], by_l2[1e-2], by_l2[2e-5]
+    assert (first["state"], stopped["state"], third["state"]) == (COMPLETED, STOPPED, COMPLETED)
+    assert first["pid"] == stopped["pid"] == third["pid"]  # one actor for all three
+    assert stopped["trained_steps"] == 20 and stopped["ended_at"] <= third["started_at"]
+    assert not _alive(stopped["train_pid"]) and not _alive(stopped["eval_pid"])
+    states = {t.user_attrs["ray_trial_id"]: t.state for t in _study(exp).trials}
+    stopped_name = next(t.name for t in exp.trials() if t.params()["l2_weight"] == 1e-2)
+    assert states[stopped_name] == optuna.trial.TrialState.PRUNED
