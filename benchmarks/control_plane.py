@@ -16,7 +16,8 @@ Side by side on one local Ray (started once, ``--concurrency`` CPUs, one CPU per
 Per-trial overhead = wall x concurrency / trials - the stand-in's own sleep: the time a trial
 holds its slot beyond the worker's work. Each size runs plain then sweep. Goal: sweep/plain
 <= 1.1 at 1000 trials. Not a TF run (no lock needed), but it keeps 2 cores busy for
-~30-40 min at the default sizes; writes ``results/control_plane.{json,md}``.
+~1.5 h at the default sizes (plain Ray Tune holds a slot ~4 s a trial here); writes
+``results/control_plane.{json,md}``.
 """
 
 from __future__ import annotations
