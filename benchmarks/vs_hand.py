@@ -96,18 +96,19 @@ def _model_main_proc(args: list[str], log: Path) -> subprocess.Popen:
                                 stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
-def _num_steps(pipeline: Path) -> int:
-    from sweep import render
-
-    return int(render.load_pipeline(pipeline).train_config.num_steps)
+def _hand_args(pipeline: Path, model_dir: Path) -> list[str]:
+    """The flags both of the tutorial's model_main_tf2 jobs get."""
+    return [f"--model_dir={model_dir}", f"--pipeline_config_path={pipeline}", "--alsologtostderr"]
 
 
 def hand_train_args(pipeline: Path, model_dir: Path) -> list[str]:
     """model_main_tf2's training flags as the user gives them. It saves every
     ``--checkpoint_every_n`` steps (1000) and not at the end: a shorter run must save at its
     last step, or the eval job scores the step-0 checkpoint."""
-    return [f"--model_dir={model_dir}", f"--pipeline_config_path={pipeline}", "--alsologtostderr",
-            f"--checkpoint_every_n={_num_steps(pipeline)}"]
+    from sweep import render
+
+    steps = render.num_steps(render.load_pipeline(pipeline))
+    return [*_hand_args(pipeline, model_dir), f"--checkpoint_every_n={steps}"]
 
 
 def hand_run(pipeline: Path, model_dir: Path, poll: float = 1.0) -> dict[str, Any]:
@@ -115,7 +116,6 @@ def hand_run(pipeline: Path, model_dir: Path, poll: float = 1.0) -> dict[str, An
     its COCO metrics exist."""
     from sweep import metrics
 
-    common = [f"--model_dir={model_dir}", f"--pipeline_config_path={pipeline}", "--alsologtostderr"]
     t0 = time.time()
     train = _model_main_proc(hand_train_args(pipeline, model_dir), model_dir / "train_job.log")
     try:
@@ -126,7 +126,8 @@ def hand_run(pipeline: Path, model_dir: Path, poll: float = 1.0) -> dict[str, An
     if code != 0:
         raise SystemExit(f"model_main_tf2 training failed ({code}); see {model_dir / 'train_job.log'}")
     t1 = time.time()
-    ev = _model_main_proc([*common, f"--checkpoint_dir={model_dir}"], model_dir / "eval_job.log")
+    ev = _model_main_proc([*_hand_args(pipeline, model_dir), f"--checkpoint_dir={model_dir}"],
+                          model_dir / "eval_job.log")
     found: list[Any] = []
     try:
         while not found:
