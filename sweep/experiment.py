@@ -52,10 +52,14 @@ def read_json(path: Path, default: Any = None) -> Any:
 EVALUATED = "evaluated.jsonl"
 
 
+def evaluated_path(model_dir: Path) -> Path:
+    return Path(model_dir) / "eval" / EVALUATED
+
+
 def read_evaluated(model_dir: Path) -> list[dict[str, Any]]:
     """Checkpoints the eval job has evaluated, in order: ``{"checkpoint", "step", "metrics",
     "time"}`` (``eval/evaluated.jsonl``; the eval job appends a row after each evaluation)."""
-    path = Path(model_dir) / "eval" / EVALUATED
+    path = evaluated_path(model_dir)
     rows = []
     if path.exists():
         for line in path.read_text().splitlines():
@@ -68,7 +72,7 @@ def read_evaluated(model_dir: Path) -> list[dict[str, Any]]:
 
 def append_evaluated(model_dir: Path, row: dict[str, Any]) -> None:
     """The eval job's record of one evaluation (one JSON line, appended)."""
-    with open(Path(model_dir) / "eval" / EVALUATED, "a") as f:
+    with open(evaluated_path(model_dir), "a") as f:
         f.write(json.dumps(row) + "\n")
 
 

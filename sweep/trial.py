@@ -29,9 +29,15 @@ from sweep.experiment import (
     STOPPED,
     Experiment,
     TrialDir,
+    evaluated_path,
     write_json,
 )
 from sweep.process import ManagedProcess, start
+
+# Between full reads (every ``TrialSpec.poll`` s) a waiting trial looks this often for the two
+# cheap signs of news: the eval job appended an evaluation, or a job exited. A result then goes
+# to Ray within this, not up to a poll later; a stat and two waitpids cost nothing here.
+WAKE_S = 0.05
 
 # Result keys reported to Ray Tune (and shown by `sweep status`), from the OD API's tags.
 RESULT_KEYS: dict[str, str] = {
@@ -344,7 +350,19 @@ class TrialRunner:
                 return self._result(m, max(m.eval))  # resumed after its end: report it again
             if deadline is not None and time.time() > deadline:
                 raise TimeoutError(f"no evaluation of {self.dir.name} within {timeout}s")
-            time.sleep(self.spec.poll)
+            self._sleep_until_news(self.spec.poll)
+
+    def _sleep_until_news(self, timeout: float) -> None:
+        """Sleep up to ``timeout`` s; wake early when ``eval/evaluated.jsonl`` changes (the eval
+        job appends it after flushing an evaluation's events) or a job exits."""
+        path = evaluated_path(self.dir.path)
+        mark = _stat_mark(path)
+        deadline = time.time() + timeout
+        while (left := deadline - time.time()) > 0:
+            time.sleep(min(WAKE_S, left))
+            if _stat_mark(path) != mark or any(
+                    p is not None and not p.alive() for p in (self.train_proc, self.eval_proc)):
+                return
 
     def _result(self, m: metrics.TrialMetrics, step: int) -> dict[str, Any]:
         self._wait_evaluated(step)
@@ -498,6 +516,14 @@ def mark_failed(trial: TrialDir, reason: str, detail: str) -> str:
     trial.path.mkdir(parents=True, exist_ok=True)
     trial.update_status(state=FAILED, reason=reason, detail=detail, ended_at=time.time())
     return reason
+
+
+def _stat_mark(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 def _num_steps(pipeline: Path) -> int:

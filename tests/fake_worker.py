@@ -32,14 +32,15 @@ from sweep.detections import write_detections  # noqa: E402
 
 def append_event(event_dir: Path, step: int, tags: dict[str, float]) -> None:
     from tensorboard.compat.proto import event_pb2, summary_pb2
-    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    from sweep.tfrecord import frame_record  # TFRecord framing, as TF's writer frames events
 
     event_dir.mkdir(parents=True, exist_ok=True)
     path = event_dir / f"events.out.tfevents.fake.{os.getpid()}.v2"
     with open(path, "ab") as f:
         summary = summary_pb2.Summary(value=[_scalar_value(t, v, "tensor") for t, v in tags.items()])
-        RecordWriter(f).write(event_pb2.Event(wall_time=time.time(), step=step,
-                                              summary=summary).SerializeToString())
+        f.write(frame_record(event_pb2.Event(wall_time=time.time(), step=step,
+                                             summary=summary).SerializeToString()))
 
 
 def num_steps(pipeline: Path) -> int:

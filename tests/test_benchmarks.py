@@ -196,8 +196,12 @@ def test_control_plane_runs_both_sides_with_the_stand_in(tmp_path: Path) -> None
     assert control_plane.main(["--trials", "2", "--also-no-reuse", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "control_plane.json").read_text())
     row = data["sizes"]["2"]
-    assert row["plain_wall_s"] > 0 and row["sweep_wall_s"] > 0 and row["plain_no_reuse_wall_s"] > 0
-    assert row["sweep_no_reuse_wall_s"] > 0
+    for side in ("plain", "plain_jobs", "sweep", "plain_no_reuse", "sweep_no_reuse"):
+        assert row[f"{side}_wall_s"] > 0, side
+    # Each side counted the Ray actors it ran on: one or two reused, one per trial without reuse.
+    assert 1 <= row["plain_actors"] <= 2 and 1 <= row["sweep_actors"] <= 2
+    assert row["plain_no_reuse_actors"] == 2 and row["sweep_no_reuse_actors"] == 2
+    assert row["ratio_vs_jobs"] == pytest.approx(row["sweep_ms"] / row["plain_jobs_ms"])
     assert data["ratio_at"] == 2 and data["ratio"] == pytest.approx(row["sweep_ms"] / row["plain_ms"])
     assert "sweep/plain at 2 trials" in (tmp_path / "control_plane.md").read_text()
 
