@@ -134,17 +134,30 @@ def run_sweep_side(n: int, concurrency: int, space: Path, pipeline: Path, root: 
     return wall, len({t.status().get("pid") for t in exp.trials()})
 
 
-def _mark_actor(actors: str) -> None:
+def _mark_actor(actors: str, slots: int) -> None:
     """Leave this Ray actor's pid in ``actors`` (a folder): the side counts the actors it used
-    (its results are not read back: the sweep's Ray settings write no result files)."""
-    if actors:
-        (Path(actors) / str(os.getpid())).touch()
+    (its results are not read back: the sweep's Ray settings write no result files).
+
+    An actor's first trial waits (up to 30 s) until ``slots`` actors are up. With reuse, Ray
+    hands a finished trial's actor to the next trial and drops the actor it was starting for
+    it; a new worker takes ~3.5 s here, so sub-second trials would keep one actor busy and the
+    other slot idle for the whole run. The sweep's first trial on an actor takes seconds (its
+    imports) and fills both slots anyway; this makes the plain sides start as full."""
+    if not actors:
+        return
+    mark = Path(actors) / str(os.getpid())
+    if mark.exists():
+        return
+    mark.touch()
+    deadline = time.time() + 30.0
+    while len(list(Path(actors).iterdir())) < slots and time.time() < deadline:
+        time.sleep(0.05)
 
 
-def _noop(config: dict[str, Any], actors: str = "") -> None:
+def _noop(config: dict[str, Any], actors: str = "", slots: int = 1) -> None:
     from ray import tune
 
-    _mark_actor(actors)
+    _mark_actor(actors, slots)
     l2 = config.get("l2_weight")  # an objective that varies, as the stand-in's does
     tune.report({"mAP": 1.0 / (1.0 + 1000.0 * l2) if isinstance(l2, float) else 1.0})
 
@@ -173,7 +186,8 @@ def run_plain_side(n: int, concurrency: int, space: Path, root: Path,
                                                   max_concurrent=concurrency), sp, 0)
     t0 = time.time()
     tuner = tune.Tuner(
-        tune.with_resources(make(actors=str(actors)), {"cpu": 1}),
+        tune.with_resources(make(actors=str(actors), slots=concurrency if reuse_actors else 1),
+                            {"cpu": 1}),
         tune_config=tune.TuneConfig(
             search_alg=OptunaSearch(space=sp.define_by_run, metric="mAP", mode="max",
                                     sampler=sampler),
@@ -189,7 +203,7 @@ def run_plain_side(n: int, concurrency: int, space: Path, root: Path,
 
 
 def _stand_in_jobs(config: dict[str, Any], pipeline: str = "", root: str = "",
-                   steps: int = 0, actors: str = "") -> None:
+                   steps: int = 0, actors: str = "", slots: int = 1) -> None:
     """A user's own trainable doing a sweep trial's work: the stand-in's train and eval jobs
     side by side on the trial's folder, then their evaluation reported (no sweep code)."""
     import json
@@ -200,7 +214,7 @@ def _stand_in_jobs(config: dict[str, Any], pipeline: str = "", root: str = "",
 
     from sweep.trial import plan_steps
 
-    _mark_actor(actors)
+    _mark_actor(actors, slots)
     d = Path(root) / uuid.uuid4().hex[:12]
     d.mkdir(parents=True)
     (d / "params.json").write_text(json.dumps(config))  # the stand-in scores by l2_weight
