@@ -114,6 +114,18 @@ def _trainable_class():  # noqa: ANN202 - a Ray Trainable subclass, built lazily
     return SweepTrainable
 
 
+def _checkpoint_config(settings: SweepSettings):  # noqa: ANN202
+    """Ray checkpoints only under PBT/PB2, which clone from a trial's last saved one (keep a
+    few: Ray warns at <= 2). Otherwise the trial folder is the whole state (a restarted or
+    resumed trial goes on from it), and a Ray checkpoint per result would also make Ray
+    rewrite the whole experiment state after every result: O(trials) each, slow at 1000s."""
+    from ray import tune
+
+    if settings.population_based:
+        return tune.CheckpointConfig(num_to_keep=4, checkpoint_frequency=1)
+    return tune.CheckpointConfig(checkpoint_frequency=0, checkpoint_at_end=False)
+
+
 def _pbt_population(settings: SweepSettings, space: Any, points: list[dict[str, Any]]):  # noqa: ANN202
     """PBT's initial population (Ray allows no searcher beside it): the known points first,
     then configs drawn at random from the space, ``--num-trials`` in all."""
@@ -619,9 +631,7 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
         # Ray restarts a trial whose actor died; the runner counts those restarts and its
         # own process restarts against the same --max-failures (TrialSpec.run_id).
         failure_config=tune.FailureConfig(max_failures=settings.max_failures),
-        # PBT clones from a trial's last saved checkpoint; keep a few (Ray warns at <= 2).
-        checkpoint_config=tune.CheckpointConfig(
-            num_to_keep=4 if settings.population_based else 1, checkpoint_frequency=1),
+        checkpoint_config=_checkpoint_config(settings),
     )
     ray_dir = exp.ray_dir
     if resume:

@@ -193,3 +193,6 @@ def test_trials_reuse_one_actor_and_an_early_stopped_one_is_ended_first(
     states = {t.user_attrs["ray_trial_id"]: t.state for t in _study(exp).trials}
     stopped_name = next(t.name for t in exp.trials() if t.params()["l2_weight"] == 1e-2)
     assert states[stopped_name] == optuna.trial.TrialState.PRUNED
+    # The trial folder is the state: no Ray checkpoint per result outside PBT (each would make
+    # Ray rewrite the whole experiment state, O(trials) after every result).
+    assert exp.ray_dir.is_dir() and not list(exp.ray_dir.rglob("checkpoint_0*"))
