@@ -291,3 +291,30 @@ def test_a_trial_stopped_after_its_last_step_is_completed_not_stopped(tmp_path: 
     r.stop()
     st = r.dir.status()
     assert st["state"] == COMPLETED and st["trained_steps"] == 40
+
+
+def test_a_waiting_trial_wakes_on_an_evaluation_or_a_job_exit_not_a_poll_later(
+        tmp_path: Path) -> None:
+    """Between full reads (one a poll) the runner looks for news every WAKE_S: the eval job
+    appending to eval/evaluated.jsonl, or a job exiting. With a 60 s poll both wake it within
+    seconds (broken, each sleep would last the full minute)."""
+    import sys
+    import threading
+
+    from sweep.experiment import append_evaluated
+    from sweep.process import start
+
+    r = _runner(tmp_path)
+    (r.dir.path / "eval").mkdir(parents=True)
+    threading.Timer(0.3, append_evaluated, (r.dir.path, {"checkpoint": "ckpt-1", "step": 20})
+                    ).start()
+    t0 = time.time()
+    r._sleep_until_news(60.0)
+    assert time.time() - t0 < 30.0
+    assert r.dir.evaluated()[-1]["step"] == 20
+
+    r.eval_proc = start("eval", [sys.executable, "-c", "import time; time.sleep(0.3)"],
+                        r.dir.eval_log)
+    t0 = time.time()
+    r._sleep_until_news(60.0)
+    assert time.time() - t0 < 30.0 and not r.eval_proc.alive()
