@@ -19,7 +19,7 @@ trial, each trial's Ray actor reused for the next trial on every side):
 
 Per-trial overhead = wall x concurrency / trials - the stand-in's own sleep: the time a trial
 holds its slot beyond the worker's sleep. Each size runs plain, plain + jobs, then sweep. Goal:
-sweep/plain <= 1.1 at 1000 trials. Not a TF run (no lock needed); ~15 min at the default sizes
+sweep/plain <= 1.1 at 1000 trials. Not a TF run (no lock needed); ~10 min at the default sizes
 on 2 cores; writes ``results/control_plane.{json,md}``.
 """
 
