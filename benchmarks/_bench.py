@@ -76,8 +76,8 @@ def demo_fingerprint(space: Path) -> str:
     of an older demo."""
     h = hashlib.sha1()
     pkg = REPO / "sweep"
-    for path in [space, pkg / "dataset.py", pkg / "workspace.py",
-                 *sorted((pkg / "templates").glob("*.config"))]:
+    for path in [space, pkg / "data" / "dataset.py", pkg / "odapi" / "workspace.py",
+                 *sorted((pkg / "odapi" / "templates").glob("*.config"))]:
         h.update(path.read_bytes())
     return h.hexdigest()[:8]
 
@@ -85,8 +85,8 @@ def demo_fingerprint(space: Path) -> str:
 def demo_pipeline(root: Path, *, fake: bool = False) -> Path:
     """The workspace `sweep demo` writes (its data generator and base config), under ``root``;
     returns its pipeline.config. The stand-in worker needs only a few records."""
-    from sweep.dataset import make_dataset
-    from sweep.workspace import init_workspace
+    from sweep.data.dataset import make_dataset
+    from sweep.odapi.workspace import init_workspace
 
     ws = root / "training_demo"
     for existing in sorted(ws.glob("models/*/pipeline.config")):

@@ -12,7 +12,7 @@ trial, each trial's Ray actor reused for the next trial on every side):
   iteration, which is subtracted), on the demo space with ``num_steps`` fixed to ``--steps``;
 - plain: ``tune.Tuner`` of a no-op function trainable (one ``tune.report``) with
   ``ray.tune.search.optuna.OptunaSearch`` on the same define-by-run space and the same TPE
-  sampler settings (``sweep.search.make_sampler``), the same concurrency and trial count;
+  sampler settings (``sweep.search.samplers.make_sampler``), the same concurrency and trial count;
 - plain + jobs: the same Tuner, its trainable running the same two stand-in jobs the way a
   user's own trainable would (start both, wait for both, report the evaluation): the work a
   sweep trial does, without the sweep. sweep minus this is what the sweep's own machinery costs.
@@ -36,7 +36,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from _bench import (
@@ -73,7 +72,7 @@ def pinned_space(steps: int, out: Path, space: Path = DEMO_SPACE) -> Path:
 
 def pinned_pipeline(pipeline: Path, steps: int, out: Path) -> Path:
     """The demo's pipeline.config with ``num_steps`` set (what plain + jobs hands its jobs)."""
-    from sweep import render
+    from sweep.odapi import render
 
     cfg = render.load_pipeline(pipeline)
     cfg.train_config.num_steps = steps
@@ -82,8 +81,8 @@ def pinned_pipeline(pipeline: Path, steps: int, out: Path) -> Path:
 
 
 def stand_in_sleep_s(steps: int) -> float:
-    """What the stand-in sleeps per trial: one pause per train iteration (sweep.trial's plan)."""
-    from sweep.trial import plan_steps
+    """What the stand-in sleeps per trial: one pause per train iteration (sweep.run.trial's plan)."""
+    from sweep.run.trial import plan_steps
 
     _, per_iter = plan_steps(steps, 0)
     return STAND_IN_SLEEP_S * (steps // per_iter)
@@ -111,8 +110,9 @@ def run_sweep_side(n: int, concurrency: int, space: Path, pipeline: Path, root: 
                    reuse_actors: bool = True) -> tuple[float, int]:
     """(wall seconds, Ray actors used) of `sweep run` (in this process, on the Ray already
     up); ``reuse_actors`` False: a new Ray actor per trial, as the sweep ran before."""
-    from sweep import cli, tune_backend
-    from sweep.experiment import Experiment
+    from sweep import cli
+    from sweep.core.experiment import Experiment
+    from sweep.run import tune_backend
 
     cwd = os.getcwd()
     os.chdir(root)
@@ -171,8 +171,8 @@ def run_plain_side(n: int, concurrency: int, space: Path, root: Path,
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
-    from sweep import search
-    from sweep.space import load_space
+    from sweep.search import samplers
+    from sweep.search.space import load_space
 
     # With the sweep's Ray settings no result files exist: Ray's ResultGrid warns per trial.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
@@ -182,8 +182,8 @@ def run_plain_side(n: int, concurrency: int, space: Path, root: Path,
     make = trainable or functools.partial(tune.with_parameters, _noop)
 
     sp = load_space(space)
-    sampler = search.make_sampler(SimpleNamespace(sampler="tpe", seed=0, num_trials=n,
-                                                  max_concurrent=concurrency), sp, 0)
+    sampler = samplers.make_sampler("tpe", seed=0, num_trials=n, max_concurrent=concurrency,
+                                    space=sp)
     t0 = time.time()
     tuner = tune.Tuner(
         tune.with_resources(make(actors=str(actors), slots=concurrency if reuse_actors else 1),
@@ -212,7 +212,7 @@ def _stand_in_jobs(config: dict[str, Any], pipeline: str = "", root: str = "",
 
     from ray import tune
 
-    from sweep.trial import plan_steps
+    from sweep.run.trial import plan_steps
 
     _mark_actor(actors, slots)
     d = Path(root) / uuid.uuid4().hex[:12]
@@ -295,7 +295,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     space = pinned_space(a.steps, root / "space.yaml")
     jobs_pipeline = pinned_pipeline(pipeline, a.steps, root / "jobs_pipeline.config")
     c = a.concurrency
-    import sweep.tune_backend  # noqa: F401 - its Ray Tune settings (no auto loggers, ...) for all sides
+    import sweep.run.tune_backend  # noqa: F401 - its Ray Tune settings (no auto loggers, ...) for all sides
     with local_ray(c):
         warm_up(c, space, root)
         for n in a.trials:

@@ -4,14 +4,14 @@
         [--out benchmarks/results/data_convert.md]
 
 Generates, in a temp dir, ``--n`` images in each of two shapes, then converts each with the
-same calls `sweep data` makes (``sweep.annotations.read_*`` + ``sweep.convert.convert``):
+same calls `sweep data` makes (``sweep.data.annotations.read_*`` + ``sweep.data.convert.convert``):
 
 - voc:   labelImg VOC XML + 640x480 JPEGs with photo-like noise (bytes passed through; each
          image decoded once to check it, at 1/8 scale via JPEG draft mode)
 - gtsrb: GT-*.csv + PPM images of 30-120 px as GTSRB has (decoded and encoded once as JPEG)
 
 and times reading the annotations and the whole conversion, once with the TFRecord checksum
-from google-crc32c's C extension (what ``sweep.tfrecord`` uses) and once with its pure-Python
+from google-crc32c's C extension (what ``sweep.data.tfrecord`` uses) and once with its pure-Python
 fallback, side by side, plus the checksum's own speed on the bytes written. ``uptime`` is
 recorded before and after: other jobs share this machine. Writes a Markdown table and JSON.
 """
@@ -30,7 +30,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from sweep import annotations, convert, tfrecord  # noqa: E402
+from sweep.data import (  # noqa: E402
+    annotations,
+    convert,
+    tfrecord,  # noqa: E402
+)
 from tests.annotation_fixtures import draw_image, make_voc  # noqa: E402
 
 

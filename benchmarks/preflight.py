@@ -38,9 +38,9 @@ SPACE = "parameters:\n  num_steps: 1000\n  l2_weight: {loguniform: [1.0e-5, 1.0e
 
 def make_data(root: Path, records: int, record_kb: int, seed: int = 0) -> Path:
     """Shards of random payloads (validation reads framing, not the examples inside)."""
-    from sweep import tfrecord
-    from sweep.render import load_pipeline, render, write_pipeline
-    from sweep.workspace import template_path
+    from sweep.data import tfrecord
+    from sweep.odapi.render import load_pipeline, render, write_pipeline
+    from sweep.odapi.workspace import template_path
 
     rng = random.Random(seed)
     blob = rng.randbytes(record_kb * 1024 + 4096)
@@ -71,7 +71,8 @@ def before(root: Path) -> dict[str, int]:
     """The old path: validate (framing + first data checksum), then a full pure-Python read."""
     import glob
 
-    from sweep import tfrecord, validate
+    from sweep.data import tfrecord
+    from sweep.run import validate
 
     validate.check(root / "space.yaml", root / "pipeline.config", verify_data="sample")
     saved = tfrecord.COMPILED_CRC
@@ -87,7 +88,7 @@ def before(root: Path) -> dict[str, int]:
 
 
 def after(root: Path, verify_data: str) -> dict[str, int]:
-    from sweep import validate
+    from sweep.run import validate
 
     return validate.check(root / "space.yaml", root / "pipeline.config", verify_data=verify_data)
 
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         make_data(root, a.records, a.record_kb)
     make_s = time.perf_counter() - t0
     size = sum(f.stat().st_size for f in root.glob("*.record"))
-    from sweep import validate
+    from sweep.run import validate
 
     validate.validate(root / "space.yaml", root / "pipeline.config", check_data=False)  # imports
     rows = []

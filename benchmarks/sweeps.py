@@ -5,8 +5,8 @@ One sweep per (scheduler, sampler, seed, trials, eval-every): it is run once wit
 and reused by name afterwards (``benchmarks/work/{real,fake}/experiments/<name>``; the name
 holds a fingerprint of the demo, so a changed demo gets new sweeps), so FIFO+TPE
 serves both benchmarks. ``--fresh`` runs them again. Values are read through the project's own
-rules: a trial's best and the objective from ``sweep.best``, trial folders through
-``sweep.experiment``, event files through ``sweep.metrics``.
+rules: a trial's best and the objective from ``sweep.run.best``, trial folders through
+``sweep.core.experiment``, event files through ``sweep.odapi.metrics``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from typing import Any
 
 from _bench import DEMO_SPACE, WORK, demo_fingerprint, demo_pipeline, out_dir, run_sweep_cli, write_results
 
-from sweep import best, metrics, report_data
-from sweep.experiment import FAILED, Experiment
+from sweep.core.experiment import FAILED, Experiment
+from sweep.odapi import metrics
+from sweep.report import report_data
+from sweep.run import best
 
 
 def add_options(p: argparse.ArgumentParser, *, trials: int = 6) -> None:
@@ -100,7 +102,7 @@ class Trace:
     train: dict[str, list[tuple[float, int]]] = field(default_factory=dict)  # trial -> (time, step)
     total_steps: int = 0  # train steps of all trials (status.json's trained_steps)
     wall_s: float | None = None  # the sweep's tuning time (experiment.json)
-    best: float | None = None  # sweep.best.experiment_best
+    best: float | None = None  # sweep.run.best.experiment_best
     trial_values: list[float] = field(default_factory=list)  # each non-failed trial's best
     base_value: float | None = None  # the base config's trial (report_data's base_name)
 
@@ -119,7 +121,7 @@ def trace(exp: Experiment) -> Trace:
             t.path / "train", [metrics.TOTAL_LOSS]))
         tr.total_steps += int(st.get("trained_steps") or tm.last_train_step or 0)
         if st.get("state") == FAILED:
-            continue  # never a candidate (sweep.best)
+            continue  # never a candidate (sweep.run.best)
         when = {int(r["step"]): float(r["time"]) for r in t.evaluated() if "time" in r}
         for step in sorted(tm.eval):
             value = best.reported(tm, tag, step)

@@ -33,11 +33,11 @@ T_PROCESS = time.time()  # as early as this file can take it (interpreter start 
 # in-probe helpers (run inside a fresh subprocess)
 # --------------------------------------------------------------------------------------------
 def _setup(threads: int, grappler_off: bool = False, jit: bool = False) -> dict[str, float]:
-    """sweep.worker's set-up (compat patch + thread settings) plus optional cuts; timed."""
+    """sweep.odapi.worker's set-up (compat patch + thread settings) plus optional cuts; timed."""
     t0 = time.time()
-    from sweep import odapi_compat
+    from sweep.odapi import compat
 
-    odapi_compat.patch()
+    compat.patch()
     import tensorflow as tf
 
     t_tf = time.time()
@@ -62,12 +62,12 @@ def probe_import(a: dict[str, Any]) -> dict[str, Any]:
 
 
 def probe_train(a: dict[str, Any]) -> dict[str, Any]:
-    """``model_lib_v2.train_loop`` as sweep.worker runs it; build timed by wrapping the builder,
+    """``model_lib_v2.train_loop`` as sweep.odapi.worker runs it; build timed by wrapping the builder,
     per-iteration times from its ``steps_per_sec`` summaries (one per num_steps_per_iteration)."""
     out = _setup(a["threads"], a.get("grappler_off", False), a.get("jit", False))
     from object_detection import model_lib_v2
 
-    from sweep import metrics
+    from sweep.odapi import metrics
 
     marks: dict[str, float] = {}
     build = model_lib_v2.MODEL_BUILD_UTIL_MAP["detection_model_fn_base"]
@@ -108,7 +108,7 @@ def probe_train(a: dict[str, Any]) -> dict[str, Any]:
 
 
 def probe_eval(a: dict[str, Any]) -> dict[str, Any]:
-    """The eval job's pieces (as sweep.worker.evaluate), then ``eager_eval_loop`` on the given
+    """The eval job's pieces (as sweep.odapi.worker.evaluate), then ``eager_eval_loop`` on the given
     checkpoints with the given ``num_visualizations``: the first call vs later ones."""
     out = _setup(a["threads"], a.get("grappler_off", False))
     import tensorflow as tf
@@ -116,8 +116,8 @@ def probe_eval(a: dict[str, Any]) -> dict[str, Any]:
     from object_detection.builders import model_builder, optimizer_builder
     from object_detection.utils import config_util
 
-    if a.get("reuse_trace"):  # as sweep.worker.evaluate does today
-        from sweep import worker
+    if a.get("reuse_trace"):  # as sweep.odapi.worker.evaluate does today
+        from sweep.odapi import worker
 
         worker._reuse_eval_trace(model_lib_v2)
     t0 = time.time()
@@ -208,8 +208,9 @@ def probe_eval(a: dict[str, Any]) -> dict[str, Any]:
 def probe_trial(a: dict[str, Any]) -> dict[str, Any]:
     """One trial as sweep runs it: ``TrialRunner`` (train + eval worker processes) on a temp
     experiment, with the cuts applied through the rendered config and a worker wrapper."""
-    from sweep import render, trial
-    from sweep.experiment import Experiment
+    from sweep.core.experiment import Experiment
+    from sweep.odapi import render
+    from sweep.run import trial
 
     root = Path(a["root"])
     exp = Experiment(root)
@@ -228,7 +229,7 @@ def probe_trial(a: dict[str, Any]) -> dict[str, Any]:
         real_start = trial.start
 
         def start(name: str, args: list[str], log_path: Path, env: Any = None, **kw: Any) -> Any:
-            if args[:2] == ["-m", "sweep.worker"]:
+            if args[:2] == ["-m", "sweep.odapi.worker"]:
                 args = [sys.executable, str(HERE), "--worker", json.dumps(a["worker_flags"]),
                         "--", *args[2:]]
             return real_start(name, args, log_path, env=env, **kw)
@@ -253,8 +254,8 @@ def probe_trial(a: dict[str, Any]) -> dict[str, Any]:
     finally:
         runner.stop_processes()
     t_end = time.time()
-    from sweep import metrics
-    from sweep.experiment import read_evaluated
+    from sweep.core.experiment import read_evaluated
+    from sweep.odapi import metrics
 
     tdir = runner.dir.path
     evals = read_evaluated(tdir)
@@ -290,15 +291,15 @@ def probe_trial(a: dict[str, Any]) -> dict[str, Any]:
 
 
 def worker_wrapper(flags: dict[str, Any], argv: list[str]) -> int:
-    """``sweep.worker`` with extra TF settings applied first (the cuts, for the trial probe)."""
-    from sweep import odapi_compat, worker
+    """``sweep.odapi.worker`` with extra TF settings applied first (the cuts, for the trial probe)."""
+    from sweep.odapi import compat, worker
 
-    odapi_compat.patch()
+    compat.patch()
     import tensorflow as tf
 
     if flags.get("grappler_off"):
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
-    if flags.get("graph_optimizer"):  # sweep.worker's own switch (before: on; now: auto)
+    if flags.get("graph_optimizer"):  # sweep.odapi.worker's own switch (before: on; now: auto)
         argv = [*argv, "--graph-optimizer", flags["graph_optimizer"]]
     if flags.get("no_eval_reuse"):  # the eval job as before: a new trace per evaluation
         worker._reuse_eval_trace = lambda module: None
@@ -341,9 +342,9 @@ def run_probe(kind: str, args: dict[str, Any], work: Path, label: str,
 
 
 def make_pipeline(work: Path, steps: int) -> Path:
-    from sweep import render
-    from sweep.dataset import make_dataset
-    from sweep.workspace import init_workspace
+    from sweep.data.dataset import make_dataset
+    from sweep.odapi import render
+    from sweep.odapi.workspace import init_workspace
 
     info = make_dataset(work / "ws" / "annotations")  # the demo's data
     pipe = init_workspace(work / "ws", dataset=info)
@@ -388,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--probe-out", help=argparse.SUPPRESS)
     p.add_argument("--worker", help=argparse.SUPPRESS)
     argv = sys.argv[1:] if argv is None else argv
-    if "--worker" in argv:  # wrapper mode: --worker FLAGS -- <sweep.worker args>
+    if "--worker" in argv:  # wrapper mode: --worker FLAGS -- <sweep.odapi.worker args>
         i = argv.index("--")
         return worker_wrapper(json.loads(argv[argv.index("--worker") + 1]), argv[i + 1:])
     a = p.parse_args(argv)
@@ -401,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"work dir {work}", flush=True)
     pipeline = make_pipeline(work, a.steps)
     every = a.eval_every if 0 < a.eval_every < a.steps else a.steps
-    from sweep.trial import plan_steps
+    from sweep.run.trial import plan_steps
 
     ck_every, spi = plan_steps(a.steps, every)
     R: dict[str, Any] = {"steps": a.steps, "eval_every": every, "checkpoint_every": ck_every,
@@ -519,7 +520,7 @@ def trial_summary(R: dict[str, Any]) -> list[str]:
 
 def report(R: dict[str, Any]) -> str:
     L = [f"# Trial cost breakdown ({R['started']})", "",
-         f"the demo's tiny SSD MobileNet v2 (sweep/templates), {R['steps']} steps, eval every "
+         f"the demo's tiny SSD MobileNet v2 (sweep/odapi/templates), {R['steps']} steps, eval every "
          f"{R['eval_every']} (checkpoint_every={R['checkpoint_every']}, "
          f"num_steps_per_iteration={R['steps_per_iteration']}), the demo's data, "
          f"TF intra/inter-op threads 1 per process (as TrialSpec.threads=1), {R['nproc']} cores.",
@@ -617,7 +618,7 @@ def report(R: dict[str, Any]) -> str:
                 eg["runs"][i]["eval_loop_s"])
     er = R.get("eval_reuse") or {}
     if ev and er and not er.get("failed") and not ev.get("failed"):
-        cut("eval trace reused (sweep.worker._reuse_eval_trace): eval #2 to first image s",
+        cut("eval trace reused (sweep.odapi.worker._reuse_eval_trace): eval #2 to first image s",
             ev["runs"][1]["to_first_image_s"], er["runs"][1]["to_first_image_s"])
         cut("eval trace reused: eval #2 eager_eval_loop s", ev["runs"][1]["eval_loop_s"],
             er["runs"][1]["eval_loop_s"])

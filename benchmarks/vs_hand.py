@@ -15,8 +15,8 @@
 
 The configurations: the demo space (``sweep demo``'s, search_spaces/demo_tiny.yaml) with
 ``num_steps`` fixed to ``--steps``; the first is the base config, the others drawn at random
-from the space (``--seed``). The workspace is the one ``sweep demo`` writes (sweep.dataset +
-sweep.workspace). ``model_main_tf2.py`` trains in chunks of 100 steps: keep ``--steps`` a
+from the space (``--seed``). The workspace is the one ``sweep demo`` writes (sweep.data.dataset +
+sweep.odapi.workspace). ``model_main_tf2.py`` trains in chunks of 100 steps: keep ``--steps`` a
 multiple of 100 for equal work. Reports b/a and b/c; writes ``results/vs_hand.{json,md}``.
 Default size: ~15-25 min on 2 cores.
 """
@@ -41,10 +41,10 @@ HAND_CHUNK = 100  # model_main_tf2's train_loop runs num_steps_per_iteration=100
 
 def model_main(argv: list[str]) -> None:
     """The tutorial's ``python model_main_tf2.py ARGS``, with the project's tf-slim patch
-    (sweep/odapi_compat.py) that TF 2.15 needs in every process that trains or evaluates."""
-    from sweep import odapi_compat
+    (sweep/odapi/compat.py) that TF 2.15 needs in every process that trains or evaluates."""
+    from sweep.odapi import compat
 
-    odapi_compat.patch()
+    compat.patch()
     sys.argv = ["model_main_tf2.py", *argv]
     runpy.run_module("object_detection.model_main_tf2", run_name="__main__", alter_sys=True)
 
@@ -57,7 +57,8 @@ def configurations(space_path: Path, base_pipeline: Path, k: int, steps: int, se
     import optuna
     import yaml
 
-    from sweep import render, space
+    from sweep.odapi import render
+    from sweep.search import space
 
     sp = space.load_space(space_path)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -105,7 +106,7 @@ def hand_train_args(pipeline: Path, model_dir: Path) -> list[str]:
     """model_main_tf2's training flags as the user gives them. It saves every
     ``--checkpoint_every_n`` steps (1000) and not at the end: a shorter run must save at its
     last step, or the eval job scores the step-0 checkpoint."""
-    from sweep import render
+    from sweep.odapi import render
 
     steps = render.num_steps(render.load_pipeline(pipeline))
     return [*_hand_args(pipeline, model_dir), f"--checkpoint_every_n={steps}"]
@@ -114,7 +115,7 @@ def hand_train_args(pipeline: Path, model_dir: Path) -> list[str]:
 def hand_run(pipeline: Path, model_dir: Path, poll: float = 1.0) -> dict[str, Any]:
     """One configuration as the tutorial runs it: train to the end, then the eval job until
     its COCO metrics exist."""
-    from sweep import metrics
+    from sweep.odapi import metrics
 
     t0 = time.time()
     train = _model_main_proc(hand_train_args(pipeline, model_dir), model_dir / "train_job.log")
@@ -148,7 +149,7 @@ def hand_run(pipeline: Path, model_dir: Path, poll: float = 1.0) -> dict[str, An
 def steady_step_s(trial_dir: Path) -> float | None:
     """Median wall time of a step after the first train iteration (which carries the tracing),
     from the OD API's ``steps_per_sec`` summaries (one per iteration)."""
-    from sweep import metrics
+    from sweep.odapi import metrics
 
     sps = sorted(metrics.read_scalars(trial_dir / "train", [metrics.STEPS_PER_SEC]),
                  key=lambda s: s.step)
@@ -160,8 +161,8 @@ def sweep_run(space_file: Path, pipeline: Path, k: int, eval_every: int, seed: i
               work: Path) -> dict[str, Any]:
     from _bench import run_sweep_cli, sweep_env
 
-    from sweep import metrics
-    from sweep.experiment import Experiment
+    from sweep.core.experiment import Experiment
+    from sweep.odapi import metrics
 
     storage = work / "experiments"
     code, wall = run_sweep_cli(
@@ -196,7 +197,7 @@ def sweep_run(space_file: Path, pipeline: Path, k: int, eval_every: int, seed: i
 def run(a: argparse.Namespace) -> dict[str, Any]:
     from _bench import demo_pipeline, start_record, uptime
 
-    from sweep import render
+    from sweep.odapi import render
 
     data = start_record()
     data.update(k=a.k, steps=a.steps, seed=a.seed, eval_every=a.eval_every, space=str(a.space))

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sweep.errors import ConfigError
-from sweep.settings import GRAPH_OPTIMIZER
+from sweep.core.errors import ConfigError
+from sweep.odapi.worker import GRAPH_OPTIMIZER
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 DEMO_SPACE = PACKAGE_ROOT.parent / "search_spaces" / "demo_tiny.yaml"
@@ -278,8 +278,8 @@ def _add_data_commands(sub: Any) -> None:
 
 
 def _settings(a: argparse.Namespace, space: Path, pipeline: Path, default_name: str) -> Any:
-    from sweep.settings import DEFAULT_MODES, SweepSettings, metric_tag
-    from sweep.study import cli_url
+    from sweep.core.study_url import cli_url
+    from sweep.run.settings import DEFAULT_MODES, SweepSettings, metric_tag
 
     tags = [metric_tag(m) for m in (a.metrics or ["mAP"])]
     modes = a.modes or [DEFAULT_MODES.get(t, "max") for t in tags]
@@ -317,7 +317,9 @@ def _undone_on_failure(settings: Any) -> Iterator[None]:
     try:
         yield
     except BaseException as e:
-        if not _resumable(root):
+        from sweep.run import tune_backend
+
+        if not tune_backend.resumable(root):
             aside = [p for p in root.parent.iterdir() if p not in before
                      and p.name.startswith(f"{root.name}.old-")] if root.parent.is_dir() else []
             if not before or root not in before:  # root is new (or so is the storage folder)
@@ -336,14 +338,6 @@ def _undone_on_failure(settings: Any) -> Iterator[None]:
         raise
 
 
-def _resumable(root: Path) -> bool:
-    if not (root / "ray").is_dir():
-        return False
-    from ray import tune
-
-    return bool(tune.Tuner.can_restore(str(root / "ray")))
-
-
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
@@ -353,8 +347,8 @@ def _remove(path: Path) -> None:
 
 def prepare_experiment(settings: Any, *, overwrite: bool) -> Any:
     """Create the experiment folder with copies of its inputs; never clobber an existing one."""
-    from sweep.experiment import Experiment, write_json
-    from sweep.study import new_study_name
+    from sweep.core.experiment import Experiment, write_json
+    from sweep.search.study import new_study_name
 
     exp = Experiment(settings.experiment_root)
     if exp.root.exists() and any(exp.root.iterdir()):
@@ -376,7 +370,7 @@ def prepare_experiment(settings: Any, *, overwrite: bool) -> Any:
 def _dataset_info(pipeline_path: Path, examples: dict[str, int]) -> dict[str, Any]:
     """Example counts (as validation counted them) and classes, for the report (the seed's
     "Dataset" and "Classes")."""
-    from sweep import render
+    from sweep.odapi import render
 
     cfg = render.load_pipeline(pipeline_path)
     return {"num_classes": _num_classes(cfg),
@@ -391,21 +385,22 @@ def _num_classes(cfg: Any) -> int | None:
 
 def _run(settings: Any, *, overwrite: bool, report: bool, resume: bool = False,
          verify_data: str = "sample") -> int:
-    from sweep import render, search, space, validate
+    from sweep.odapi import render
+    from sweep.run import validate
+    from sweep.search import space
 
     if not resume:
         settings.check()
         examples = validate.check(settings.space, settings.pipeline, storage=settings.storage,
                                   replicas=settings.replicas, verify_data=verify_data)
-        search.check(settings, space.load_space(settings.space))  # sampler/scheduler vs space
+        validate.check_search(settings.sampler, settings.scheduler,  # sampler/scheduler vs space
+                              space.load_space(settings.space))
         if settings.population_based:
-            from sweep import pbt
-
-            pbt.check(settings.scheduler, space.load_space(settings.space))
+            validate.check_population(settings.scheduler, space.load_space(settings.space))
         settings.dataset = _dataset_info(settings.pipeline, examples)
         space_path, base_path = settings.space, settings.pipeline
     else:
-        from sweep.experiment import Experiment
+        from sweep.core.experiment import Experiment
 
         exp = Experiment(settings.experiment_root)
         space_path, base_path = exp.space_path, exp.base_pipeline
@@ -413,7 +408,7 @@ def _run(settings: Any, *, overwrite: bool, report: bool, resume: bool = False,
     base = render.load_pipeline(base_path)
     steps = int(sp.constants().get("num_steps", render.num_steps(base)))
 
-    from sweep import tune_backend
+    from sweep.run import tune_backend
 
     # Everything that can be refused is refused before Ray starts and before a folder exists.
     plan = tune_backend.preflight(settings, sp, steps, resume=resume)
@@ -434,18 +429,18 @@ def _run(settings: Any, *, overwrite: bool, report: bool, resume: bool = False,
                                              plan=plan, url=url, resume=True)
     finally:
         tune_backend.stop_ray()
-    from sweep.experiment import read_json, write_json
+    from sweep.core.experiment import read_json, write_json
 
     data = read_json(exp.settings_path, {})
     data.update(finished=True, finished_at=time.time(),
                 wall_time_s=time.time() - t0 + float(data.get("wall_time_s", 0) if resume else 0),
                 stopped_reason=summary["stopped_reason"])
     write_json(exp.settings_path, data)
-    from sweep.status import render_status
+    from sweep.report.status import render_status
 
     print(render_status(exp))
     if report:
-        from sweep import report as report_mod
+        from sweep.report import report as report_mod
 
         out = report_mod.write_report(exp)
         print((out / report_mod.VERDICT_FILE).read_text().rstrip())
@@ -455,8 +450,8 @@ def _run(settings: Any, *, overwrite: bool, report: bool, resume: bool = False,
 
 def _exit(exp: Any, stopped_reason: str | None) -> int:
     """The exit code of a sweep (errors.EXIT_*), with a last line that says why."""
-    from sweep import errors
-    from sweep.status import failure_summary
+    from sweep.core import errors
+    from sweep.report.status import failure_summary
 
     failed = failure_summary(exp)
     if stopped_reason and "in a row" in stopped_reason:
@@ -470,13 +465,13 @@ def _exit(exp: Any, stopped_reason: str | None) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from sweep.dataset import make_dataset
-    from sweep.workspace import init_workspace
+    from sweep.data.dataset import make_dataset
+    from sweep.odapi.workspace import init_workspace
 
     ws = a.workspace
     # The options and the space first: a refused option must not leave demo data behind.
     _settings(a, a.space, ws / "models" / "pipeline.config", f"demo-{_stamp()}").check()
-    from sweep.space import load_space
+    from sweep.search.space import load_space
 
     load_space(a.space)
     print(f"writing the synthetic dataset to {ws / 'annotations'} ...", flush=True)
@@ -496,7 +491,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_validate(a: argparse.Namespace) -> int:
-    from sweep import validate
+    from sweep.run import validate
 
     examples = validate.check(a.space, a.pipeline, storage=a.storage, check_data=not a.no_data,
                               verify_data=a.verify_data)
@@ -507,13 +502,13 @@ def cmd_validate(a: argparse.Namespace) -> int:
 
 
 def _experiment(a: argparse.Namespace) -> Any:
-    from sweep.experiment import find_experiment
+    from sweep.core.experiment import find_experiment
 
     return find_experiment(a.experiment, a.storage)
 
 
 def cmd_status(a: argparse.Namespace) -> int:
-    from sweep.status import render_status
+    from sweep.report.status import render_status
 
     exp = _experiment(a)
     while True:
@@ -525,7 +520,7 @@ def cmd_status(a: argparse.Namespace) -> int:
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    from sweep import report
+    from sweep.report import report
 
     out = report.write_report(_experiment(a), a.out, fine_tune_from_best=a.fine_tune_from_best)
     print(f"report: {out}")
@@ -533,7 +528,7 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from sweep import export
+    from sweep.report import export
 
     out = export.export_trial(_experiment(a), a.trial, a.out, input_type=a.input_type)
     print(f"SavedModel: {out}")
@@ -541,16 +536,16 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(a: argparse.Namespace) -> int:
-    from sweep.dashboard import serve
+    from sweep.report.dashboard import serve
 
     serve(_experiment(a), a.port)
     return 0
 
 
 def cmd_resume(a: argparse.Namespace) -> int:
-    from sweep.errors import Problem
-    from sweep.experiment import trust_problem
-    from sweep.settings import SweepSettings
+    from sweep.core.errors import Problem
+    from sweep.core.experiment import trust_problem
+    from sweep.run.settings import SweepSettings
 
     exp = _experiment(a)
     untrusted = trust_problem(exp)
@@ -573,7 +568,7 @@ def cmd_resume(a: argparse.Namespace) -> int:
 
 
 def cmd_data(a: argparse.Namespace) -> int:
-    from sweep import annotations, convert
+    from sweep.data import annotations, convert
 
     if a.data_command == "inspect":
         return _inspect(a)
@@ -590,8 +585,8 @@ def cmd_data(a: argparse.Namespace) -> int:
 
 
 def cmd_init(a: argparse.Namespace) -> int:
-    from sweep import validate
-    from sweep.workspace import init_model
+    from sweep.odapi.workspace import init_model
+    from sweep.run import validate
 
     pipeline, source, data = init_model(a.pretrained, a.annotations, a.name,
                                         batch_size=a.batch_size, root=a.workspace,
@@ -608,7 +603,7 @@ def cmd_init(a: argparse.Namespace) -> int:
 
 
 def _inspect(a: argparse.Namespace) -> int:
-    from sweep import inspect_records
+    from sweep.data import inspect_records
 
     stats = inspect_records.inspect_records(a.records, a.label_map)
     print(inspect_records.render_table(stats))

@@ -70,8 +70,8 @@ class SweepRun:
 
 def make_workspace(root: Path, *, n_train: int = 64, n_eval: int = 16) -> Path:
     """Synthetic data + tutorial layout under ``root``; returns the base pipeline.config."""
-    from sweep.dataset import make_dataset
-    from sweep.workspace import init_workspace
+    from sweep.data.dataset import make_dataset
+    from sweep.odapi.workspace import init_workspace
 
     ws = root / "workspace" / "training_demo"
     info = make_dataset(ws / "annotations", n_train=n_train, n_eval=n_eval)

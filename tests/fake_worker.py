@@ -1,8 +1,8 @@
-"""A fast stand-in for `sweep.worker` (no TensorFlow) to test TrialRunner's policy.
+"""A fast stand-in for `sweep.odapi.worker` (no TensorFlow) to test TrialRunner's policy.
 
 It writes what the OD API jobs write -- train/eval event files, ckpt-N files, the `checkpoint`
 state file, eval/evaluated.jsonl, eval/groundtruth.json + eval/detections/ckpt-N.json -- at
-the same argv, in milliseconds, and waits at the train gate (sweep.gate) after a checkpoint as
+the same argv, in milliseconds, and waits at the train gate (sweep.core.gate) after a checkpoint as
 the real train job does. mAP scales with the trial's l2_weight (smaller is better) and, with
 FAKE_SCORE_LR=1, its learning rate (up to 0.02), so schedulers see trials differ. FAKE_MODE picks a
 behaviour: ok | nan (loss becomes NaN at step 20) | crash_once (train dies with SIGKILL the
@@ -26,14 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report_fixtures import _scalar_value, detections_for, eval_groundtruth  # noqa: E402
 
-from sweep import gate  # noqa: E402
-from sweep.detections import write_detections  # noqa: E402
+from sweep.core import gate  # noqa: E402
+from sweep.odapi.detections import write_detections  # noqa: E402
 
 
 def append_event(event_dir: Path, step: int, tags: dict[str, float]) -> None:
     from tensorboard.compat.proto import event_pb2, summary_pb2
 
-    from sweep.tfrecord import frame_record  # TFRecord framing, as TF's writer frames events
+    from sweep.data.tfrecord import frame_record  # TFRecord framing, as TF's writer frames events
 
     event_dir.mkdir(parents=True, exist_ok=True)
     path = event_dir / f"events.out.tfevents.fake.{os.getpid()}.v2"
@@ -99,7 +99,7 @@ def train(a: argparse.Namespace) -> None:
             (a.model_dir / f"ckpt-{n}.index").write_text(str(step))
             (a.model_dir / f"ckpt-{n}.data-00000-of-00001").write_text(str(step))
             (a.model_dir / "checkpoint").write_text(f'model_checkpoint_path: "ckpt-{n}"\n')
-            gate.wait(a.model_dir, step, total, poll=0.05)  # as sweep.worker's CheckpointManager
+            gate.wait(a.model_dir, step, total, poll=0.05)  # as sweep.odapi.worker's CheckpointManager
             if mode == "crash_always" or (mode == "crash_once" and not marker.exists()):
                 marker.write_text("1")
                 os.kill(os.getpid(), signal.SIGKILL)

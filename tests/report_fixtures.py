@@ -21,9 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweep import metrics as m
-from sweep.detections import write_detections
-from sweep.experiment import (
+from sweep.core.experiment import (
     COMPLETED,
     FAILED,
     PENDING,
@@ -33,8 +31,10 @@ from sweep.experiment import (
     TrialDir,
     write_json,
 )
+from sweep.odapi import metrics as m
+from sweep.odapi.detections import write_detections
 
-LR = "cosine_decay_learning_rate.learning_rate_base"  # sweep.render's named parameters
+LR = "cosine_decay_learning_rate.learning_rate_base"  # sweep.odapi.render's named parameters
 BASE_PARAMS = {LR: 0.03, "batch_size": 8, "l2_weight": 0.0004}  # the tiny config's own values
 
 
@@ -59,17 +59,17 @@ class SyntheticExperiment:
 
 def tiny_config_text(data_dir: Path) -> str:
     """The shipped tiny SSD template (3 classes, 128 px), its PATH/TO pointing at ``data_dir``."""
-    from sweep.workspace import template_path
+    from sweep.odapi.workspace import template_path
 
     return template_path("tiny_ssd_mobilenet_v2").read_text().replace("PATH/TO", str(data_dir))
 
 
 def _render(base_text: str, params: dict[str, Any]) -> str:
-    """The trial's pipeline.config, rendered as the runner does (``sweep.render``)."""
+    """The trial's pipeline.config, rendered as the runner does (``sweep.odapi.render``)."""
     from google.protobuf import text_format
     from object_detection.protos import pipeline_pb2
 
-    from sweep.render import render
+    from sweep.odapi.render import render
 
     base = pipeline_pb2.TrainEvalPipelineConfig()
     text_format.Parse(base_text, base)
@@ -334,7 +334,7 @@ def _write_study(settings: dict[str, Any], truth: dict[str, TrialTruth]) -> None
                                                   values=values, state=state))
 
 
-# ---- per-image detections, as the eval job keeps them (sweep.detections) ----
+# ---- per-image detections, as the eval job keeps them (sweep.odapi.detections) ----
 
 def eval_groundtruth(n_images: int = 16, n_classes: int = 3, seed: int = 0) -> dict[str, Any]:
     """A COCO ground truth like the demo's eval set: 1-3 boxes per 128 px image."""

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from sweep import cli, render, tune_backend, validate
-from sweep.errors import ConfigError, Problem
-from sweep.experiment import Experiment, trust_problem, write_json
-from sweep.inputs import MAX_BYTES, short
-from sweep.settings import SweepSettings
+from sweep import cli
+from sweep.core.errors import ConfigError, Problem
+from sweep.core.experiment import Experiment, trust_problem, write_json
+from sweep.core.inputs import MAX_BYTES, short
+from sweep.odapi import render
+from sweep.run import tune_backend, validate
+from sweep.run.settings import SweepSettings
 
-TINY = Path(cli.PACKAGE_ROOT) / "templates" / "tiny_ssd_mobilenet_v2.config"
+TINY = Path(cli.PACKAGE_ROOT) / "odapi" / "templates" / "tiny_ssd_mobilenet_v2.config"
 SPACE = "parameters:\n  num_steps: 40\n  l2_weight: {loguniform: [1.0e-5, 1.0e-2]}\n"
 MEAN_STDDEV = "box_coder { mean_stddev_box_coder { stddev: 0.1 } }"
 
@@ -145,7 +147,7 @@ def test_binary_or_huge_files(which: str, content: str, tmp_path: Path, workspac
 
 
 def test_count_nodes_stops_at_the_limit() -> None:
-    from sweep.inputs import count_nodes
+    from sweep.core.inputs import count_nodes
 
     shared: list = [1] * 10
     for _ in range(12):
@@ -251,7 +253,7 @@ def test_storage_not_writable(tmp_path: Path) -> None:
 @pytest.mark.parametrize("metric", ["mAP", "classification_loss", "Loss/total_loss",
                                     "DetectionBoxes_Recall/AR@100", "steps_per_sec"])
 def test_every_reported_metric_is_accepted(metric: str, tmp_path: Path) -> None:
-    from sweep.settings import DEFAULT_MODES, metric_tag
+    from sweep.run.settings import DEFAULT_MODES, metric_tag
 
     tag = metric_tag(metric)
     s = SweepSettings(name="n", space=tmp_path / "s", pipeline=tmp_path / "p",

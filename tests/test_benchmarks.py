@@ -108,7 +108,8 @@ def test_search_quality_says_plainly_when_tpe_does_not_beat_random() -> None:
 # -------------------------------------------------------------------------- vs_hand.py
 
 def test_vs_hand_configurations_pin_steps_and_start_with_the_base(tmp_path: Path) -> None:
-    from sweep import render, space
+    from sweep.odapi import render
+    from sweep.search import space
     from tests.conftest import make_workspace
 
     pipeline = make_workspace(tmp_path, n_train=4, n_eval=2)
@@ -127,7 +128,7 @@ def test_vs_hand_configurations_pin_steps_and_start_with_the_base(tmp_path: Path
 def test_hand_training_saves_at_its_last_step(tmp_path: Path) -> None:
     """model_main_tf2 saves every 1000 steps and not at the end: the hand run of a short
     configuration asks for a checkpoint at its num_steps, or its eval scores step 0."""
-    from sweep import render
+    from sweep.odapi import render
     from tests.conftest import make_workspace
 
     pipeline = tmp_path / "p.config"
@@ -157,9 +158,9 @@ def test_control_plane_subtracts_the_stand_ins_sleep() -> None:
 
 @pytest.mark.slow
 def test_asha_vs_fifo_and_search_quality_share_sweeps_with_the_stand_in(tmp_path: Path) -> None:
-    from sweep import best
-    from sweep.experiment import Experiment
-    from sweep.space import load_space
+    from sweep.core.experiment import Experiment
+    from sweep.run import best
+    from sweep.search.space import load_space
 
     budget = 3 * int(load_space(REPO / "search_spaces" / "demo_tiny.yaml").constants()["num_steps"])
 

@@ -1,5 +1,5 @@
 """One rule for a trial's "best": `best:EXPERIMENT`, `sweep export` and the report's best/
-name the same trial, step and checkpoint (sweep.best), on synthetic experiments."""
+name the same trial, step and checkpoint (sweep.run.best), on synthetic experiments."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from report_fixtures import make_experiment, write_events
 
-from sweep import best
-from sweep.experiment import Experiment
-from sweep.export import plan_export
-from sweep.metrics import MAP
-from sweep.render import best_checkpoint
-from sweep.report import write_report
+from sweep.core.experiment import Experiment
+from sweep.odapi.metrics import MAP
+from sweep.report.export import plan_export
+from sweep.report.report import write_report
+from sweep.run import best
+from sweep.run.best import best_checkpoint
 
 
 @pytest.mark.parametrize(("seed", "multi"), [(3, False), (4, False), (5, True)])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from report_fixtures import detections_for, eval_groundtruth
 
-from sweep import bootstrap
+from sweep.report import bootstrap
 
 
 def _coco_map(gt: dict, dets: list[dict]) -> float:

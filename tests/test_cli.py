@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from sweep import cli
-from sweep.errors import ConfigError
-from sweep.settings import SweepSettings
+from sweep.core.errors import ConfigError
+from sweep.run.settings import SweepSettings
 
 
 @pytest.mark.parametrize("argv", [["--help"], *[[c, "--help"] for c in cli.COMMANDS]])

@@ -30,8 +30,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sweep import metrics
-from sweep.experiment import COMPLETED, RUNNING, Experiment, TrialDir
+from sweep.core.experiment import COMPLETED, RUNNING, Experiment, TrialDir
+from sweep.odapi import metrics
 from tests.conftest import REPO, make_workspace
 
 pytestmark = pytest.mark.slow
@@ -209,8 +209,8 @@ def test_embedded_ray_dashboard_answers_on_localhost(tmp_path: Path) -> None:
     """Without --address, `sweep run` starts its own Ray whose dashboard binds to 127.0.0.1."""
     import ray
 
-    from sweep.settings import SweepSettings
-    from sweep.tune_backend import init_ray
+    from sweep.run.settings import SweepSettings
+    from sweep.run.tune_backend import init_ray
 
     settings = SweepSettings(name="dash", space=tmp_path / "s.yaml", pipeline=tmp_path / "p",
                              storage=tmp_path, dashboard=True)

@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sweep import annotations, convert
 from sweep.cli import main
-from sweep.dataset import decode_example
-from sweep.errors import ConfigError
-from sweep.tfrecord import read_records
+from sweep.core.errors import ConfigError
+from sweep.data import annotations, convert
+from sweep.data.dataset import decode_example
+from sweep.data.label_map import read_label_map
+from sweep.data.tfrecord import read_records
 from tests.annotation_fixtures import Drawn, make_csv, make_gtsrb, make_voc
 
 
@@ -41,7 +42,7 @@ def test_voc_every_box_and_label(tmp_path: Path) -> None:
     drawn = make_voc(tmp_path / "voc", 12)
     result = convert.convert(annotations.read_voc(tmp_path / "voc"), tmp_path / "out",
                              split=0.25, progress=False)
-    ids = convert.read_label_map(result.label_map)
+    ids = read_label_map(result.label_map)
     assert ids == {"bird": 1, "cat": 2, "dog": 3}  # sorted, from 1
     train, test = _records(result.train.files), _records(result.test.files)
     assert (len(train), len(test)) == (9, 3)
@@ -61,7 +62,7 @@ def test_csv_every_box_and_label(tmp_path: Path) -> None:
     result = convert.convert(annotations.read_csv(tmp_path / "set" / "labels.csv"),
                              tmp_path / "out", split=0, progress=False)
     assert result.test is None and "evaluation needs one" in result.summary()
-    ids = convert.read_label_map(result.label_map)
+    ids = read_label_map(result.label_map)
     assert ids == {"cat": 1, "dog": 2}
     examples = _by_name(_records(result.train.files))
     assert len(examples) == 7
@@ -74,7 +75,7 @@ def test_gtsrb_ppm_encoded_once_boxes_and_43_classes(tmp_path: Path) -> None:
     drawn = make_gtsrb(root, classes=3, tracks=4, frames=3)
     result = convert.convert(annotations.read_gtsrb(tmp_path / "GTSRB"), tmp_path / "out",
                              split=0.25, progress=False)
-    ids = convert.read_label_map(result.label_map)
+    ids = read_label_map(result.label_map)
     assert len(ids) == 43 and ids["Speed limit (20km/h)"] == 1 and ids["Stop"] == 15
     train, test = _records(result.train.files), _records(result.test.files)
     assert result.train.encoded + result.test.encoded == len(drawn) == 36
@@ -295,7 +296,7 @@ def test_cli_data_voc(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
 def test_od_api_decoder_reads_every_format(tmp_path: Path) -> None:
     """The OD API's own TfExampleDecoder (with the label map, as training uses it) decodes
     every image to its size and every box and class id that was annotated."""
-    from sweep.odapi_compat import patch
+    from sweep.odapi.compat import patch
 
     patch()
     import tensorflow as tf
@@ -316,7 +317,7 @@ def test_od_api_decoder_reads_every_format(tmp_path: Path) -> None:
     for i, (drawn, found, key) in enumerate(cases):
         result = convert.convert(found, tmp_path / f"out{i}", split=0.3, shards=2,
                                  progress=False)
-        ids = convert.read_label_map(result.label_map)
+        ids = read_label_map(result.label_map)
         decoder = TfExampleDecoder(label_map_proto_file=str(result.label_map))
         files = [str(f) for f in result.train.files + result.test.files]
         decoded = [decoder.decode(r) for r in tf.data.TFRecordDataset(files)]
@@ -342,8 +343,8 @@ def test_converted_data_trains_a_real_tiny_trial(tmp_path: Path) -> None:
     converted test.record), all through the command line."""
     import json
 
-    from sweep.experiment import COMPLETED, Experiment
-    from sweep.metrics import MAP, is_finite, read_trial
+    from sweep.core.experiment import COMPLETED, Experiment
+    from sweep.odapi.metrics import MAP, is_finite, read_trial
     from tests.conftest import run_cli
 
     make_voc(tmp_path / "labelled", 16, size=(160, 120))

@@ -11,14 +11,14 @@ from google.protobuf import text_format
 from object_detection.protos import string_int_label_map_pb2
 from PIL import Image
 
-from sweep.dataset import (
+from sweep.core.errors import ConfigError
+from sweep.data.dataset import (
     CLASS_NAMES,
     DatasetInfo,
     decode_example,
     iter_records,
     make_dataset,
 )
-from sweep.errors import ConfigError
 
 SMALL = dict(n_train=12, n_eval=4, image_size=64)
 
@@ -208,7 +208,7 @@ def test_bad_arguments(tmp_path: Path, kwargs: dict, match: str) -> None:
 
 @pytest.mark.slow
 def test_od_api_decoder_reads_what_was_written(tmp_path: Path) -> None:
-    from sweep.odapi_compat import patch
+    from sweep.odapi.compat import patch
 
     patch()
     import tensorflow as tf
@@ -248,7 +248,7 @@ def _box_sides(info: DatasetInfo) -> tuple[list[int], list[float]]:
 def test_the_scene_sets_how_many_signs_and_how_large(tmp_path: Path) -> None:
     """The demo's default scene (one or two large signs, learnable in minutes) and a harder
     one (more, smaller signs) give what they say."""
-    from sweep.dataset import Scene
+    from sweep.data.dataset import Scene
 
     easy = make_dataset(tmp_path / "easy", n_train=40, n_eval=1, image_size=128)
     counts, sides = _box_sides(easy)

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from sweep import detections
+from sweep.odapi import detections
 
 
 def _evaluator(image_ids: dict, gt: list, dets: list) -> SimpleNamespace:

@@ -12,8 +12,9 @@ import os
 import optuna
 import pytest
 
-from sweep import errors, metrics
-from sweep.experiment import COMPLETED, FAILED, STOPPED, Experiment
+from sweep.core import errors
+from sweep.core.experiment import COMPLETED, FAILED, STOPPED, Experiment
+from sweep.odapi import metrics
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +47,7 @@ def test_every_trial_has_a_folder_a_person_can_read(real_sweep) -> None:  # noqa
         assert (t.path / "train").is_dir()
         # The rendered config carries the trial's own learning rate (protobuf text format).
         lr = t.params()["cosine_decay_learning_rate.learning_rate_base"]
-        from sweep import render
+        from sweep.odapi import render
 
         cfg = render.load_pipeline(t.pipeline_path)
         got = (cfg.train_config.optimizer.momentum_optimizer.learning_rate
@@ -223,8 +224,9 @@ def test_report_leaderboard_and_best_config_match_the_real_trials(real_sweep) ->
 def test_eval_job_keeps_the_detections_its_map_came_from(real_sweep) -> None:  # noqa: ANN001
     """Every evaluation left its per-image detections (COCO results), and COCO mAP recomputed
     from them is the mAP the OD API's eval reported: what the report's bootstrap resamples."""
-    from sweep import bootstrap, detections
-    from sweep.worker import read_evaluated
+    from sweep.odapi import detections
+    from sweep.odapi.worker import read_evaluated
+    from sweep.report import bootstrap
 
     checked = 0
     for t in _exp(real_sweep).trials():

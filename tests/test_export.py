@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from report_fixtures import make_experiment
 
-from sweep.export import export_trial, find_trial, plan_export
-from sweep.report import best_trial
+from sweep.report.export import export_trial, find_trial, plan_export
+from sweep.report.report import best_trial
 
 
 def test_plan_exports_the_best_trials_best_checkpoint(tmp_path: Path) -> None:
@@ -61,13 +61,13 @@ def test_bad_input_type(tmp_path: Path) -> None:
 
 def _real_checkpoint(pipeline: Path, prefix: Path) -> None:
     """A checkpoint of the tiny SSD with every variable built (one forward pass on zeros)."""
-    from sweep import odapi_compat
+    from sweep.odapi import compat
 
-    odapi_compat.patch()
+    compat.patch()
     import tensorflow as tf
     from object_detection.builders import model_builder
 
-    from sweep.render import load_pipeline
+    from sweep.odapi.render import load_pipeline
 
     model = model_builder.build(load_pipeline(pipeline).model, is_training=True)
     images, shapes = model.preprocess(tf.zeros([1, 128, 128, 3]))

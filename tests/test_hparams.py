@@ -1,4 +1,4 @@
-"""TensorBoard HParams records (sweep.hparams): read back as protos, and served by TensorBoard."""
+"""TensorBoard HParams records (sweep.run.hparams): read back as protos, and served by TensorBoard."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import pytest
 from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata
 
-from sweep import hparams
-from sweep.space import load_space
-from sweep.tfrecord import read_records
+from sweep.data.tfrecord import read_records
+from sweep.run import hparams
+from sweep.search.space import load_space
 
 SPACE = """\
 parameters:

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from sweep import annotations, convert
 from sweep.cli import main
-from sweep.errors import ConfigError
-from sweep.render import load_pipeline
-from sweep.validate import check_pipeline
-from sweep.workspace import TEMPLATES_DIR, init_model, model_source
+from sweep.core.errors import ConfigError
+from sweep.data import annotations, convert
+from sweep.odapi.render import load_pipeline
+from sweep.odapi.workspace import TEMPLATES_DIR, init_model, model_source
+from sweep.run.validate import check_pipeline
 from tests.annotation_fixtures import make_voc
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from sweep import annotations, convert
 from sweep.cli import main
-from sweep.dataset import detection_example
-from sweep.inspect_records import inspect_records, render_table
-from sweep.tfrecord import frame_record
+from sweep.data import annotations, convert
+from sweep.data.dataset import detection_example
+from sweep.data.inspect_records import inspect_records, render_table
+from sweep.data.tfrecord import frame_record
 from tests.annotation_fixtures import make_voc
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from report_fixtures import write_events
 
-from sweep import best, metrics
+from sweep.odapi import metrics
+from sweep.run import best
 
 
 def test_reads_every_encoding_the_od_api_uses(tmp_path: Path) -> None:

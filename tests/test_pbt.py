@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from sweep import metrics, pbt
-from sweep.experiment import COMPLETED, Experiment
-from sweep.space import load_space
+from sweep.core.experiment import COMPLETED, Experiment
+from sweep.odapi import metrics
+from sweep.report import lineage
+from sweep.run import schedulers
+from sweep.search import pbt
+from sweep.search.space import load_space
 from tests.conftest import run_cli
 
 LR = "cosine_decay_learning_rate.learning_rate_base"
@@ -46,7 +49,7 @@ def test_explored_configs_stay_in_the_space(tmp_path: Path) -> None:
                    "augment.random_horizontal_flip": False, "not.in.space": 3})
     assert out[LR] == pytest.approx(0.05) and out["l2_weight"] == pytest.approx(1e-5)
     assert "not.in.space" not in out and out["num_steps"] == 80
-    muts = pbt.mutations(space)
+    muts = schedulers.mutations(space)
     assert set(muts) == {LR, "l2_weight"}
 
 
@@ -125,18 +128,18 @@ def test_pbt_sweep_clones_the_better_trial_and_trains_with_the_perturbed_rate(
     assert json.loads((clone.path / "params.json").read_text())[LR] == new_lr
     assert "fine tune (" in pbt.describe(st)
     # The lineage of the clone's weights: the source up to the clone step, then the clone.
-    links = pbt.chain(exp, clone.name)
+    links = lineage.chain(exp, clone.name)
     assert [(t.name, start) for t, _, start, _ in links] == [(source.name, 0), (clone.name, step)]
-    history = pbt.learning_rate_history(exp, clone.name)
+    history = lineage.learning_rate_history(exp, clone.name)
     src_lr = source.status()["lineage"][0]["params"][LR]
     assert all(v == pytest.approx(src_lr, rel=1e-6) for s, v in history if s <= step)
     assert all(v == pytest.approx(new_lr, rel=1e-6) for s, v in history if s > step)
-    replay = pbt.replay_params(history)
+    replay = lineage.replay_params(history)
     assert replay["manual_step_learning_rate.initial_learning_rate"] == pytest.approx(src_lr)
     changed = abs(new_lr - src_lr) > 0.02 * src_lr  # PB2 may keep the rate and move l2_weight
     assert replay["manual_step_learning_rate.schedule"] == ([[
         min(s for s, _ in history if s > step), pytest.approx(new_lr)]] if changed else [])
-    from sweep.render import load_pipeline
+    from sweep.odapi.render import load_pipeline
 
     replayed = load_pipeline(tmp_path / "reports" / "pbt" / "best" / "replay_pipeline.config")
     lr = replayed.train_config.optimizer.momentum_optimizer.learning_rate
@@ -177,7 +180,7 @@ def test_real_pbt_clone_resumes_the_source_and_trains_with_the_perturbed_values(
     import numpy as np
     import tensorflow as tf
 
-    from sweep.render import load_pipeline
+    from sweep.odapi.render import load_pipeline
     from tests.conftest import make_workspace
 
     pipeline = make_workspace(tmp_path, n_train=8, n_eval=4)
@@ -348,16 +351,16 @@ def test_a_restore_keeps_the_perturbed_momentum(tmp_path: Path, moving_average: 
     tf.train.Checkpoint (what train_loop uses) 0.9 is back in force; through the train job's
     checkpoint class the update after the restore uses 0.5 with the restored velocity. The
     perturbed constant learning rate is in force either way."""
-    from sweep import odapi_compat
+    from sweep.odapi import compat
 
-    odapi_compat.patch()
+    compat.patch()
     import numpy as np
     import tensorflow as tf
     from google.protobuf import text_format
     from object_detection.builders import optimizer_builder
     from object_detection.protos import optimizer_pb2
 
-    from sweep.worker import momentum_keeping_checkpoint
+    from sweep.odapi.worker import momentum_keeping_checkpoint
 
     grad = np.array([[0.5], [0.25]], dtype=np.float32)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from sweep.experiment import Experiment
+from sweep.core.experiment import Experiment
 from tests.conftest import make_workspace, run_cli
 
 pytestmark = pytest.mark.slow

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sweep import errors
-from sweep.process import log_tail, start
+from sweep.core import errors
+from sweep.core.process import log_tail, start
 
 
 def _gone(pid: int) -> bool:
@@ -71,12 +71,12 @@ def test_a_worker_exits_when_its_parent_dies(tmp_path: Path) -> None:
     child_pid = tmp_path / "child.pid"
     (tmp_path / "child.py").write_text(
         f"import os, sys, time\nsys.path.insert(0, {repo!r})\n"
-        "from sweep.process import watch_parent\n"
+        "from sweep.core.process import watch_parent\n"
         "watch_parent(os.getppid(), 0.1)\n"
         f"open({str(child_pid)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n")
     (tmp_path / "parent.py").write_text(
         f"import sys, time\nfrom pathlib import Path\nsys.path.insert(0, {repo!r})\n"
-        "from sweep.process import start\n"
+        "from sweep.core.process import start\n"
         f"start('c', [sys.executable, {str(tmp_path / 'child.py')!r}], Path({str(tmp_path / 'c.log')!r}))\n"
         "time.sleep(60)\n")
     parent = subprocess.Popen([sys.executable, str(tmp_path / "parent.py")])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from report_fixtures import write_events
 
-from sweep.render import (
+from sweep.odapi.render import (
     ParamError,
-    best_checkpoint,
     changed_fields,
     load_pipeline,
     num_steps,
@@ -23,7 +23,8 @@ from sweep.render import (
     write_pipeline,
     write_trial,
 )
-from sweep.space import (
+from sweep.run.best import best_checkpoint
+from sweep.search.space import (
     Categorical,
     Choice,
     IntRange,
@@ -37,10 +38,10 @@ from sweep.space import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SSD = ROOT / "sweep/templates/ssd_resnet50_v1_fpn_640x640_coco17_tpu-8.config"
+SSD = ROOT / "sweep/odapi/templates/ssd_resnet50_v1_fpn_640x640_coco17_tpu-8.config"
 SSD_SPACE = ROOT / "search_spaces/ssd_resnet50_v1_fpn_640x640.yaml"
 DEMO_SPACE = ROOT / "search_spaces/demo_tiny.yaml"
-_TINY = ROOT / "sweep/templates/tiny_ssd_mobilenet_v2.config"
+_TINY = ROOT / "sweep/odapi/templates/tiny_ssd_mobilenet_v2.config"
 TINY = _TINY if _TINY.exists() else Path("/work/shared/reference/tiny_ssd_mobilenet_v2.config")
 
 FE_L2 = "model.ssd.feature_extractor.conv_hyperparams.regularizer.l2_regularizer.weight"
@@ -239,11 +240,15 @@ def make_experiment(root: Path, name: str, trials: dict[str, float]) -> Path:
 def test_fine_tune_from_best_of_an_earlier_experiment(tmp_path: Path, tiny) -> None:
     exp = make_experiment(tmp_path, "my_model_6", {"a": 0.2, "b": 0.5, "c": 0.1})
     assert best_checkpoint("my_model_6", tmp_path) == exp / "trials/b/best/ckpt-3"
-    cfg = render(tiny, {"fine_tune_checkpoint": "best:my_model_6"}, storage=tmp_path)
+    resolve = functools.partial(best_checkpoint, storage=tmp_path)
+    cfg = render(tiny, {"fine_tune_checkpoint": "best:my_model_6"}, resolve_best=resolve)
     assert cfg.train_config.fine_tune_checkpoint == str(exp / "trials/b/best/ckpt-3")
     assert cfg.train_config.fine_tune_checkpoint_type == "detection"
     with pytest.raises(FileNotFoundError, match="no experiment 'nope'"):
-        render(tiny, {"fine_tune_checkpoint": "best:nope"}, storage=tmp_path)
+        render(tiny, {"fine_tune_checkpoint": "best:nope"}, resolve_best=resolve)
+    # Without a resolver (validation renders before any experiment exists) it stays as written.
+    assert render(tiny, {"fine_tune_checkpoint": "best:nope"}).train_config.fine_tune_checkpoint \
+        == "best:nope"
 
 
 # --- property: any sample of a shipped space renders into a config that parses -----------------
@@ -298,7 +303,7 @@ def test_any_sample_renders_and_parses(space_path: Path, base_path: Path, data) 
 
 @pytest.mark.slow
 def test_rendered_configs_load_with_config_util(tmp_path: Path, ssd, tiny) -> None:
-    from sweep.odapi_compat import patch
+    from sweep.odapi.compat import patch
 
     patch()
     from object_detection.utils import config_util
@@ -312,7 +317,7 @@ def test_rendered_configs_load_with_config_util(tmp_path: Path, ssd, tiny) -> No
 
 @pytest.mark.slow
 def test_rendered_demo_config_builds_the_model(tiny) -> None:
-    from sweep.odapi_compat import patch
+    from sweep.odapi.compat import patch
 
     patch()
     from object_detection.builders import model_builder

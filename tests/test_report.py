@@ -23,9 +23,9 @@ from report_fixtures import (
     reported_value,
 )
 
-from sweep import metrics as m
-from sweep.experiment import FAILED, Experiment, write_json
-from sweep.report import (
+from sweep.core.experiment import FAILED, Experiment, write_json
+from sweep.odapi import metrics as m
+from sweep.report.report import (
     BEST,
     EVAL,
     MIN_TRIALS_FOR_IMPORTANCES,
@@ -39,11 +39,11 @@ from sweep.report import (
     param_importances,
     write_report,
 )
-from sweep.short_names import num
+from sweep.report.short_names import num
 
 
 def _expected_best(truth: dict[str, TrialTruth], tag: str, mode: str) -> tuple[str, int, float]:
-    """(trial, step, value) computed from what the fixture wrote, not through sweep.metrics."""
+    """(trial, step, value) computed from what the fixture wrote, not through sweep.odapi.metrics."""
     pick = max if mode == "max" else min
     cands = [(name, step, reported_value(t, tag, step)) for name, t in truth.items()
              if t.state != FAILED for step in t.eval]
@@ -223,7 +223,7 @@ def test_best_trial_and_its_config(which: str, request: pytest.FixtureRequest) -
 
 
 def test_best_config_can_fine_tune_from_the_best_checkpoint(tmp_path: Path) -> None:
-    from sweep.render import changed_fields, load_pipeline
+    from sweep.odapi.render import changed_fields, load_pipeline
 
     se = make_experiment(tmp_path, seed=3)
     out = write_report(se.exp, tmp_path / "report", fine_tune_from_best=True)
@@ -335,7 +335,7 @@ def test_plots(finished: tuple, partial: tuple) -> None:
 @pytest.mark.parametrize("study", [True, False])
 def test_pareto_front_is_the_non_dominated_trials(study: bool, partial: tuple,
                                                   tmp_path: Path) -> None:
-    from sweep.report import _load_study, pareto_front
+    from sweep.report.report import _load_study, pareto_front
 
     se = partial[0] if study else make_experiment(tmp_path, finished=False, seed=2,
                                                   multi_objective=True, with_study=False)
@@ -370,7 +370,7 @@ def test_importances_from_the_threshold_on(n: int, tmp_path: Path) -> None:
     """A study where only x matters: importances appear at the threshold and rank x first."""
     import optuna
 
-    from sweep.report_figures import figures
+    from sweep.report.report_figures import figures
 
     g = gather(make_experiment(tmp_path, seed=6).exp)
     study = optuna.create_study(direction="maximize")
@@ -553,7 +553,8 @@ def test_an_unreadable_trial_config_does_not_stop_the_report(tmp_path: Path) -> 
 def test_verdict_says_whether_the_win_is_beyond_the_noise(finished: tuple) -> None:
     """The interval is the bootstrap of the detections the eval job kept at each trial's best
     step, recomputed here from the files; the leaderboard flags gaps within the noise."""
-    from sweep import bootstrap, detections
+    from sweep.odapi import detections
+    from sweep.report import bootstrap
 
     se, out = finished
     best = best_trial(se.exp)
@@ -586,7 +587,7 @@ def test_noise_flag_when_the_gap_is_within_the_interval(tmp_path: Path) -> None:
     """Give a trial the best's own detections but one: its gap is noise, marked '~'."""
     from report_fixtures import detections_for
 
-    from sweep import detections
+    from sweep.odapi import detections
 
     se = make_experiment(tmp_path, seed=1)
     best = best_trial(se.exp)
@@ -677,7 +678,7 @@ def test_leaderboard_sorts_and_filters_in_the_browser(finished: tuple, tmp_path:
 def test_when_the_base_is_best_the_verdict_gives_its_detection_scores(tmp_path: Path) -> None:
     """The demo's verdict must show what the best detector scores even when no sampled config
     beat the base: mAP, mAP@.50 and AR@100 from the trial's table row."""
-    from sweep.report import _verdict
+    from sweep.report.report import _verdict
 
     se = make_experiment(tmp_path, seed=3)
     g = gather(se.exp)

@@ -17,8 +17,9 @@ import optuna
 import psutil
 import pytest
 
-from sweep import errors, metrics
-from sweep.experiment import COMPLETED, FAILED, RUNNING, Experiment, TrialDir
+from sweep.core import errors
+from sweep.core.experiment import COMPLETED, FAILED, RUNNING, Experiment, TrialDir
+from sweep.odapi import metrics
 from tests.conftest import REPO, make_workspace, run_cli
 
 NUM_STEPS = 60  # checkpoints every 20 steps: a window of 40 steps to kill the driver in
@@ -66,7 +67,7 @@ def _file_steps(path: Path) -> list[int]:
     """The steps of one event file's summaries (a retried job writes a new file)."""
     from tensorboard.compat.proto import event_pb2
 
-    from sweep.tfrecord import read_records
+    from sweep.data.tfrecord import read_records
 
     steps = []
     for payload in read_records(path, verify="none", torn_tail_ok=True):
@@ -207,9 +208,9 @@ def test_resume_without_ray_state_refuses_before_starting_ray(tmp_path: Path) ->
     same study, so it stops with the fix instead (and starts no Ray)."""
     import ray
 
-    from sweep.errors import ConfigError
-    from sweep.settings import SweepSettings
-    from sweep.tune_backend import preflight
+    from sweep.core.errors import ConfigError
+    from sweep.run.settings import SweepSettings
+    from sweep.run.tune_backend import preflight
 
     settings = SweepSettings(name="early", space=tmp_path / "s.yaml", pipeline=tmp_path / "p",
                              storage=tmp_path)

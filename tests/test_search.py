@@ -1,4 +1,4 @@
-"""How the sweep searches (sweep.search, sweep.study): fast checks of the sampler set-up, the
+"""How the sweep searches (samplers, study names and URLs): fast checks of the sampler set-up, the
 pre-launch refusals and the study URL handling; then every sampler x scheduler, known points
 beyond the budget and ASHA's early stop run for real (Ray, Optuna) with the stand-in worker
 (tests/fake_worker.py) in one Ray shared by the module's sweeps."""
@@ -13,9 +13,12 @@ from pathlib import Path
 import optuna
 import pytest
 
-from sweep import cli, errors, search, space, study
-from sweep.experiment import COMPLETED, STOPPED, Experiment
-from sweep.settings import SweepSettings
+from sweep import cli
+from sweep.core import errors, study_url
+from sweep.core.experiment import COMPLETED, STOPPED, Experiment
+from sweep.run import tune_backend, validate
+from sweep.run.settings import SweepSettings
+from sweep.search import samplers, space, study
 
 # Conditional and all discrete (so grid runs on it too).
 SPACE = """\
@@ -49,19 +52,19 @@ def _settings(**kw) -> SweepSettings:  # noqa: ANN003
 # ------------------------------------------------------------------------------ fast
 
 def test_tpe_is_set_up_for_concurrent_conditional_small_sweeps() -> None:
-    tpe = search.make_sampler(_settings(num_trials=4, max_concurrent=2), num_points=1)
+    tpe = tune_backend.make_sampler(_settings(num_trials=4, max_concurrent=2), num_points=1)
     assert isinstance(tpe, optuna.samplers.TPESampler)
     # Optuna keeps these private; they are what this test is about.
     assert tpe._constant_liar and tpe._multivariate and tpe._group
     assert tpe._n_startup_trials == 2  # not Optuna's 10: 2 TPE-guided trials of 4
-    assert not search.make_sampler(_settings(max_concurrent=1))._constant_liar
+    assert not tune_backend.make_sampler(_settings(max_concurrent=1))._constant_liar
 
 
 @pytest.mark.parametrize(("num_trials", "num_points", "startup"),
                          [(4, 0, 2), (4, 1, 2), (4, 3, 3), (20, 0, 5), (20, 8, 8), (100, 1, 10)])
 def test_tpe_startup_is_sized_to_the_budget_and_points_count(num_trials, num_points,  # noqa: ANN001
                                                              startup) -> None:  # noqa: ANN001
-    assert search.tpe_startup_trials(num_trials, num_points) == startup
+    assert samplers.tpe_startup_trials(num_trials, num_points) == startup
 
 
 def test_grid_enumerates_every_discrete_parameter_of_a_conditional_space(tmp_path: Path) -> None:
@@ -70,39 +73,39 @@ def test_grid_enumerates_every_discrete_parameter_of_a_conditional_space(tmp_pat
     assert grid["focal_loss.gamma"] == [1.0, 2.0, 3.0]
     assert grid["cosine_decay_learning_rate.warmup_steps"] == [0, 1, 2]
     assert grid["learning_rate"] == ["cosine_decay_learning_rate", "constant_learning_rate"]
-    assert isinstance(search.make_sampler(_settings(sampler="grid"), _space(tmp_path)),
+    assert isinstance(tune_backend.make_sampler(_settings(sampler="grid"), _space(tmp_path)),
                       optuna.samplers.GridSampler)
 
 
 def test_grid_on_continuous_parameters_is_refused_naming_them(tmp_path: Path) -> None:
     sp = _space(tmp_path, SPACE.replace("{categorical: [1.0e-4, 1.0e-3]}",
                                         "{loguniform: [1.0e-5, 1.0e-2]}"))
-    problems = search.search_problems(_settings(sampler="grid"), sp)
+    problems = validate.search_problems("grid", "asha", sp)
     assert len(problems) == 1 and problems[0].key == "l2_weight"
     assert "continuous" in problems[0].problem and "--sampler tpe" in problems[0].fix
     with pytest.raises(errors.ConfigError, match="l2_weight"):
-        search.make_sampler(_settings(sampler="grid"), sp)
+        tune_backend.make_sampler(_settings(sampler="grid"), sp)
 
 
 def test_asha_with_a_sampled_num_steps_is_refused_before_launch(tmp_path: Path) -> None:
     sp = _space(tmp_path, SPACE.replace("num_steps: 40", "num_steps: {categorical: [20, 40]}"))
-    problems = search.search_problems(_settings(scheduler="asha"), sp)
+    problems = validate.search_problems("tpe", "asha", sp)
     assert [p.key for p in problems] == ["num_steps"] and "max_t" in problems[0].problem
-    assert search.search_problems(_settings(scheduler="median"), sp) == []
+    assert validate.search_problems("tpe", "median", sp) == []
 
 
 def test_known_points_beyond_the_budget_are_left_out_with_a_warning(capsys) -> None:  # noqa: ANN001
     points = [{"l2_weight": x} for x in (1, 2, 3, 4, 5)]
-    assert search.known_points(points, 2) == points[:2]
+    assert samplers.known_points(points, 2) == points[:2]
     assert "5 known points but --num-trials is 2" in capsys.readouterr().err
-    assert search.known_points(points, 5) == points
+    assert samplers.known_points(points, 5) == points
 
 
 def test_a_grid_leaves_out_points_that_do_not_set_every_parameter(tmp_path: Path, capsys) -> None:  # noqa: ANN001
     sp = _space(tmp_path)
     full = {"l2_weight": 1.0e-4, "focal_loss.gamma": 2.0, "learning_rate": "constant_learning_rate",
             "constant_learning_rate.learning_rate": 0.02}
-    assert search.known_points([full, {"l2_weight": 1.0e-4}], 5, space=sp, sampler="grid") == [full]
+    assert samplers.known_points([full, {"l2_weight": 1.0e-4}], 5, space=sp, sampler="grid") == [full]
     assert "leaving out 1 known point" in capsys.readouterr().err
 
 
@@ -111,17 +114,17 @@ PASSWORD = "s3cr3t-pw-Zq9"
 
 def test_the_study_url_is_stored_and_shown_without_its_password(monkeypatch) -> None:  # noqa: ANN001
     url = f"postgresql+psycopg://sweep:{PASSWORD}@db.example:5432/optuna"
-    assert PASSWORD not in study.without_password(url)
-    assert study.without_password(url) == "postgresql+psycopg://sweep@db.example:5432/optuna"
-    assert study.masked(url) == "postgresql+psycopg://sweep:***@db.example:5432/optuna"
+    assert PASSWORD not in study_url.without_password(url)
+    assert study_url.without_password(url) == "postgresql+psycopg://sweep@db.example:5432/optuna"
+    assert study_url.masked(url) == "postgresql+psycopg://sweep:***@db.example:5432/optuna"
     data = json.dumps(_settings(study_url=url).to_json())
     assert PASSWORD not in data
     # The password comes back from $SWEEP_STUDY_URL for the same server, user and database only.
-    monkeypatch.setenv(study.ENV_URL, url)
-    assert study.with_password(study.without_password(url)) == url
+    monkeypatch.setenv(study_url.ENV_URL, url)
+    assert study_url.with_password(study_url.without_password(url)) == url
     other = "postgresql+psycopg://sweep@other.example:5432/optuna"
-    assert study.with_password(other) == other
-    assert study.cli_url(None) == url and study.cli_url("sqlite:///x.db") == "sqlite:///x.db"
+    assert study_url.with_password(other) == other
+    assert study_url.cli_url(None) == url and study_url.cli_url("sqlite:///x.db") == "sqlite:///x.db"
 
 
 def test_a_new_experiment_never_reuses_a_study_name_in_a_shared_storage(tmp_path: Path) -> None:
@@ -249,7 +252,7 @@ def test_asha_stops_a_trial_at_its_rung_not_after_training_on(shared_ray) -> Non
         # evaluation (with the gate: not at all).
         assert st["trained_steps"] <= st["reported_step"] + 10, st
         assert st["trained_steps"] < st["num_steps"], st
-    from sweep.report import steps_saved
+    from sweep.report.report import steps_saved
 
     assert steps_saved(exp) == sum(st["num_steps"] - st["trained_steps"] for st in stopped) > 0
 
@@ -270,8 +273,8 @@ def test_overwrite_starts_a_new_study_and_leaves_the_old_one_intact(shared_ray, 
 
 
 def test_reconcile_fails_running_trials_and_never_crashes_on_waiting_ones(tmp_path: Path) -> None:
-    from sweep.experiment import Experiment
-    from sweep.tune_backend import reconcile
+    from sweep.core.experiment import Experiment
+    from sweep.run.tune_backend import reconcile
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     st = optuna.create_study(study_name="r", storage=url)

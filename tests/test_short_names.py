@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sweep import short_names as sn
+from sweep.report import short_names as sn
 
 DEMO = {  # a params.json of the demo space (search_spaces/demo_tiny.yaml)
     "num_steps": 40, "batch_size": 4, "momentum": 0.9, "l2_weight": 0.00012296072,

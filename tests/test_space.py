@@ -7,7 +7,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from sweep.space import (
+from sweep.search.space import (
     BasePoint,
     Categorical,
     Choice,
@@ -113,9 +113,9 @@ def test_points_and_replay(tmp_path: Path) -> None:
 
 
 def test_points_from_base(tmp_path: Path) -> None:
-    from sweep.render import load_pipeline
+    from sweep.odapi.render import load_pipeline
 
-    base = load_pipeline(ROOT / "sweep/templates/ssd_resnet50_v1_fpn_640x640_coco17_tpu-8.config")
+    base = load_pipeline(ROOT / "sweep/odapi/templates/ssd_resnet50_v1_fpn_640x640_coco17_tpu-8.config")
     space = load_space(write(tmp_path, SPACE))
     _, from_base, overridden = space.points_to_evaluate(base)
     assert "batch_size" not in from_base  # the zoo's 64 is outside the space: left to Optuna

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from report_fixtures import make_experiment
 
-from sweep import metrics
-from sweep.status import format_table, render_status, trial_rows
+from sweep.odapi import metrics
+from sweep.report.status import format_table, render_status, trial_rows
 
 
 def test_status_rows_come_from_the_event_files(tmp_path: Path) -> None:

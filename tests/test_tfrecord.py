@@ -7,8 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from sweep import tfrecord
-from sweep.tfrecord import TFRecordError, count_records, crc32c, frame_record, masked_crc32c, read_records
+from sweep.data import tfrecord
+from sweep.data.tfrecord import (
+    TFRecordError,
+    count_records,
+    crc32c,
+    frame_record,
+    masked_crc32c,
+    read_records,
+)
 
 
 def test_crc32c_matches_tensorboards_independent_implementation() -> None:

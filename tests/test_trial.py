@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from sweep import errors
-from sweep.experiment import COMPLETED, FAILED, STOPPED
-from sweep.trial import TrialRunner, TrialSpec, plan_steps
+from sweep.core import errors
+from sweep.core.experiment import COMPLETED, FAILED, STOPPED
+from sweep.run.trial import TrialRunner, TrialSpec, plan_steps
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -116,7 +116,7 @@ def test_a_killed_train_process_is_retried_from_its_checkpoint(tmp_path: Path) -
     assert st["state"] == COMPLETED and st["restarts"] == 1
     assert st["last_failure"].startswith("killed: train process exited with -9")
     # The second attempt resumed at step 20: no step was trained twice.
-    from sweep import metrics
+    from sweep.odapi import metrics
 
     steps = [s.step for s in metrics.read_scalars(r.dir.path / "train", ["Loss/total_loss"])]
     assert steps == [10, 20, 30, 40]
@@ -254,7 +254,7 @@ def test_eval_job_runs_on_one_device(tmp_path: Path, eval_device: str, eval_gpus
     for log in (r.dir.train_log, r.dir.eval_log):
         assert "TF_FORCE_GPU_ALLOW_GROWTH=true" in log.read_text()
 def _train_steps(r: TrialRunner) -> list[int]:
-    from sweep import metrics
+    from sweep.odapi import metrics
 
     return [s.step for s in metrics.read_scalars(r.dir.path / "train", ["Loss/total_loss"])]
 
@@ -301,8 +301,8 @@ def test_a_waiting_trial_wakes_on_an_evaluation_or_a_job_exit_not_a_poll_later(
     import sys
     import threading
 
-    from sweep.experiment import append_evaluated
-    from sweep.process import start
+    from sweep.core.experiment import append_evaluated
+    from sweep.core.process import start
 
     r = _runner(tmp_path)
     (r.dir.path / "eval").mkdir(parents=True)

@@ -14,8 +14,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from sweep import errors, metrics
-from sweep.experiment import COMPLETED, FAILED, STOPPED, Experiment
+from sweep.core import errors
+from sweep.core.experiment import COMPLETED, FAILED, STOPPED, Experiment
+from sweep.odapi import metrics
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow

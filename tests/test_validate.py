@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from sweep.errors import ConfigError, Problem
-from sweep.render import load_pipeline, render, write_pipeline
-from sweep.tfrecord import frame_record
-from sweep.validate import check, count_records, validate
+from sweep.core.errors import ConfigError, Problem
+from sweep.data.tfrecord import frame_record
+from sweep.odapi.render import load_pipeline, render, write_pipeline
+from sweep.run.validate import check, count_records, validate
 
 ROOT = Path(__file__).resolve().parents[1]
-_TINY = ROOT / "sweep/templates/tiny_ssd_mobilenet_v2.config"
+_TINY = ROOT / "sweep/odapi/templates/tiny_ssd_mobilenet_v2.config"
 TINY = _TINY if _TINY.exists() else Path("/work/shared/reference/tiny_ssd_mobilenet_v2.config")
 
 GOOD_SPACE = """
@@ -85,7 +85,7 @@ def test_valid_setup_has_no_problems(setup) -> None:
 @pytest.mark.parametrize("space,base", [
     ("search_spaces/demo_tiny.yaml", TINY),
     ("search_spaces/ssd_resnet50_v1_fpn_640x640.yaml",
-     "sweep/templates/ssd_resnet50_v1_fpn_640x640_coco17_tpu-8.config")])
+     "sweep/odapi/templates/ssd_resnet50_v1_fpn_640x640_coco17_tpu-8.config")])
 def test_shipped_spaces_fit_their_base(space: str, base: str | Path) -> None:
     assert validate(ROOT / space, ROOT / base, check_data=False) == []
 

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from sweep import worker
-from sweep.experiment import EVALUATED, read_evaluated
+from sweep.core.experiment import EVALUATED, read_evaluated
+from sweep.odapi import worker
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -49,7 +49,7 @@ def test_evaluated_log_tolerates_a_torn_last_line(tmp_path: Path) -> None:
 def test_worker_processes_get_the_tf_slim_patch() -> None:
     """tf-slim calls control_flow_ops.case/cond, which TF 2.13+ moved: every worker patches
     them before the OD API's decoder runs (without it training fails at its first batch)."""
-    code = ("from sweep import worker; worker._setup_tf(1)\n"
+    code = ("from sweep.odapi import worker; worker._setup_tf(1)\n"
             "from tensorflow.python.ops import control_flow_ops as c\n"
             "import tf_slim.data.tfexample_decoder as d\n"
             "assert callable(c.case) and callable(c.cond)\n"
@@ -69,8 +69,8 @@ def test_two_replica_training_under_mirrored_strategy_and_its_checkpoints_evalua
     checkpoint evaluated through the first trace scores exactly as in a fresh eval job."""
     import shutil
 
-    from sweep.experiment import append_evaluated
-    from sweep.render import load_pipeline, render, write_pipeline
+    from sweep.core.experiment import append_evaluated
+    from sweep.odapi.render import load_pipeline, render, write_pipeline
     from tests.conftest import make_workspace
 
     base = make_workspace(tmp_path, n_train=8, n_eval=4)
@@ -82,7 +82,7 @@ def test_two_replica_training_under_mirrored_strategy_and_its_checkpoints_evalua
 
     def job(kind: str, directory: Path, *extra: str) -> subprocess.CompletedProcess:
         out = subprocess.run(
-            [sys.executable, "-m", "sweep.worker", kind, "--pipeline",
+            [sys.executable, "-m", "sweep.odapi.worker", kind, "--pipeline",
              str(model_dir / "pipeline.config"), "--model-dir", str(directory), "--threads", "1",
              *extra], cwd=tmp_path, capture_output=True, text=True, timeout=900,
             env={**os.environ, "PYTHONPATH": str(REPO)})

@@ -8,9 +8,9 @@ import pytest
 from google.protobuf import text_format
 from object_detection.protos import pipeline_pb2
 
-from sweep.dataset import CLASS_NAMES, DatasetInfo, make_dataset
-from sweep.errors import ConfigError
-from sweep.workspace import (
+from sweep.core.errors import ConfigError
+from sweep.data.dataset import CLASS_NAMES, DatasetInfo, make_dataset
+from sweep.odapi.workspace import (
     SUBDIRS,
     available_templates,
     init_workspace,
@@ -44,7 +44,7 @@ def _load(path: Path) -> pipeline_pb2.TrainEvalPipelineConfig:
 def test_template_ships_with_the_package() -> None:
     assert TEMPLATE in available_templates()
     path = template_path(TEMPLATE)
-    assert path.parent.name == "templates" and path.parent.parent.name == "sweep"
+    assert path.parent.name == "templates" and path.parent.parent.name == "odapi"
     assert "PATH/TO" in path.read_text()  # placeholders the writer must replace
 
 
@@ -153,7 +153,7 @@ def test_with_a_real_dataset(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_od_api_loads_the_rendered_config(tmp_path: Path) -> None:
-    from sweep.odapi_compat import patch
+    from sweep.odapi.compat import patch
 
     patch()
     from object_detection.utils import config_util, label_map_util

@@ -1,0 +1,242 @@
+"""The on-disk layout of an experiment and its trials: the one place that knows the file names.
+
+    <storage>/<experiment>/
+        experiment.json         settings of the sweep (what `sweep run` was asked)
+        base_pipeline.config    the base config every trial starts from
+        space.yaml              the search space, as given
+        study.db                the Optuna study (SQLite), unless a URL was given
+        ray/                    Ray Tune's experiment state
+        trials/<trial>/         one OD API model_dir per trial:
+            params.json         the sampled parameters
+            pipeline.config     the rendered config the trial trained with
+            status.json         state, reason if failed, attempts, resources
+            train.log eval.log  stdout+stderr of the OD API train and eval processes
+            ckpt-N.*, checkpoint, train/, eval/   as the OD API writes them
+            eval/evaluated.jsonl  which checkpoint the eval job evaluated at which step
+            best/               a copy of the checkpoint of the trial's best evaluation
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Trial states written to status.json.
+RUNNING = "RUNNING"
+COMPLETED = "COMPLETED"  # trained to num_steps and evaluated
+STOPPED = "STOPPED"  # stopped early by the scheduler (or the sweep's budget)
+FAILED = "FAILED"  # see "reason": diverged, killed, out of memory, error
+PENDING = "PENDING"
+PAUSED = "PAUSED"  # PBT paused it to clone another trial into it; it continues
+STATES = (PENDING, RUNNING, PAUSED, COMPLETED, STOPPED, FAILED)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write atomically so a reader (status, report) never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError, json.JSONDecodeError):
+        return default
+
+
+EVALUATED = "evaluated.jsonl"
+
+
+def evaluated_path(model_dir: Path) -> Path:
+    return Path(model_dir) / "eval" / EVALUATED
+
+
+def read_evaluated(model_dir: Path) -> list[dict[str, Any]]:
+    """Checkpoints the eval job has evaluated, in order: ``{"checkpoint", "step", "metrics",
+    "time"}`` (``eval/evaluated.jsonl``; the eval job appends a row after each evaluation)."""
+    path = evaluated_path(model_dir)
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a torn last line from a killed eval job
+    return rows
+
+
+def append_evaluated(model_dir: Path, row: dict[str, Any]) -> None:
+    """The eval job's record of one evaluation (one JSON line, appended)."""
+    with open(evaluated_path(model_dir), "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+@dataclass(frozen=True)
+class TrialDir:
+    """One trial's folder, which is also its OD API ``model_dir``."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def params_path(self) -> Path:
+        return self.path / "params.json"
+
+    @property
+    def pipeline_path(self) -> Path:
+        return self.path / "pipeline.config"
+
+    @property
+    def status_path(self) -> Path:
+        return self.path / "status.json"
+
+    @property
+    def train_log(self) -> Path:
+        return self.path / "train.log"
+
+    @property
+    def eval_log(self) -> Path:
+        return self.path / "eval.log"
+
+    def params(self) -> dict[str, Any]:
+        return read_json(self.params_path, {})
+
+    def evaluated(self) -> list[dict[str, Any]]:
+        return read_evaluated(self.path)
+
+    def status(self) -> dict[str, Any]:
+        return read_json(self.status_path, {"state": PENDING})
+
+    def update_status(self, **fields: Any) -> dict[str, Any]:
+        status = self.status()
+        status.update(fields)
+        status["updated_at"] = time.time()
+        write_json(self.status_path, status)
+        return status
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """``(checkpoint number, prefix)`` of the OD API checkpoints on disk, oldest first."""
+        out = []
+        for index in self.path.glob("ckpt-*.index"):
+            num = index.name[len("ckpt-"): -len(".index")]
+            if num.isdigit():
+                out.append((int(num), index.with_suffix("")))
+        return sorted(out)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    root: Path
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def settings_path(self) -> Path:
+        return self.root / "experiment.json"
+
+    @property
+    def base_pipeline(self) -> Path:
+        return self.root / "base_pipeline.config"
+
+    @property
+    def space_path(self) -> Path:
+        return self.root / "space.yaml"
+
+    @property
+    def study_db(self) -> Path:
+        return self.root / "study.db"
+
+    @property
+    def ray_dir(self) -> Path:
+        return self.root / "ray"
+
+    @property
+    def trials_dir(self) -> Path:
+        return self.root / "trials"
+
+    def exists(self) -> bool:
+        return self.settings_path.exists()
+
+    def settings(self) -> dict[str, Any]:
+        data = read_json(self.settings_path)
+        if not isinstance(data, dict):
+            raise FileNotFoundError(
+                f"{self.settings_path}: no experiment here. "
+                "Start one with `sweep run` (or `sweep demo`), or pass --storage to where it is."
+            )
+        return data
+
+    def storage_url(self) -> str:
+        """The study's URL; a password comes from the environment only (sweep.core.study_url)."""
+        from sweep.core.study_url import with_password
+
+        return with_password(self.settings().get("storage_url")
+                             or f"sqlite:///{self.study_db.resolve()}")
+
+    def trial(self, name: str) -> TrialDir:
+        return TrialDir(self.trials_dir / name)
+
+    def trials(self) -> list[TrialDir]:
+        if not self.trials_dir.is_dir():
+            return []
+        dirs = [p for p in self.trials_dir.iterdir() if p.is_dir()]
+        # Creation order = the order Ray started them; stable for tables and plots.
+        return [TrialDir(p) for p in sorted(dirs, key=lambda p: (_created(p), p.name))]
+
+
+def trust_problem(exp: Experiment) -> tuple[str, str] | None:
+    """(problem, fix) if the folder could hold someone else's code, else None.
+
+    Resuming unpickles Ray Tune's state (``ray/tuner.pkl``), which runs whatever code the
+    pickle names: an experiment folder is trusted input. Like ssh with a group-writable key,
+    refuse one that another user owns or could have written.
+    """
+    paths = [exp.root, exp.ray_dir]
+    if exp.ray_dir.is_dir():
+        paths += sorted(exp.ray_dir.iterdir())
+    me = os.getuid()
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        if st.st_uid not in (me, 0):
+            return (f"'{path}' belongs to another user (uid {st.st_uid}); resuming runs the "
+                    "code its pickled Ray state names",
+                    "resume only your own experiments (copy the folder to start from it "
+                    "as yourself, after checking it)")
+        if st.st_mode & 0o022:
+            return (f"'{path}' is writable by {'group and others' if st.st_mode & 0o002 else 'its group'}"
+                    f" (mode {st.st_mode & 0o777:o}); resuming runs the code its pickled Ray "
+                    "state names, so someone else could have put code there",
+                    f"if you trust its contents: chmod -R go-w '{exp.root}', then resume")
+    return None
+
+
+def _created(path: Path) -> float:
+    status = read_json(path / "status.json", {}) or {}
+    return float(status.get("created_at", path.stat().st_mtime))
+
+
+def find_experiment(name_or_path: str, storage: Path | str = "experiments") -> Experiment:
+    """An experiment by folder path or by name under ``storage``."""
+    p = Path(name_or_path)
+    candidates = [p, Path(storage) / name_or_path]
+    for c in candidates:
+        if (c / "experiment.json").exists():
+            return Experiment(c.resolve())
+    raise FileNotFoundError(
+        f"no experiment '{name_or_path}': looked for experiment.json in "
+        + ", ".join(str(c) for c in candidates)
+        + ". List experiments with `ls experiments/`, or pass --storage DIR."
+    )

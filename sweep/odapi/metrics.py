@@ -1,0 +1,238 @@
+"""The one reader of the OD API's event files.
+
+Training (``model_lib_v2.train_loop``) writes ``<model_dir>/train/events.out.tfevents.*`` and the
+eval job writes ``<model_dir>/eval/events.out.tfevents.*``; both hold TF2 tensor summaries.
+Trials, ``sweep status``, reports and tests all read metrics through this module, so a number
+in a report is the number in the event file.
+
+It reads the TFRecord framing with ``sweep.data.tfrecord`` instead of importing TensorFlow (an 8 s
+import) or TensorBoard's loader (which imports TensorFlow when it is installed), and stops
+cleanly at a record that is still being written.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from sweep.data.tfrecord import read_records, scan_records
+
+# Tags the OD API writes (model_lib_v2); the names are the OD API's own.
+TOTAL_LOSS = "Loss/total_loss"
+CLASSIFICATION_LOSS = "Loss/classification_loss"
+LOCALIZATION_LOSS = "Loss/localization_loss"
+REGULARIZATION_LOSS = "Loss/regularization_loss"
+LEARNING_RATE = "learning_rate"
+STEPS_PER_SEC = "steps_per_sec"
+MAP = "DetectionBoxes_Precision/mAP"
+MAP50 = "DetectionBoxes_Precision/mAP@.50IOU"
+MAP75 = "DetectionBoxes_Precision/mAP@.75IOU"
+AR100 = "DetectionBoxes_Recall/AR@100"
+
+TRAIN_TAGS = (TOTAL_LOSS, CLASSIFICATION_LOSS, LOCALIZATION_LOSS, REGULARIZATION_LOSS,
+              LEARNING_RATE, STEPS_PER_SEC)
+EVAL_TAGS = (MAP, MAP50, MAP75, AR100)
+
+
+@dataclass(frozen=True)
+class Scalar:
+    """One summary value: the stream every consumer reads."""
+
+    step: int
+    tag: str
+    value: float
+    wall_time: float
+
+
+def _value_of(value) -> float | None:  # noqa: ANN001 - a tensorboard Summary.Value proto
+    if value.HasField("simple_value"):
+        return float(value.simple_value)
+    if value.HasField("tensor"):
+        t = value.tensor
+        if t.float_val:
+            return float(t.float_val[0])
+        if t.double_val:
+            return float(t.double_val[0])
+        if t.int64_val:
+            return float(t.int64_val[0])
+        if t.int_val:
+            return float(t.int_val[0])
+        if t.tensor_content:
+            # 1 = DT_FLOAT, 2 = DT_DOUBLE, 3 = DT_INT32, 9 = DT_INT64 (types.proto)
+            fmt = {1: "<f", 2: "<d", 3: "<i", 9: "<q"}.get(t.dtype)
+            if fmt and len(t.tensor_content) == struct.calcsize(fmt):
+                return float(struct.unpack(fmt, t.tensor_content)[0])
+    return None
+
+
+def event_files(event_dir: Path) -> list[Path]:
+    """Event files of one directory, oldest first (a resumed job adds a new file)."""
+    if not event_dir.is_dir():
+        return []
+    return sorted(event_dir.glob("events.out.tfevents.*"), key=lambda p: (p.stat().st_mtime, p.name))
+
+
+def _scalars_of(payload: bytes, wanted: set[str] | None) -> Iterator[Scalar]:
+    from tensorboard.compat.proto import event_pb2  # protobuf only; no TensorFlow
+
+    event = event_pb2.Event()
+    try:
+        event.ParseFromString(payload)
+    except Exception:  # noqa: BLE001 - a corrupt record must not kill a status call
+        return
+    if not event.HasField("summary"):
+        return
+    for value in event.summary.value:
+        if wanted is not None and value.tag not in wanted:
+            continue
+        v = _value_of(value)
+        if v is not None:
+            yield Scalar(int(event.step), value.tag, v, float(event.wall_time))
+
+
+def _read_from(path: Path, offset: int, wanted: set[str] | None) -> tuple[list[Scalar], int]:
+    """Scalars of the complete records from byte ``offset`` on, and the offset after them."""
+    out: list[Scalar] = []
+    with open(path, "rb") as f:
+        f.seek(offset)
+        for payload in scan_records(f, path, verify="none", torn_tail_ok=True):
+            offset = f.tell()  # the scanner is suspended right after this record's bytes
+            out.extend(_scalars_of(payload, wanted))
+    return out, offset
+
+
+def read_scalars(event_dir: Path | str, tags: Iterable[str] | None = None) -> list[Scalar]:
+    """All scalar summaries in ``event_dir`` (e.g. ``<model_dir>/eval``), in file order."""
+    wanted = set(tags) if tags is not None else None
+    out: list[Scalar] = []
+    for path in event_files(Path(event_dir)):
+        out.extend(_read_from(path, 0, wanted)[0])
+    return out
+
+
+SIDE_BY_SIDE = "eval_side_by_side_"  # the OD API eval's pictures: detections | ground truth
+
+
+def read_images(event_dir: Path | str, prefix: str = SIDE_BY_SIDE) -> dict[int, dict[str, bytes]]:
+    """``{step: {tag: encoded image}}`` of the image summaries whose tag starts with ``prefix``
+    (TF2 writes a string tensor: width, height, then the encoded images; the first is kept)."""
+    from tensorboard.compat.proto import event_pb2
+
+    out: dict[int, dict[str, bytes]] = {}
+    for path in event_files(Path(event_dir)):
+        for payload in read_records(path, verify="none", torn_tail_ok=True):
+            event = event_pb2.Event()
+            try:
+                event.ParseFromString(payload)
+            except Exception:  # noqa: BLE001 - as read_scalars
+                continue
+            for value in event.summary.value:
+                if value.tag.startswith(prefix) and len(value.tensor.string_val) > 2:
+                    out.setdefault(int(event.step), {})[value.tag] = value.tensor.string_val[2]
+    return dict(sorted(out.items()))
+
+
+def by_step(scalars: Iterable[Scalar]) -> dict[int, dict[str, float]]:
+    """``{step: {tag: value}}``; a later write of the same (step, tag) wins (a retried chunk)."""
+    table: dict[int, dict[str, float]] = {}
+    for s in scalars:
+        table.setdefault(s.step, {})[s.tag] = s.value
+    return dict(sorted(table.items()))
+
+
+@dataclass(frozen=True)
+class TrialMetrics:
+    """What one trial's event files say: train curve, eval curve, and the latest of each."""
+
+    train: dict[int, dict[str, float]]
+    eval: dict[int, dict[str, float]]
+    train_wall: tuple[float, float] | None  # first and last wall time of train summaries
+
+    @property
+    def last_train_step(self) -> int | None:
+        return max(self.train) if self.train else None
+
+    @property
+    def last_eval_step(self) -> int | None:
+        return max(self.eval) if self.eval else None
+
+    def last_train(self) -> dict[str, float]:
+        return self.train[max(self.train)] if self.train else {}
+
+    def last_eval(self) -> dict[str, float]:
+        return self.eval[max(self.eval)] if self.eval else {}
+
+
+def read_trial(model_dir: Path | str) -> TrialMetrics:
+    """Metrics of one OD API ``model_dir`` (train/ and eval/ subfolders)."""
+    model_dir = Path(model_dir)
+    train_scalars = read_scalars(model_dir / "train")
+    walls = [s.wall_time for s in train_scalars]
+    return TrialMetrics(
+        train=by_step(train_scalars),
+        eval=by_step(read_scalars(model_dir / "eval")),
+        train_wall=(min(walls), max(walls)) if walls else None,
+    )
+
+
+def is_finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+class TrialWatch:
+    """A trial's metrics read incrementally: each ``read()`` parses only what the OD API jobs
+    appended since the last one. A trial polls every second for hours; re-reading every event
+    file each time would cost the driver a core per trial on a 300,000-step run."""
+
+    def __init__(self, model_dir: Path | str) -> None:
+        self.model_dir = Path(model_dir)
+        self._offsets: dict[Path, int] = {}
+        self._train: dict[int, dict[str, float]] = {}
+        self._eval: dict[int, dict[str, float]] = {}
+        self._wall: tuple[float, float] | None = None
+
+    def _update(self, sub: str, table: dict[int, dict[str, float]]) -> list[Scalar]:
+        new: list[Scalar] = []
+        for path in event_files(self.model_dir / sub):
+            start = self._offsets.get(path, 0)
+            if path.stat().st_size <= start:
+                continue
+            scalars, self._offsets[path] = _read_from(path, start, None)
+            new.extend(scalars)
+        for sc in new:
+            table.setdefault(sc.step, {})[sc.tag] = sc.value
+        return new
+
+    def read(self) -> TrialMetrics:
+        for sc in self._update("train", self._train):
+            lo, hi = self._wall or (sc.wall_time, sc.wall_time)
+            self._wall = (min(lo, sc.wall_time), max(hi, sc.wall_time))
+        self._update("eval", self._eval)
+        return TrialMetrics(train=dict(sorted(self._train.items())),
+                            eval=dict(sorted(self._eval.items())), train_wall=self._wall)
+
+
+# What a trial reports to the scheduler for each OD API tag (the runner's result keys), and
+# which of them come from the train job's summaries rather than the eval job's.
+RESULT_KEYS: dict[str, str] = {
+    TOTAL_LOSS: "total_loss",
+    CLASSIFICATION_LOSS: "classification_loss",
+    LOCALIZATION_LOSS: "localization_loss",
+    REGULARIZATION_LOSS: "regularization_loss",
+    LEARNING_RATE: "learning_rate",
+    STEPS_PER_SEC: "steps_per_sec",
+    MAP: "mAP",
+    MAP50: "mAP_50",
+    MAP75: "mAP_75",
+    AR100: "AR_100",
+}
+TRAIN_SOURCED = {TOTAL_LOSS, CLASSIFICATION_LOSS, LOCALIZATION_LOSS,
+                 REGULARIZATION_LOSS, LEARNING_RATE, STEPS_PER_SEC}
+
+
+def result_key(name: str) -> str:
+    """Ray result key for an OD API tag or a short name (``mAP`` or the full tag)."""
+    return RESULT_KEYS.get(name, name)

@@ -1,0 +1,186 @@
+"""Is the best trial's mAP really better than the base's, or eval-set noise?
+
+A paired bootstrap over eval images (Efron & Tibshirani; the usual way to put an interval on a
+corpus-level metric such as COCO mAP, which is not a mean of per-image scores):
+
+1. pycocotools' ``COCOeval.evaluate`` matches each model's kept detections to the ground truth
+   once, image by image (``sweep.odapi.detections`` files, the same ones the eval job's mAP came
+   from), at the 10 IoU thresholds .50:.05:.95, all areas, 100 detections per image.
+2. A resample draws the eval images with replacement, the same draw for both models (paired:
+   image difficulty cancels out), and recomputes both mAPs with COCOeval's own accumulation
+   (all-point interpolated precision at 101 recall points, averaged over IoUs and the classes
+   that have ground truth), an image drawn twice counting twice.
+3. The 2.5th and 97.5th percentiles of ``best - base`` over the resamples are the 95% interval;
+   if it contains 0, the difference is within what another draw of eval images could give.
+
+On the original images (every image once) the accumulation reproduces COCOeval's mAP exactly
+(tests/test_bootstrap.py), so the point estimate is the mAP in the event files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+RESAMPLES = 1000
+LEVEL = 0.95
+
+
+@dataclass
+class _Class:
+    """One class's detections over all images, sorted by score as COCOeval sorts them."""
+
+    image: np.ndarray  # [D] index of the image each detection is on
+    hit: np.ndarray  # [T, D] matched and not ignored
+    miss: np.ndarray  # [T, D] unmatched and not ignored
+    gt: np.ndarray  # [N] non-ignored ground truth boxes per image
+
+
+@dataclass
+class PerImage:
+    """COCOeval.evaluate's per-image matching (area "all", 100 detections), per class."""
+
+    image_ids: list[Any]
+    classes: list[_Class]
+    rec_thrs: np.ndarray
+
+
+def evaluate(groundtruth: dict[str, Any], detections: list[dict[str, Any]]) -> PerImage:
+    """Match ``detections`` (COCO results) to ``groundtruth`` (COCO dataset), per image."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        gt = COCO()
+        gt.dataset = {"images": groundtruth["images"],
+                      "annotations": groundtruth["annotations"],
+                      "categories": groundtruth["categories"]}
+        gt.createIndex()
+        dt = gt.loadRes(detections) if detections else COCO()
+        if not detections:
+            dt.dataset = {"images": groundtruth["images"], "annotations": [],
+                          "categories": groundtruth["categories"]}
+            dt.createIndex()
+        ev = COCOeval(gt, dt, iouType="bbox")
+        ev.evaluate()
+    p = ev.params
+    n_img, n_area, n_iou = len(p.imgIds), len(p.areaRng), len(p.iouThrs)
+    max_det = p.maxDets[-1]
+    classes = []
+    for k in range(len(p.catIds)):
+        cells = [(i, ev.evalImgs[k * n_area * n_img + i]) for i in range(n_img)]  # area "all"
+        cells = [(i, e) for i, e in cells if e is not None]
+        gt_n = np.zeros(n_img, dtype=float)
+        for i, e in cells:
+            gt_n[i] = np.count_nonzero(np.asarray(e["gtIgnore"]) == 0)
+        if cells:
+            scores = np.concatenate([np.asarray(e["dtScores"][:max_det], float) for _, e in cells])
+            image = np.concatenate([np.full(len(e["dtScores"][:max_det]), i) for i, e in cells])
+            matched = np.concatenate([np.asarray(e["dtMatches"])[:, :max_det] > 0
+                                      for _, e in cells], axis=1)
+            ignored = np.concatenate([np.asarray(e["dtIgnore"])[:, :max_det].astype(bool)
+                                      for _, e in cells], axis=1)
+        else:
+            scores, image = np.zeros(0), np.zeros(0, dtype=int)
+            matched = ignored = np.zeros((n_iou, 0), dtype=bool)
+        order = np.argsort(-scores, kind="mergesort")  # as COCOeval.accumulate
+        matched, ignored = matched[:, order], ignored[:, order]
+        classes.append(_Class(image[order].astype(int), matched & ~ignored,
+                              ~matched & ~ignored, gt_n))
+    return PerImage(list(p.imgIds), classes, np.asarray(p.recThrs))
+
+
+def mean_ap(pi: PerImage, counts: np.ndarray | None = None) -> float:
+    """COCO mAP@[.50:.95] with image ``i`` counted ``counts[i]`` times (default: once each);
+    NaN when no class has ground truth in the draw."""
+    c = np.ones(len(pi.image_ids)) if counts is None else np.asarray(counts, float)
+    return float(mean_aps(pi, c[None, :])[0])
+
+
+CHUNK = 2_000_000  # array cells per batch of resamples (memory stays ~100 MB)
+
+
+def mean_aps(pi: PerImage, counts: np.ndarray) -> np.ndarray:
+    """:func:`mean_ap` for each row of ``counts`` ([draws, images]), vectorized.
+
+    An image counted n times weighs its detections n times in the cumulative true and false
+    positives: the same precision-recall envelope as n copies of it (ties aside). A detection
+    on an undrawn image adds nothing and only repeats a point, which changes no envelope."""
+    counts = np.asarray(counts, float)
+    per_class = []
+    for c in pi.classes:
+        n_iou, n_det = c.hit.shape
+        ap = np.empty(len(counts))
+        step = max(1, CHUNK // max(1, n_iou * n_det))
+        for lo in range(0, len(counts), step):
+            ap[lo:lo + step] = _class_ap(c, counts[lo:lo + step], pi.rec_thrs)
+        per_class.append(ap)
+    if not per_class:
+        return np.full(len(counts), np.nan)
+    with np.errstate(all="ignore"):
+        stacked = np.vstack(per_class)  # classes without ground truth in a draw are NaN
+        return np.where(np.isnan(stacked).all(axis=0), np.nan, np.nanmean(stacked, axis=0))
+
+
+def _class_ap(c: _Class, counts: np.ndarray, rec_thrs: np.ndarray) -> np.ndarray:
+    draws, (n_iou, n_det) = len(counts), c.hit.shape
+    npig = counts @ c.gt  # [B]
+    q = np.zeros((draws, n_iou, len(rec_thrs)))
+    if n_det:
+        w = counts[:, c.image][:, None, :]  # [B, 1, D]
+        tp = np.cumsum(c.hit[None] * w, axis=2)
+        fp = np.cumsum(c.miss[None] * w, axis=2)
+        with np.errstate(all="ignore"):
+            rc = tp / npig[:, None, None]
+        pr = tp / (fp + tp + np.spacing(1))
+        pr = np.maximum.accumulate(pr[:, :, ::-1], axis=2)[:, :, ::-1]  # precision envelope
+        # Row by row: recall compared with the thresholds exactly as COCOeval compares them.
+        idx = np.array([row.searchsorted(rec_thrs, side="left")
+                        for row in rc.reshape(-1, n_det)]).reshape(draws, n_iou, -1)
+        ok = idx < n_det
+        q = np.where(ok, np.take_along_axis(pr, np.minimum(idx, n_det - 1), axis=2), 0.0)
+    ap = q.mean(axis=(1, 2))
+    ap[npig == 0] = np.nan  # COCOeval leaves such a class at -1, out of the mean
+    return ap
+
+
+@dataclass
+class Interval:
+    base_map: float
+    best_map: float
+    low: float  # of best - base
+    high: float
+    n_images: int
+    resamples: int
+    level: float = LEVEL
+
+    @property
+    def diff(self) -> float:
+        return self.best_map - self.base_map
+
+    @property
+    def real(self) -> bool:
+        """The interval excludes 0: the difference is larger than the eval set's noise."""
+        return self.low > 0 or self.high < 0
+
+
+def paired(groundtruth: dict[str, Any], base: list[dict], best: list[dict], *,
+           resamples: int = RESAMPLES, seed: int = 0) -> Interval:
+    """The mAP of ``best`` minus that of ``base`` on the same eval images, with a
+    ``LEVEL`` percentile interval from ``resamples`` paired bootstrap draws."""
+    a, b = evaluate(groundtruth, base), evaluate(groundtruth, best)
+    n = len(a.image_ids)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, (resamples, n))
+    counts = np.zeros((resamples, n))
+    np.add.at(counts, (np.arange(resamples)[:, None], draws), 1)
+    d = mean_aps(b, counts) - mean_aps(a, counts)
+    diffs = d[np.isfinite(d)]
+    tail = (1 - LEVEL) / 2
+    low, high = (np.quantile(diffs, [tail, 1 - tail]) if len(diffs) else (float("nan"),) * 2)
+    return Interval(mean_ap(a), mean_ap(b), float(low), float(high), n, len(diffs))

@@ -1,0 +1,406 @@
+"""The report's data: every trial's folder and event files read once, ranked.
+
+``gather(exp)`` is what every report renderer starts from (``sweep.report.report`` writes the files);
+``leaderboard`` and ``best_trial`` are the same ranking for other commands (export, status).
+Every number comes from the trials' event files through ``sweep.odapi.metrics``; the Optuna study is
+read only for what only it knows (parameter importances, the Pareto front).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sweep.core.errors import ConfigError
+from sweep.core.experiment import (
+    COMPLETED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    Experiment,
+    TrialDir,
+)
+from sweep.odapi import metrics as m
+from sweep.report import short_names
+from sweep.report.short_names import num
+from sweep.run.best import best_eval, checkpoint_steps, nearest_checkpoint, reported  # noqa: F401 - re-exported
+
+# Column names of the leaderboard; metric columns are "<kind>:<OD API tag>".
+# Short names the seed's table and the plots use for the OD API's tags.
+LABELS = {
+    m.CLASSIFICATION_LOSS: "classification loss", m.LOCALIZATION_LOSS: "localization loss",
+    m.REGULARIZATION_LOSS: "regularization loss", m.TOTAL_LOSS: "total loss",
+    m.LEARNING_RATE: "learning rate", m.MAP: "mAP", m.MAP50: "mAP@.50", m.MAP75: "mAP@.75",
+    m.AR100: "AR@100", m.STEPS_PER_SEC: "steps/s",
+}
+
+TOP_K = 5  # trials drawn in the curve plots
+# fANOVA on fewer completed trials ranks noise: importances are shown from this many on.
+MIN_TRIALS_FOR_IMPORTANCES = 10
+PARAM = "param:"
+TRAIN = "train:"  # value at the last train step
+EVAL = "eval:"  # value at the last eval step
+BEST = "best:"  # value at the eval step that is best by the sweep's first metric
+LAST_REPORTED = "reported:"  # an objective as the runner reported it at the last eval
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """A number as the report prints it (``digits`` significant digits, short exponent);
+    blank if missing. A NaN that an event file holds (a diverged loss) prints as "NaN";
+    callers pass None for a value that is absent."""
+    if value is pd.NA:
+        return ""
+    return num(value.item() if hasattr(value, "item") else value, digits)
+
+
+
+# ---------------------------------------------------------------- gathering
+
+@dataclass(frozen=True)
+class Objective:
+    tag: str
+    mode: str  # "max" or "min"
+
+    def better(self, a: float, b: float) -> bool:
+        return a > b if self.mode == "max" else a < b
+
+
+def objectives(settings: dict[str, Any]) -> list[Objective]:
+    """The sweep's metrics and modes; mAP (max) when the settings name none."""
+    tags = settings.get("metrics") or [m.MAP]
+    modes = settings.get("modes") or ["max"] * len(tags)
+    if len(modes) != len(tags):
+        raise ValueError(f"experiment.json: 'metrics' and 'modes' must have the same length, "
+                         f"but got metrics={tags} and modes={modes}")
+    for mode in modes:
+        if mode not in ("max", "min"):
+            raise ValueError(f"experiment.json: each mode must be 'max' or 'min', but got {mode!r}")
+    return [Objective(t, mo) for t, mo in zip(tags, modes, strict=True)]
+
+
+def _best_of(tm: m.TrialMetrics, obj: Objective) -> tuple[int, float] | None:
+    """(eval step, value) best by ``obj`` among the trial's evaluations: ``sweep.run.best``'s rule."""
+    return best_eval(tm, obj.tag, obj.mode)
+
+
+def public_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Sampled parameters without the runner's markers (``_base``)."""
+    return {k: v for k, v in params.items() if not k.startswith("_")}
+
+
+@dataclass
+class Gathered:
+    """Everything a report needs, read once."""
+
+    exp: Experiment
+    settings: dict[str, Any]
+    objectives: list[Objective]
+    df: pd.DataFrame  # one row per trial, creation order
+    trials: dict[str, TrialDir]
+    metrics: dict[str, m.TrialMetrics]
+    changed: dict[str, dict[str, str]]  # trial -> {proto path: value} differing from the base
+    param_names: list[str]
+    notes: list[str] = field(default_factory=list)
+    # trial -> its mAP minus the best trial's, with the bootstrap interval (sweep.report.bootstrap);
+    # filled by ``noise_vs_best``; a trial without kept detections is absent.
+    vs_best: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.settings.get("finished"))
+
+    def ranked(self) -> pd.DataFrame:
+        return self.df[self.df["rank"].notna()].sort_values("rank")
+
+    def best_name(self) -> str | None:
+        ranked = self.ranked()
+        return None if ranked.empty else str(ranked.iloc[0]["trial"])
+
+    def base_name(self) -> str | None:
+        """The trial evaluated with the base config: marked ``_base``, else the first whose
+        config does not differ from the base, else the first one."""
+        marked = self.df[self.df["base"]]
+        if not marked.empty:
+            return str(marked.iloc[0]["trial"])
+        for name in self.df["trial"]:
+            if not self.changed.get(name) and self.trials[name].pipeline_path.exists():
+                return str(name)
+        return None if self.df.empty else str(self.df.iloc[0]["trial"])
+
+    def short_changes(self, name: str) -> dict[str, str]:
+        """What ``name`` changed from the base trial, in the space's short names
+        (``{"l2_weight": "1.2e-4"}``); empty for the base and for configs equal to the base."""
+        base = self.base_name()
+        if name == base or not self.changed.get(name):
+            return {}
+        mine = public_params(self.trials[name].params())
+        theirs = public_params(self.trials[base].params()) if base else {}
+        return short_names.changed(mine, theirs) if theirs else short_names.grouped(mine)
+
+    def varied_params(self) -> list[str]:
+        """Parameter columns with more than one value (constants only clutter the plots)."""
+        return [p for p in self.param_names
+                if self.df[p].dropna().astype(str).nunique() > 1]
+
+
+def _changed_fields(base_cfg: Any, trial: TrialDir) -> dict[str, str] | None:
+    if base_cfg is None or not trial.pipeline_path.exists():
+        return None
+    from sweep.odapi.render import changed_fields, load_pipeline
+
+    return changed_fields(base_cfg, load_pipeline(trial.pipeline_path))
+
+
+def _trial_row(trial: TrialDir, tm: m.TrialMetrics, objs: list[Objective],
+               now: float) -> dict[str, Any]:
+    status = trial.status()
+    params = trial.params()
+    state = status.get("state", PENDING)
+    row: dict[str, Any] = {
+        "trial": trial.name, "state": state, "reason": status.get("reason") or "",
+        "base": bool(params.get("_base")), "attempts": status.get("attempts"),
+        "created_at": status.get("created_at"), "started_at": status.get("started_at"),
+        "ended_at": status.get("ended_at"),
+        "steps": tm.last_train_step, "eval_step": tm.last_eval_step,
+    }
+    started = status.get("started_at")
+    ended = status.get("ended_at") or (now if state == RUNNING else None)
+    row["wall_time_s"] = float(ended - started) if started and ended else None
+    row["train_time_s"] = (tm.train_wall[1] - tm.train_wall[0]) if tm.train_wall else None
+    for k, v in public_params(params).items():
+        row[PARAM + k] = v
+    for tag, v in tm.last_train().items():
+        row[TRAIN + tag] = v
+    for tag, v in tm.last_eval().items():
+        row[EVAL + tag] = v
+    best = _best_of(tm, objs[0])
+    row["best_step"] = best[0] if best else None
+    row["objective"] = best[1] if best else None
+    for tag, v in (tm.eval[best[0]] if best else {}).items():
+        row[BEST + tag] = v
+    # Each further objective at its own best step (for the multi-objective summary).
+    for obj in objs[1:]:
+        b = _best_of(tm, obj)
+        row[f"objective:{obj.tag}"] = b[1] if b else None
+    # What Optuna was told: each objective as reported at the last evaluation.
+    last = max((s for s in tm.eval if s > 0), default=None)
+    for obj in objs:
+        row[LAST_REPORTED + obj.tag] = reported(tm, obj.tag, last) if last is not None else None
+    return row
+
+
+def gather(exp: Experiment) -> Gathered:
+    """Read settings, every trial's folder and event files into one DataFrame."""
+    settings = exp.settings()
+    objs = objectives(settings)
+    now = time.time()
+    base_cfg = None
+    notes: list[str] = []
+    if exp.base_pipeline.exists():
+        from sweep.odapi.render import load_pipeline
+
+        base_cfg = load_pipeline(exp.base_pipeline)
+    else:
+        notes.append(f"{exp.base_pipeline} is missing: changed parameters are the sampled ones.")
+    trials = exp.trials()
+    rows, tms, changed = [], {}, {}
+    for trial in trials:
+        tm = m.read_trial(trial.path)
+        tms[trial.name] = tm
+        rows.append(_trial_row(trial, tm, objs, now))
+        try:
+            diff = _changed_fields(base_cfg, trial)
+        except ConfigError as e:  # one unreadable config must not cost the whole report
+            notes.append(f"{trial.name}: {e}")
+            diff = None
+        if diff is None:  # not rendered yet (or unreadable): show what was sampled
+            diff = {k: fmt(v) for k, v in public_params(trial.params()).items()}
+        changed[trial.name] = diff
+    df = pd.DataFrame(rows)
+    if df.empty:
+        df = pd.DataFrame(columns=["trial", "state", "reason", "base", "objective", "best_step"])
+    for col in ("steps", "eval_step", "best_step", "attempts"):
+        if col in df:
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
+    df["changed"] = [
+        "; ".join(f"{k}: {v}" for k, v in changed[t].items()) for t in df["trial"]]
+    # Rank: failed trials (e.g. diverged) and trials with no objective yet are not candidates.
+    obj = pd.to_numeric(df["objective"], errors="coerce")
+    eligible = (df["state"] != FAILED) & obj.notna()
+    order = obj[eligible].rank(method="first", ascending=objs[0].mode == "min")
+    df["rank"] = pd.array([None] * len(df), dtype="Int64")
+    df.loc[eligible, "rank"] = order.astype("int64")
+    param_names = [c for c in df.columns if c.startswith(PARAM)]
+    return Gathered(exp, settings, objs, df, {t.name: t for t in trials}, tms, changed,
+                    param_names, notes)
+
+
+def leaderboard(exp: Experiment) -> pd.DataFrame:
+    """All trials, best first; unranked ones (failed, not evaluated) after, in creation order.
+
+    Columns: rank, trial, state, reason, base, objective (the trial's best value of the sweep's
+    first metric) and best_step, ``param:<name>``, ``train:<tag>`` (last train step),
+    ``eval:<tag>`` (last eval), ``best:<tag>`` (the eval at best_step), ``reported:<tag>`` (each
+    objective as last reported to Ray/Optuna), steps, eval_step,
+    wall_time_s (status times), train_time_s (first to last train summary), changed (vs base).
+    """
+    return _leaderboard(gather(exp))
+
+
+def _leaderboard(g: Gathered) -> pd.DataFrame:
+    df = g.df.copy()
+    df["_order"] = range(len(df))
+    df = df.sort_values(["rank", "_order"], na_position="last").drop(columns="_order")
+    first = ["rank", "trial", "state", "reason", "base", "objective", "best_step"]
+    rest = [c for c in df.columns if c not in first]
+    groups = [[c for c in rest if c.startswith(p)]
+              for p in (PARAM, BEST, EVAL, TRAIN, LAST_REPORTED)]
+    grouped = {c for grp in groups for c in grp}
+    other = [c for c in rest if c not in grouped]
+    return df[first + [c for grp in groups for c in grp] + other].reset_index(drop=True)
+
+
+def best_trial(exp: Experiment) -> TrialDir | None:
+    """The trial with the best value of the sweep's first metric (failed trials excluded)."""
+    g = gather(exp)
+    name = g.best_name()
+    return g.trials[name] if name else None
+
+
+# ---------------------------------------------------------------- Optuna
+
+def _load_study(g: Gathered) -> Any | None:
+    """The sweep's Optuna study, or None (with a note) if it is not there yet."""
+    import optuna
+
+    from sweep.core.study_url import masked, scrub
+
+    url = g.exp.storage_url()
+    if url.startswith("sqlite:///"):
+        db = Path(url[len("sqlite:///"):])
+        if not db.exists():  # loading would create an empty database
+            g.notes.append(f"No Optuna study yet ({db} does not exist).")
+            return None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    name = g.settings.get("study_name")
+    try:
+        if not name:
+            names = optuna.get_all_study_names(storage=url)
+            if len(names) != 1:
+                g.notes.append(f"experiment.json names no study_name and {masked(url)} holds "
+                               f"{len(names)} studies: {names}.")
+                return None
+            name = names[0]
+        return optuna.load_study(study_name=name, storage=url)
+    except Exception as e:  # noqa: BLE001 - a report must not die on a busy or odd database
+        g.notes.append(f"Could not load the Optuna study {name!r} from {masked(url)}: "
+                       + scrub(str(e), url))
+        return None
+
+
+def param_importances(g: Gathered, study: Any | None) -> tuple[dict[str, float], str]:
+    """Optuna's importances of the first objective, or ``({}, why there are none)``."""
+    if study is None:
+        return {}, "not available: no Optuna study"
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+    from optuna.trial import TrialState
+
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.values]
+    varied = [p for p in {k for t in done for k in t.params}
+              if len({repr(t.params.get(p)) for t in done}) > 1]
+    if len(done) < MIN_TRIALS_FOR_IMPORTANCES or not varied:
+        return {}, (f"not enough trials: {len(done)} completed with {len(varied)} varied "
+                    f"parameters; importances mean something from {MIN_TRIALS_FOR_IMPORTANCES} "
+                    "completed trials and 1 varied parameter on")
+    target = None if len(study.directions) == 1 else (lambda t: t.values[0])
+    try:
+        values = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0),
+                                       target=target)
+    except Exception as e:  # noqa: BLE001 - e.g. too few distinct values for the forest
+        return {}, f"not available: Optuna could not compute them ({e})"
+    return dict(values), f"from {len(done)} completed trials (fANOVA, Optuna)"
+
+
+def _same_params(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    keys = set(a) & set(b)
+    return bool(keys) and all(a[k] == b[k] for k in keys)
+
+
+def pareto_front(g: Gathered, study: Any | None) -> tuple[list[str], str]:
+    """Trials on the Pareto front of the first two objectives: Optuna's ``best_trials`` mapped
+    to trial folders by their parameters, else computed from the last reported values.
+
+    Either way the dots are the values each trial last reported (what Optuna ranks).
+    """
+    if study is not None and len(study.directions) >= 2:
+        names = []
+        for ft in study.best_trials:
+            for t in g.df.itertuples():
+                params = public_params(g.trials[t.trial].params())
+                if _same_params(ft.params, params) and t.trial not in names:
+                    names.append(t.trial)
+        if names:
+            return names, "Pareto-optimal trials from the Optuna study (study.best_trials)"
+    a, b = g.objectives[:2]
+    xa, xb = LAST_REPORTED + a.tag, LAST_REPORTED + b.tag
+    if xa not in g.df or xb not in g.df:
+        return [], "no trial has both objectives yet"
+    # As Optuna: only completed trials (stopped ones are PRUNED there).
+    pts = g.df[(g.df["state"] == COMPLETED) & g.df[xa].notna() & g.df[xb].notna()]
+
+    def dominates(p: Any, q: Any) -> bool:
+        ge = all(not o.better(q[c], p[c]) for o, c in ((a, xa), (b, xb)))
+        return ge and any(o.better(p[c], q[c]) for o, c in ((a, xa), (b, xb)))
+
+    front = [str(p["trial"]) for _, p in pts.iterrows()
+             if not any(dominates(q, p) for _, q in pts.iterrows())]
+    return front, "Pareto-optimal trials computed from the last reported values"
+
+
+# ---------------------------------------------------------------- noise
+
+def kept_detections(g: Gathered, name: str) -> tuple[dict, list[dict]] | str:
+    """(ground truth, detections) the eval job kept for the checkpoint of ``name``'s best
+    step, or why there are none."""
+    from sweep.odapi import detections
+
+    step = g.df.set_index("trial").loc[name, "best_step"]
+    if step is None or step is pd.NA:
+        return f"{name} has no evaluation"
+    ck = {s: c for c, s in checkpoint_steps(g.trials[name]).items()}.get(int(step))
+    kept = detections.read(g.trials[name].path, ck) if ck else None
+    if kept is None:
+        return (f"the eval job kept no per-image detections for {name} at step {int(step)} "
+                "(a sweep run before they were kept)")
+    return kept
+
+
+def noise_vs_best(g: Gathered, resamples: int | None = None) -> str | None:
+    """Fill ``g.vs_best``: each ranked trial's mAP minus the best's, paired bootstrap over the
+    eval images. Returns why it could not be measured for the best, or None."""
+    from sweep.report import bootstrap
+
+    best = g.best_name()
+    if best is None:
+        return "no trial has been evaluated"
+    ref = kept_detections(g, best)
+    if isinstance(ref, str):
+        return ref
+    images = {i["id"] for i in ref[0]["images"]}
+    for name in g.ranked()["trial"]:
+        if name == best:
+            continue
+        other = kept_detections(g, str(name))
+        if isinstance(other, str):
+            continue
+        if {i["id"] for i in other[0]["images"]} != images:
+            g.notes.append(f"{name} was evaluated on other images than {best}: no interval.")
+            continue
+        g.vs_best[str(name)] = bootstrap.paired(ref[0], other[1], ref[1],
+                                                resamples=resamples or bootstrap.RESAMPLES)
+    return None

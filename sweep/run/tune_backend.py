@@ -1,0 +1,731 @@
+"""Ray Tune + Optuna: the sweep's Ray backend (with ``sweep.run.schedulers``, the only modules
+that import Ray, lazily).
+
+A sweep is a ``ray.tune.Tuner`` whose trainable wraps ``TrialRunner``, whose searcher is
+Ray's ``OptunaSearch`` (define-by-run over the search space, the study in an RDB storage),
+and whose scheduler is FIFO, ASHA or median stopping on the step axis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sweep.core import errors
+from sweep.core.experiment import Experiment
+from sweep.odapi.metrics import result_key
+from sweep.run import ray_node
+from sweep.run.settings import SweepSettings
+from sweep.run.trial import TrialRunner, TrialSpec, mark_failed
+from sweep.search import samplers
+
+# A result that lacks the metric (a failed trial's last word) must not be an error in Ray.
+os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# Trials checkpoint (a few bytes) after every evaluation; Ray's warning about it is noise here.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# Ray's TensorBoard logger would add a second HParams experiment per Ray trial (under ray/);
+# sweep.run.hparams writes one for the sweep, linked to the OD API curves. JSON and CSV stay.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+
+
+# Ray hands a finished trial's actor to the next trial (SweepTrainable.reset_config) instead of
+# starting a new actor process per trial. A switch for benchmarks/control_plane.py, which
+# measures what it saves.
+REUSE_ACTORS = True
+
+
+def make_sampler(settings: SweepSettings, space: Any = None, num_points: int = 0):  # noqa: ANN201
+    """The sweep's Optuna sampler from its settings (``sweep.search.samplers`` builds it)."""
+    return samplers.make_sampler(settings.sampler, seed=settings.seed,
+                                 num_trials=settings.num_trials,
+                                 max_concurrent=settings.max_concurrent, space=space,
+                                 num_points=num_points)
+
+
+def make_scheduler(settings: SweepSettings, max_steps: int, space: Any = None):  # noqa: ANN201
+    """The sweep's scheduler from its settings (``sweep.run.schedulers`` builds it)."""
+    from sweep.run import schedulers
+
+    return schedulers.make_scheduler(
+        settings.scheduler, metric=result_key(settings.metrics[0]), mode=settings.modes[0],
+        max_steps=max_steps, eval_every=settings.eval_every, seed=settings.seed, space=space,
+        perturbation_interval=settings.perturbation_interval, pbt_sync=settings.pbt_sync)
+
+
+def _trainable_class():  # noqa: ANN202 - a Ray Trainable subclass, built lazily
+    import ray
+    from ray import tune
+
+    class SweepTrainable(tune.Trainable):
+        """One OD API trial; Ray calls step() until done, stop() to end it early, and
+        reset_config() to hand this actor the next trial (actor reuse, see run_sweep)."""
+
+        def setup(self, config: dict[str, Any], spec: TrialSpec | None = None) -> None:
+            gpu_ids = [str(g) for g in ray.get_gpu_ids()]
+            if spec.space is not None:  # PBT adds every mutable name to every config
+                from sweep.search import pbt
+
+                config = pbt.active(spec.space, config)
+            self.runner = TrialRunner(spec, self.trial_id, config, gpu_ids=gpu_ids,
+                                      node=ray_node.this_node)
+            self.started = False  # Ray restores a checkpoint (load_checkpoint) after setup
+
+        def step(self) -> dict[str, Any]:
+            if not self.started:
+                self.started = True
+                self.runner.start()
+            return self.runner.next_result()
+
+        def save_checkpoint(self, checkpoint_dir: str) -> dict[str, Any]:
+            # The OD API's own checkpoints live in the trial folder; this names the one
+            # evaluated last, which PBT hands to the trials that clone this one.
+            step = self.runner.reported_step
+            names = [r["checkpoint"] for r in self.runner.dir.evaluated()
+                     if int(r.get("step", -1)) == step and "checkpoint" in r]
+            return {"trial": self.trial_id, "reported_step": step, "step": step,
+                    "checkpoint": names[-1] if names else None}
+
+        def load_checkpoint(self, checkpoint: dict[str, Any] | str | None) -> None:
+            # Our own checkpoint: start() resumes from the trial folder. Another trial's:
+            # PBT's exploit, continue from its OD API checkpoint with our perturbed config.
+            if (isinstance(checkpoint, dict)
+                    and checkpoint.get("trial") not in (None, self.trial_id)):
+                self.runner.exploit(checkpoint["trial"], int(checkpoint["step"]),
+                                    checkpoint["checkpoint"])
+
+        def cleanup(self) -> None:
+            self.runner.stop()
+
+        def reset_config(self, new_config: dict[str, Any]) -> bool:
+            # Ray keeps a finished or early-stopped trial's actor for the next trial without
+            # stopping it: end that trial here (its processes, its status) before the next
+            # one starts. self.trial_id is already the new trial's (Trainable.reset).
+            self.runner.stop()
+            self.setup(new_config)  # tune.with_parameters' setup passes the spec again
+            return True
+
+    return SweepTrainable
+
+
+def _checkpoint_config(settings: SweepSettings):  # noqa: ANN202
+    """Ray checkpoints only under PBT/PB2, which clone from a trial's last saved one (keep a
+    few: Ray warns at <= 2). Otherwise the trial folder is the whole state (a restarted or
+    resumed trial goes on from it), and a Ray checkpoint per result would also make Ray
+    rewrite the whole experiment state after every result: O(trials) each, slow at 1000s."""
+    from ray import tune
+
+    if settings.population_based:
+        return tune.CheckpointConfig(num_to_keep=4, checkpoint_frequency=1)
+    return tune.CheckpointConfig(checkpoint_frequency=0, checkpoint_at_end=False)
+
+
+def _pbt_population(settings: SweepSettings, space: Any, points: list[dict[str, Any]]):  # noqa: ANN202
+    """PBT's initial population (Ray allows no searcher beside it): the known points first,
+    then configs drawn at random from the space, ``--num-trials`` in all."""
+    from ray.tune.search import BasicVariantGenerator
+
+    from sweep.search.space import random_samples, replay
+
+    known = [replay(space, p) for p in points[:settings.num_trials]]
+    drawn = random_samples(space, settings.num_trials - len(known), seed=settings.seed or 0)
+    population = known + drawn
+    # Ray takes preset configs only for keys of param_space: every key, unset by default (a
+    # parameter under another choice stays None and is dropped by pbt.active in the trial).
+    keys = {k for config in population for k in config}
+    return (BasicVariantGenerator(points_to_evaluate=population,
+                                  max_concurrent=settings.max_concurrent),
+            dict.fromkeys(sorted(keys)))
+
+
+def _pbt_study_recorder(settings: SweepSettings, exp: Experiment, space: Any):  # noqa: ANN202
+    """Under PBT no Optuna searcher runs, yet the report and optuna-dashboard read the study:
+    record each finished trial there (its final parameters and last reported value)."""
+    import optuna
+    from ray.tune import Callback
+
+    url, key = settings.storage_url(), result_key(settings.metrics[0])
+    name = settings.study_name or settings.name
+    direction = "maximize" if settings.modes[0] == "max" else "minimize"
+    optuna.create_study(study_name=name, storage=url, direction=direction,
+                        load_if_exists=True)
+
+    class PbtStudy(Callback):
+        def _record(self, trial, result: dict | None) -> None:  # noqa: ANN001
+            from optuna.trial import TrialState
+
+            from sweep.search import pbt
+
+            study = optuna.load_study(study_name=name, storage=url)
+            if any(t.user_attrs.get("ray_trial_id") == trial.trial_id for t in study.trials):
+                return
+            params = pbt.active(space, exp.trial(trial.trial_id).params() or trial.config)
+            study.enqueue_trial({k: v for k, v in params.items()
+                                 if k in {p.name for p, _ in space.walk() if p.sampled}})
+            ot = study.ask()
+            space.define_by_run(ot)
+            ot.set_user_attr("ray_trial_id", trial.trial_id)
+            value = (result or {}).get(key)
+            failed = (result or {}).get("sweep_failed")
+            if failed or not isinstance(value, int | float) or value != value:
+                ot.set_user_attr("failure", failed or "no result")
+                study.tell(ot, state=TrialState.FAIL)
+            else:
+                study.tell(ot, float(value))
+
+        def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+            self._record(trial, trial.last_result)
+
+        def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
+            self._record(trial, {"sweep_failed": errors.ACTOR_DIED})
+
+    return PbtStudy()
+
+
+ACTOR_DETAIL = ("Ray gave up on the trial's actor (its process or node died, or the trainable "
+                "raised); see the driver's output and Ray's logs")
+
+
+def _searcher_class(exp: Experiment):  # noqa: ANN202
+    from optuna.trial import TrialState
+    from ray.tune.search.optuna import OptunaSearch
+
+    class SweepSearch(OptunaSearch):
+        """OptunaSearch that records failures (with their reason) and early stops in the
+        study as such."""
+
+        def suggest(self, trial_id: str) -> dict | None:
+            config = super().suggest(trial_id)
+            ot_trial = self._ot_trials.get(trial_id)
+            if ot_trial is not None:
+                ot_trial.set_user_attr("ray_trial_id", trial_id)
+            return config
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                              error: bool = False) -> None:
+            ot_trial = self._ot_trials.get(trial_id)
+            if trial_id in self._completed_trials or ot_trial is None:
+                return super().on_trial_complete(trial_id, result, error)
+            failed = (result or {}).get("sweep_failed")
+            if error and not failed:  # Ray's own give-up: the folder says why, or it is ours
+                failed = mark_failed(exp.trial(trial_id), errors.ACTOR_DIED, ACTOR_DETAIL)
+            if failed:
+                ot_trial.set_user_attr("failure", failed)
+                self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+                self._completed_trials.add(trial_id)
+                return None
+            if result and not result.get("trained_to_end", False):
+                ot_trial.set_user_attr("stopped_early", True)
+                if not isinstance(self.metric, list):
+                    # Ray hands the stopping result to on_trial_complete only: record it, so
+                    # the pruned trial carries its last value for the sampler.
+                    value = result.get(self.metric)
+                    if isinstance(value, int | float) and value == value:
+                        ot_trial.report(float(value), int(result.get("training_iteration", 1)))
+                    self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+                    self._completed_trials.add(trial_id)
+                    return None
+            return super().on_trial_complete(trial_id, result, error)
+
+    return SweepSearch
+
+
+def _callbacks(settings: SweepSettings, exp: Experiment):  # noqa: ANN202
+    from ray.tune import Callback
+    from ray.tune.stopper import Stopper
+
+    class Progress(Callback):
+        """One line per event: trials done/total, best so far, elapsed and ETA.
+
+        Counts come from Ray's trial list, so a resumed sweep counts the trials it restored;
+        elapsed and ETA are of this run (the pickled callback is reused by Tuner.restore).
+        """
+
+        def __init__(self) -> None:
+            self.t0 = time.time()
+            self.done = 0
+            self.done_here = 0  # trials that ended in this run (the ETA's rate)
+            self.best: float | None = None
+            self.key = result_key(settings.metrics[0])
+            self.mode = settings.modes[0]
+
+        def setup(self, **info: Any) -> None:
+            self.t0 = time.time()
+            self.done_here = 0
+
+        def _count(self, trials: list) -> None:
+            self.done = sum(1 for t in trials if t.status in ("TERMINATED", "ERROR"))
+            for t in trials:
+                v = (t.last_result or {}).get(self.key)
+                if isinstance(v, float) and v == v and (
+                        self.best is None or (v > self.best if self.mode == "max" else v < self.best)):
+                    self.best = v
+
+        def _line(self, what: str) -> None:
+            elapsed = time.time() - self.t0
+            eta = (elapsed / self.done_here * (settings.num_trials - self.done)
+                   if self.done_here else None)
+            best = f"{self.best:.4f}" if self.best is not None else "-"
+            print(f"[sweep {time.strftime('%H:%M:%S')}] {self.done}/{settings.num_trials} trials "
+                  f"done | best {self.key} {best} | elapsed {elapsed / 60:.1f} min"
+                  f" | ETA {'-' if eta is None else f'{eta / 60:.1f} min'} | {what}", flush=True)
+
+        def on_trial_start(self, iteration, trials, trial, **info):  # noqa: ANN001
+            self._count(trials)
+            self._line(f"{trial.trial_id} started {_short(trial.config)}")
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001
+            v = result.get(self.key)
+            if isinstance(v, float) and v == v and (
+                    self.best is None or (v > self.best if self.mode == "max" else v < self.best)):
+                self.best = v
+            if result.get("sweep_failed"):
+                self._line(f"{trial.trial_id} FAILED: {result['sweep_failed']}")
+            else:
+                self._line(f"{trial.trial_id} step {result.get('step')} "
+                           f"total_loss={_fmt(result.get('total_loss'))} mAP={_fmt(result.get('mAP'))}")
+
+        def _finished(self, trials, trial) -> None:  # noqa: ANN001
+            self.done_here += 1
+            self._count(trials)
+            self.done = max(self.done, sum(1 for t in trials if t.status in ("TERMINATED", "ERROR")
+                                           or t is trial))
+
+        def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+            self._finished(trials, trial)
+            self._line(f"{trial.trial_id} finished")
+
+        def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
+            reason = mark_failed(exp.trial(trial.trial_id), errors.ACTOR_DIED, ACTOR_DETAIL)
+            budget.errored(trial.trial_id)
+            self._finished(trials, trial)
+            self._line(f"{trial.trial_id} FAILED: {reason} (see {exp.trial(trial.trial_id).path})")
+
+    class Budget(Stopper):
+        """Stops the sweep after N consecutive failed trials or a total train-step budget."""
+
+        def __init__(self) -> None:
+            self.streak = 0
+            self.steps: dict[str, int] = {}
+            self.reason: str | None = None
+            self.pid = os.getpid()
+
+        def _seed(self) -> None:
+            """Tune.restore (a new driver process) reuses this object as pickled at the start:
+            take what the trial folders say (steps trained, failures in a row) first."""
+            self.pid = os.getpid()
+            for t in exp.trials():
+                st = t.status()
+                if st.get("last_step") is not None:
+                    self.steps.setdefault(t.name, int(st["last_step"]))
+                if st.get("state") == "FAILED":
+                    self.streak += 1
+                elif st.get("state") in ("COMPLETED", "STOPPED"):
+                    self.streak = 0
+
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            if self.pid != os.getpid():
+                self._seed()
+            if result.get("sweep_failed"):
+                self.streak += 1
+            elif result.get("done"):
+                self.streak = 0
+            if "step" in result:
+                self.steps[trial_id] = int(result["step"])
+            self._check()
+            return False
+
+        def errored(self, trial_id: str) -> None:
+            """A trial Ray gave up on (no result of ours) fails like any other."""
+            if self.pid != os.getpid():
+                self._seed()
+            self.streak += 1
+            self._check()
+
+        def _check(self) -> None:
+            if self.streak >= settings.max_consecutive_failures:
+                self.reason = (f"{self.streak} trials failed in a row; the sweep stops. Look at "
+                               f"the last trials' train.log / eval.log under {exp.trials_dir}")
+            if settings.step_budget and sum(self.steps.values()) >= settings.step_budget:
+                self.reason = f"the step budget ({settings.step_budget} train steps) is spent"
+
+        def stop_all(self) -> bool:
+            return self.reason is not None
+
+    budget = Budget()
+    return Progress(), budget
+
+
+def _short(config: dict) -> str:
+    # Last path component, unless two keys share it (learning_rate vs <schedule>.learning_rate).
+    last = [k.split(".")[-1] for k in config]
+    items = [f"{k.split('.')[-1] if last.count(k.split('.')[-1]) == 1 else k}={_fmt(v)}"
+             for k, v in sorted(config.items())]
+    return ", ".join(items)[:160]
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+@dataclass
+class Plan:
+    """What a sweep needs that can be built and checked before Ray starts or a folder is
+    written: the sampler and scheduler (None on resume: Ray restores its own), and the
+    study storage opened (None for a new run's default SQLite file, made in the folder)."""
+
+    sampler: Any = None
+    scheduler: Any = None
+    storage: Any = None
+
+
+def preflight(settings: SweepSettings, space: Any, max_steps: int, *,
+              resume: bool = False) -> Plan:
+    """Build and check everything that does not need Ray running; ``ConfigError`` if bad."""
+    plan = Plan()
+    if resume:
+        from ray import tune
+
+        exp = Experiment(settings.experiment_root)
+        if not tune.Tuner.can_restore(str(exp.ray_dir)):
+            # A new Tuner here would sample the known points again into the same study.
+            raise errors.ConfigError(errors.Problem(
+                "sweep resume", str(exp.ray_dir), "Ray Tune saved no experiment state before the "
+                "driver stopped, so there is nothing to resume",
+                f"start anew: sweep run ... --name {settings.name} --overwrite"))
+    else:
+        plan.sampler = make_sampler(settings, space)  # built to refuse a bad one now
+        plan.scheduler = make_scheduler(settings, max_steps, space)
+    if resume or settings.study_url:
+        plan.storage = open_study_storage(settings, resume=resume)
+    return plan
+
+
+def open_study_storage(settings: SweepSettings, *, resume: bool) -> Any:
+    """Open (and on resume, load the study from) the Optuna storage; ``ConfigError`` naming
+    the URL or file and the database's own words if it cannot."""
+    import optuna
+
+    url = settings.storage_url()
+    study_name = settings.study_name or settings.name
+    key = "--study-url" if settings.study_url else "study.db"
+    where = "command line" if settings.study_url else str(settings.experiment_root)
+    if resume and not settings.study_url:
+        _check_study_file(settings, Experiment(settings.experiment_root).study_db)
+    try:
+        storage = optuna.storages.RDBStorage(url)
+        if resume:
+            optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError as e:
+        raise errors.ConfigError(errors.Problem(
+            where, key, f"the study '{study_name}' is not in {_safe_url(url)}",
+            "resume with the storage the sweep was started with, or start anew with "
+            f"`sweep run ... --name {settings.name} --overwrite`")) from e
+    except Exception as e:  # noqa: BLE001 - SQLAlchemy/driver errors vary by database
+        words = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        fix = ("give a SQLAlchemy URL the database answers, e.g. sqlite:////abs/path/study.db "
+               "or postgresql+psycopg://user@host/db (is the server up, the driver installed?)"
+               if settings.study_url else
+               "the study database is damaged: restore it from a copy, or start anew with "
+               f"`sweep run ... --name {settings.name} --overwrite`")
+        raise errors.ConfigError(errors.Problem(
+            where, key, f"cannot open the Optuna study storage {_safe_url(url)}: {words}",
+            fix)) from e
+    return storage
+
+
+def _check_study_file(settings: SweepSettings, path: Path) -> None:
+    """Read-only look at a resumed experiment's study.db: opening a damaged or empty file
+    with SQLAlchemy would write Optuna's tables into it."""
+    import sqlite3
+
+    problem = None
+    try:
+        with path.open("rb") as f:
+            header = f.read(16)
+        if header != b"SQLite format 3\x00":
+            problem = "is not an SQLite database"
+        else:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                tables = {r[0] for r in db.execute("select name from sqlite_master")}
+            if "studies" not in tables:
+                problem = "holds no Optuna study"
+    except (OSError, sqlite3.Error) as e:
+        problem = f"cannot be read ({e})"
+    if problem:
+        raise errors.ConfigError(errors.Problem(
+            str(settings.experiment_root), "study.db", f"the sweep's Optuna study database "
+            f"{problem}", "restore study.db from a copy, or start anew with "
+            f"`sweep run ... --name {settings.name} --overwrite`"))
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL has no password to hide
+        return url[:120]
+
+
+STARTUP_ATTEMPTS = 3
+PROBE_TIMEOUT_S = 10.0
+
+
+def _probe_address(address: str) -> None:
+    """Refuse a host:port nothing listens on: ray.init would retry it for minutes."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # 'auto', or a ray:// client address: Ray answers these quickly itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as e:
+        raise errors.ConfigError(errors.Problem(
+            "command line", "--address", f"no Ray cluster answers at {address} "
+            f"({e.strerror or e})", "start one with `ray start --head` and give its address "
+            "(host:port, or 'auto' on a node of the cluster), or leave --address out for an "
+            "embedded local Ray")) from e
+LOOPBACK = "127.0.0.1"
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """While an embedded single-machine Ray starts, make it listen on loopback only (GCS,
+    raylet, workers, agents, metrics): nothing on this machine's network addresses. Ray binds
+    its servers to the node IP, and takes the loopback IP as the node IP when it believes
+    clusters are off (as on macOS); the processes it starts read the same switch from the
+    environment. Restored afterwards, so nothing else in this process inherits it."""
+    from ray._private import ray_constants
+
+    name = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+    saved_env, saved_flag = os.environ.get(name), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[name] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved_env
+
+
+_STARTED_RAY = False  # whether init_ray started or joined the Ray that stop_ray ends
+
+
+def init_ray(settings: SweepSettings) -> str | None:
+    """Connect to ``--address`` or start an embedded local Ray; returns the dashboard URL.
+    A Ray already up in this process (a test's, shared by many sweeps) is used as it is."""
+    global _STARTED_RAY
+    import ray
+
+    if ray.is_initialized():
+        return None
+    _STARTED_RAY = True
+    # Workers must import this package the way the driver does.
+    pkg_root = str(Path(__file__).resolve().parents[2])
+    env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
+        p for p in (pkg_root, os.environ.get("PYTHONPATH", "")) if p)}}
+    if settings.address:
+        _probe_address(settings.address)
+        try:
+            ctx = ray.init(address=settings.address, runtime_env=env, log_to_driver=False)
+        except (ConnectionError, ValueError, RuntimeError) as e:
+            raise errors.ConfigError(errors.Problem(
+                "command line", "--address", f"cannot connect to a Ray cluster at "
+                f"{settings.address!r}: {str(e).splitlines()[0][:200] if str(e) else e!r}",
+                "start one with `ray start --head` and give its address (host:port or 'auto'), "
+                "or leave --address out for an embedded local Ray")) from e
+        try:
+            settings.check_cluster(ray.nodes())
+        except errors.ConfigError:
+            ray.shutdown()
+            raise
+    else:
+        # "local": always a new Ray of our own, even if `ray start` left a cluster running here
+        # (ray.init() with no address would join that one).
+        for attempt in range(1, STARTUP_ATTEMPTS + 1):
+            try:
+                with _loopback_only():
+                    ctx = ray.init(address="local", _node_ip_address=LOOPBACK,
+                                   num_cpus=os.cpu_count(), num_gpus=settings.declare_gpus,
+                                   include_dashboard=settings.dashboard,
+                                   dashboard_host=settings.dashboard_host, runtime_env=env,
+                                   log_to_driver=False)
+                break
+            except Exception as e:  # noqa: BLE001 - Ray raises a bare Exception for this
+                # On a loaded machine the raylet can give up on its agents (slow Python start-up)
+                # and abort: "The current node timed out during startup". A new start works.
+                if "timed out during startup" not in str(e) or attempt == STARTUP_ATTEMPTS:
+                    raise
+                print(f"sweep: Ray did not start ({e}); trying again ({attempt + 1}/"
+                      f"{STARTUP_ATTEMPTS})", file=sys.stderr, flush=True)
+                ray.shutdown()
+    url = getattr(ctx, "dashboard_url", None)
+    return f"http://{url}" if url and not str(url).startswith("http") else url
+
+
+def stop_ray() -> None:
+    """Shut down the Ray this driver started or joined (not one it found running)."""
+    global _STARTED_RAY
+    import ray
+
+    if _STARTED_RAY:
+        ray.shutdown()
+        _STARTED_RAY = False
+
+
+def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]], max_steps: int,
+              *, plan: Plan, url: str | None, resume: bool = False) -> dict[str, Any]:
+    """Run (or resume) the sweep to its end on the Ray ``init_ray`` started; returns a summary
+    for the CLI. Shuts Ray down at the end."""
+    from ray import tune
+
+    from sweep.search.study_storage import PasswordFreeRDBStorage
+
+    exp = Experiment(settings.experiment_root)
+    study_name = settings.to_json()["study_name"]
+    spec = TrialSpec(experiment_root=exp.root, metric=settings.metrics[0], mode=settings.modes[0],
+                     eval_every=settings.eval_every, keep_checkpoints=settings.keep_checkpoints,
+                     threads=max(1, int(settings.cpus_per_trial)),
+                     max_failures=settings.max_failures,
+                     stall_s=settings.stall_minutes * 60, eval_device=settings.eval_device,
+                     graph_optimizer=settings.graph_optimizer,
+                     run_id=f"{socket.gethostname()}-{os.getpid()}-{time.time():.0f}",
+                     perturb=space.perturb if settings.population_based else (),
+                     space=space if settings.population_based else None,
+                     # A test hook: tests run Ray-level logic with a fast stand-in worker.
+                     worker_module=os.environ.get("SWEEP_WORKER_MODULE", "sweep.odapi.worker"),
+                     pause_at_rungs=settings.scheduler in ("asha", "median", "pbt", "pb2"),
+                     cwd=Path(settings.cwd))
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable_class(), spec=spec),
+        {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
+    progress, budget = _callbacks(settings, exp)
+    # Ray is the CLI's (init_ray / stop_ray): a test's shared Ray outlives a sweep.
+    if url:
+        print(f"Ray dashboard: {url}", flush=True)
+    print(f"TensorBoard:   tensorboard --logdir {exp.root}", flush=True)
+    try:
+        from sweep.run import hparams
+
+        hparams.write_experiment(exp.root, space, description=f"sweep {settings.name}")
+    except Exception as e:  # noqa: BLE001 - TensorBoard extras never stop a sweep
+        print(f"sweep: could not write the TensorBoard HParams experiment: {e}",
+              file=sys.stderr)
+    run_config = tune.RunConfig(
+        name="ray", storage_path=str(exp.root), verbose=0,
+        callbacks=[progress] + ([_pbt_study_recorder(settings, exp, space)]
+                                if settings.population_based else []),
+        stop=budget,
+        # Ray restarts a trial whose actor died; the runner counts those restarts and its
+        # own process restarts against the same --max-failures (TrialSpec.run_id).
+        failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+        checkpoint_config=_checkpoint_config(settings),
+    )
+    ray_dir = exp.ray_dir
+    if resume:
+        tuner = tune.Tuner.restore(str(ray_dir), trainable=trainable,
+                                   resume_unfinished=True, resume_errored=False,
+                                   restart_errored=False)
+    else:
+        metric_keys = [result_key(m) for m in settings.metrics]
+        param_space = None
+        if settings.population_based:
+            searcher, param_space = _pbt_population(settings, space, points)
+        else:
+            points = samplers.known_points(points, settings.num_trials, space=space,
+                                         sampler=settings.sampler)
+            searcher = _searcher_class(exp)(
+                space=space.define_by_run,
+                metric=metric_keys if settings.multi_objective else metric_keys[0],
+                mode=settings.modes if settings.multi_objective else settings.modes[0],
+                points_to_evaluate=points or None,
+                sampler=make_sampler(settings, space, len(points)),
+                study_name=study_name,
+                storage=PasswordFreeRDBStorage(settings.storage_url()),
+            )
+        tuner = tune.Tuner(
+            trainable, param_space=param_space,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher, scheduler=plan.scheduler,
+                num_samples=settings.num_trials,
+                # PBT's population generator limits concurrency itself.
+                max_concurrent_trials=(None if settings.population_based
+                                       else settings.max_concurrent),
+                time_budget_s=settings.time_budget_s,
+                trial_dirname_creator=lambda t: t.trial_id,
+                # The next trial takes over a finished trial's Ray actor (reset_config) instead
+                # of a new actor process per trial. Not under PBT, whose exploit would reset a
+                # live trial's actor in place; there each clone gets a fresh actor.
+                reuse_actors=REUSE_ACTORS and not settings.population_based,
+            ),
+            run_config=run_config,
+        )
+    # Trial metrics live in the trial folders, not in Ray's result files: silence Ray's
+    # "Failed to fetch metrics" warning when it builds the (unused) result grid.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    grid = tuner.fit()
+    errored = len(grid.errors)
+    lost = reconcile(exp, settings.storage_url(), study_name)
+    if lost:
+        print(f"sweep: {len(lost)} trial(s) were lost with a killed driver before Ray "
+              f"recorded them; marked failed: {', '.join(lost)}", file=sys.stderr, flush=True)
+    if budget.reason:
+        print(f"sweep stopped: {budget.reason}", file=sys.stderr, flush=True)
+    return {"errors": errored, "stopped_reason": budget.reason, "dashboard": url}
+
+
+LOST = "lost"  # a trial the driver started but Ray's saved state did not know when resumed
+
+
+def reconcile(exp: Experiment, storage_url: str, study_name: str) -> list[str]:
+    """After ``fit()``: nothing may be left running. A driver killed between Ray suggesting a
+    trial and saving its experiment state leaves an Optuna trial (and maybe a trial folder)
+    that the resumed run does not know and re-suggests; mark those failed, never running."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from sweep.core.experiment import PAUSED, PENDING, RUNNING, STOPPED
+
+    lost: list[str] = []
+    study = optuna.load_study(study_name=study_name, storage=storage_url)
+    # Only RUNNING trials can be told (public API); a WAITING one is a known point never asked
+    # for, harmless: it is no trial of this sweep's and not in its report.
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        try:
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+        except (ValueError, RuntimeError) as e:  # another process finished it meanwhile
+            print(f"sweep: could not mark Optuna trial #{t.number} failed: {e}", file=sys.stderr)
+            continue
+        lost.append(str(t.user_attrs.get("ray_trial_id", f"optuna#{t.number}")))
+    for t in exp.trials():
+        if t.status().get("state") == PAUSED:  # PBT paused it and the sweep ended first
+            t.update_status(state=STOPPED, reason="the sweep ended while PBT had it paused",
+                            ended_at=time.time())
+        if t.status().get("state") in (RUNNING, PENDING):
+            mark_failed(t, LOST, "its process ended without a word (driver or node killed)")
+            if t.name not in lost:
+                lost.append(t.name)
+    return lost
+
+
+def resumable(root: Path) -> bool:
+    """Whether Ray saved a state of the experiment at ``root`` that a resume can continue."""
+    if not (root / "ray").is_dir():
+        return False
+    from ray import tune
+
+    return bool(tune.Tuner.can_restore(str(root / "ray")))
