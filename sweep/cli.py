@@ -83,7 +83,16 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
                    help="max or min, one per --metric [max for mAP, min for losses]")
     g.add_argument("--time-budget", type=float, help="stop starting trials after this many minutes")
     g.add_argument("--step-budget", type=int, help="stop after this many train steps in total")
-    g.add_argument("--seed", type=int, default=0, help="sampler seed [%(default)s]")
+    g.add_argument("--seed", type=int, default=0,
+                   help="seed of the sampler and of the trials: each trial's own seed is drawn "
+                        "from it and its number, recorded in its folder, and seeds Python, "
+                        "NumPy and TensorFlow in its train job (initialisation, data order, "
+                        "augmentation) [%(default)s]")
+    g.add_argument("--deterministic", action="store_true",
+                   help="TensorFlow op determinism in every train job "
+                        "(tf.config.experimental.enable_op_determinism): with the same seed, "
+                        "the same config trains to the same losses on the CPU; slower input "
+                        "pipelines. On GPUs see docs (not every op has a deterministic kernel)")
     g.add_argument("--eval-every", type=int, default=150 if demo else 0,
                    help="train steps between evaluations, the early-stopping points"
                         " (0 = at the end only) [%(default)s]")
@@ -288,7 +297,8 @@ def _settings(a: argparse.Namespace, space: Path, pipeline: Path, default_name: 
         num_trials=a.num_trials, max_concurrent=a.max_concurrent, sampler=a.sampler,
         scheduler=a.scheduler, metrics=tags, modes=modes,
         time_budget_s=None if a.time_budget is None else a.time_budget * 60, step_budget=a.step_budget,
-        seed=a.seed, cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
+        seed=a.seed, deterministic=a.deterministic, cpus_per_trial=a.cpus_per_trial,
+        gpus_per_trial=a.gpus_per_trial,
         eval_every=a.eval_every, keep_checkpoints=a.keep_checkpoints,
         max_failures=a.max_failures, max_consecutive_failures=a.max_consecutive_failures,
         stall_minutes=a.stall_minutes, eval_device=a.eval_device,
@@ -421,12 +431,14 @@ def _run(settings: Any, *, overwrite: bool, report: bool, resume: bool = False,
                 t0 = time.time()
                 # The base config's own values are the first known point (the report's baseline).
                 summary = tune_backend.run_sweep(settings, sp, sp.points_to_evaluate(base), steps,
-                                                 plan=plan, url=url)
+                                                 plan=plan, url=url,
+                                                 base_point=sp.base_point(base))
         else:
             print(f"experiment {exp.name}: {exp.root}", flush=True)
             t0 = time.time()
             summary = tune_backend.run_sweep(settings, sp, sp.points_to_evaluate(base), steps,
-                                             plan=plan, url=url, resume=True)
+                                             plan=plan, url=url, resume=True,
+                                             base_point=sp.base_point(base))
     finally:
         tune_backend.stop_ray()
     from sweep.core.experiment import read_json, write_json

@@ -225,7 +225,7 @@ def make_experiment(root: Path, *, finished: bool = True, multi_objective: bool 
         trial.pipeline_path.write_text(_render(base_text, clean))
         created = now + i * 60
         status: dict[str, Any] = {"state": state, "reason": reason, "created_at": created,
-                                  "attempts": 1}
+                                  "attempts": 1, "num_steps": 40}
         t = TrialTruth(params=params, state=state, reason=reason)
         if state != PENDING:
             last_step = {STOPPED: 20, RUNNING: 25}.get(state, 40)

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -187,9 +188,11 @@ def test_verdict_comes_first_in_short_names_with_proto_paths_collapsed(finished:
     params = se.truth[best.name].params
     assert (f"What changed: batch_size {params['batch_size']}, cosine.base {num(params[LR])}, "
             f"l2_weight {num(params['l2_weight'])}.") in verdict
-    t, b = se.truth[best.name], se.truth["trial_0000"]
-    best_map, base_map = (max(r[m.MAP] for r in x.eval.values()) for x in (t, b))
+    _, at_base, at_best = like_for_like(se, "trial_0000", best.name)
+    best_map = se.truth[best.name].eval[at_best][m.MAP]
+    base_map = se.truth["trial_0000"].eval[at_base][m.MAP]
     assert f"mAP {fmt(best_map)} vs {fmt(base_map)} ({best_map - base_map:+.3g}," in verdict
+    assert "up to the end of training (step 40)" in verdict
     # The full proto paths are there, but collapsed.
     details = verdict[verdict.index("<details>"):verdict.index("</details>")]
     assert "train_config.optimizer.momentum_optimizer.learning_rate." in details
@@ -296,6 +299,15 @@ def test_partial_report_is_marked(finished: tuple, partial: tuple) -> None:
     assert "RUNNING" in md and "PENDING" in md
 
 
+def like_for_like(se: Any, base: str, best: str) -> tuple[int, int, int]:
+    """(the last eval step both reached, base's best eval step up to it, best's), by mAP, from
+    the fixture's ground truth."""
+    tb, ts = se.truth[base].eval, se.truth[best].eval
+    step = min(max(tb), max(ts))
+    pick = [max((s for s in t if 0 < s <= step), key=lambda s, t=t: t[s][m.MAP]) for t in (tb, ts)]
+    return step, pick[0], pick[1]
+
+
 def test_best_vs_base(finished: tuple) -> None:
     se, out = finished
     md = (out / "report.md").read_text()
@@ -303,12 +315,43 @@ def test_best_vs_base(finished: tuple) -> None:
     assert best is not None and best.name != "trial_0000"
     rows = {r[""]: r for r in _md_table(md, "change")}
     base_col, best_col = "base (trial_0000)", f"best ({best.name})"
-    mean_ap = rows["best mAP"]
-    tag = m.MAP
-    base_best = max(r[tag] for r in se.truth["trial_0000"].eval.values())
-    best_best = max(r[tag] for r in se.truth[best.name].eval.values())
-    assert mean_ap[base_col] == fmt(base_best) and mean_ap[best_col] == fmt(best_best)
-    assert mean_ap["change"].startswith(f"{best_best - base_best:+.4g}")
+    step, at_base, at_best = like_for_like(se, "trial_0000", best.name)
+    assert rows["evaluation compared (step)"][base_col] == str(at_base)
+    mean_ap = rows["mAP there"]
+    base_v = se.truth["trial_0000"].eval[at_base][m.MAP]
+    best_v = se.truth[best.name].eval[at_best][m.MAP]
+    assert mean_ap[base_col] == fmt(base_v) and mean_ap[best_col] == fmt(best_v)
+    assert mean_ap["change"].startswith(f"{best_v - base_v:+.3g}")
+
+
+def test_a_base_stopped_early_is_compared_at_the_step_it_reached(tmp_path: Path) -> None:
+    """The base stopped at step 20 of 40: the best is compared at its best evaluation up to
+    step 20, not at its later (better-trained) one, and the verdict says where."""
+    from sweep.report.report_data import compare
+
+    se = make_experiment(tmp_path, seed=4)
+    stopped = next(n for n, t in se.truth.items() if t.state == "STOPPED")
+    g = gather(se.exp)
+    best = g.best_name()
+    assert best is not None and best != stopped
+    c = compare(g, stopped, best)
+    assert c is not None and c.step == 20 and not c.at_end and c.stopped == stopped
+    step, at_base, at_best = like_for_like(se, stopped, best)
+    assert (c.step, c.base_step, c.best_step) == (step, at_base, at_best)
+    assert c.scores[m.MAP] == (se.truth[stopped].eval[at_base][m.MAP],
+                               se.truth[best].eval[at_best][m.MAP])
+    g.base_name = lambda: stopped
+    from sweep.report.report import _verdict
+
+    text = " ".join(_verdict(g, {"value": 0.5, "step": 40}).text)
+    assert f"up to step 20, the last both reached ({stopped} stopped there)" in text
+
+
+def test_no_percentage_from_a_reference_near_zero() -> None:
+    from sweep.report.report import _change
+
+    assert _change(0.008446, 0.6507) == "+0.642, from ~0"
+    assert _change(0.4, 0.5) == "+0.1, +25.0%"
 
 
 def test_plots(finished: tuple, partial: tuple) -> None:
@@ -550,9 +593,10 @@ def test_an_unreadable_trial_config_does_not_stop_the_report(tmp_path: Path) -> 
 
 # ---------------------------------------------------------------- is the win real?
 
-def test_verdict_says_whether_the_win_is_beyond_the_noise(finished: tuple) -> None:
-    """The interval is the bootstrap of the detections the eval job kept at each trial's best
-    step, recomputed here from the files; the leaderboard flags gaps within the noise."""
+def test_an_unconfirmed_verdict_never_claims_a_win_beyond_the_noise(finished: tuple) -> None:
+    """One run per config: the verdict gives the eval-image noise of the compared evaluations
+    (the bootstrap of the detections kept there, recomputed here from the files) but never
+    says the win is real, and names the command that would confirm it."""
     from sweep.odapi import detections
     from sweep.report import bootstrap
 
@@ -571,10 +615,13 @@ def test_verdict_says_whether_the_win_is_beyond_the_noise(finished: tuple) -> No
 
     gt, base_dets = kept("trial_0000")
     iv = bootstrap.paired(gt, base_dets, kept(best.name)[1])
-    assert (f"How sure: mAP {best.name} - trial_0000 = {iv.diff:+.3g}, 95% interval "
-            f"[{iv.low:+.3g}, {iv.high:+.3g}] (paired bootstrap over the 16 eval images, "
-            "1000 resamples") in md
-    assert ("the win is larger than this eval set's noise" in md) == (iv.real and iv.diff > 0)
+    assert (f"Eval-image noise alone: mAP {best.name} - trial_0000 = {iv.diff:+.3g}, 95% "
+            f"interval [{iv.low:+.3g}, {iv.high:+.3g}] (paired bootstrap over the 16 eval "
+            "images") in md
+    assert "How sure: this rests on one run per config." in md
+    assert f"sweep confirm {se.exp.name} --seeds 3" in md
+    for claim in ("larger than this eval set's noise", "beyond", "excludes 0"):
+        assert claim not in md[md.index("## Verdict"):md.index("## Leaderboard")]
     board = {r["Trial"].split()[0]: r for r in _md_table(md, "mAP behind best (95%)")}
     assert board[best.name]["mAP behind best (95%)"] == "best"
     assert board["trial_0000"]["mAP behind best (95%)"].startswith(
@@ -608,7 +655,7 @@ def test_without_kept_detections_the_verdict_says_so(tmp_path: Path) -> None:
     for trial in se.exp.trials():
         shutil.rmtree(trial.path / "eval" / "detections", ignore_errors=True)
     md = (write_report(se.exp, tmp_path / "report") / "report.md").read_text()
-    assert "How sure: not measured: the eval job kept no per-image detections for" in md
+    assert "Eval-image noise: not measured (the eval job kept no per-image detections for" in md
     assert "mAP behind best" not in md
 
 
@@ -685,7 +732,7 @@ def test_when_the_base_is_best_the_verdict_gives_its_detection_scores(tmp_path: 
     best = g.best_name()
     g.base_name = lambda: best  # the base config is the best trial
     row = g.df.set_index("trial").loc[best]
-    text = " ".join(_verdict(g, {"value": 0.5, "step": 40}, "n/a").text)
-    assert f"The base config ({best}) is the best trial so far (mAP " in text
+    text = " ".join(_verdict(g, {"value": 0.5, "step": 40}).text)
+    assert f"The base config ({best}, seed -) is the best trial so far (mAP " in text
     for tag in (m.MAP, m.MAP50, m.AR100):
         assert fmt(float(row[BEST + tag])) in text

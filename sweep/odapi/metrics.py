@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sweep.data.tfrecord import read_records, scan_records
@@ -150,6 +150,15 @@ class TrialMetrics:
     train: dict[int, dict[str, float]]
     eval: dict[int, dict[str, float]]
     train_wall: tuple[float, float] | None  # first and last wall time of train summaries
+    train_wall_at: dict[int, float] = field(default_factory=dict)  # step -> its summary's wall
+
+    def train_seconds(self, up_to: int | None = None) -> float | None:
+        """Wall seconds from the first train summary to the last one at or before ``up_to``
+        (to the last one when None): a trial's training time to a step."""
+        steps = [s for s in self.train_wall_at if up_to is None or s <= up_to]
+        if not steps or self.train_wall is None:
+            return None
+        return self.train_wall_at[max(steps)] - self.train_wall[0]
 
     @property
     def last_train_step(self) -> int | None:
@@ -171,10 +180,14 @@ def read_trial(model_dir: Path | str) -> TrialMetrics:
     model_dir = Path(model_dir)
     train_scalars = read_scalars(model_dir / "train")
     walls = [s.wall_time for s in train_scalars]
+    wall_at: dict[int, float] = {}
+    for s in train_scalars:
+        wall_at[s.step] = max(wall_at.get(s.step, s.wall_time), s.wall_time)
     return TrialMetrics(
         train=by_step(train_scalars),
         eval=by_step(read_scalars(model_dir / "eval")),
         train_wall=(min(walls), max(walls)) if walls else None,
+        train_wall_at=wall_at,
     )
 
 

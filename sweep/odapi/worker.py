@@ -67,6 +67,20 @@ def _setup_tf(threads: int, cpu_replicas: int = 0, graph_optimizer: str = "auto"
             cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(cpu_replicas)])
 
 
+def seed_training(seed: int | None, deterministic: bool) -> None:
+    """Seed Python, NumPy and TensorFlow's global seed (every op seed the OD API leaves unset,
+    so the model's initialisation, the input shuffles and the augmentations, derives from it);
+    with ``deterministic``, TensorFlow's op determinism too: deterministic kernels, and tf.data
+    overrides each ``deterministic``/``sloppy`` choice (the OD API's interleave of shards is
+    sloppy when it shuffles) and runs maps with random ops serially."""
+    import tensorflow as tf
+
+    if seed is not None:
+        tf.keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
 def train_strategy(tf, cpu_replicas: int = 0):  # noqa: ANN001, ANN201 - tf module / Strategy
     """As ``model_main_tf2.py``: MirroredStrategy over the trial's GPUs when it has more than
     one (Ray's CUDA_VISIBLE_DEVICES), else the default strategy. ``cpu_replicas`` > 1 mirrors
@@ -312,6 +326,11 @@ def main(argv: list[str] | None = None) -> int:
                         "trial ends its eval job itself) [%(default)s]")
     p.add_argument("--graph-optimizer", choices=GRAPH_OPTIMIZER, default="auto",
                    help="TF's grappler: auto = on only with a GPU [%(default)s]")
+    p.add_argument("--seed", type=int, default=None,
+                   help="train: seed Python, NumPy and TensorFlow (initialisation, data order, "
+                        "augmentation); unset: TensorFlow's own random start")
+    p.add_argument("--deterministic", action="store_true",
+                   help="train: TensorFlow op determinism (same seed, same losses on the CPU)")
     p.add_argument("--cpu-replicas", type=int, default=0,
                    help="train: mirror over this many logical CPU devices (tests the "
                         "multi-GPU path on a CPU machine)")
@@ -325,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sweep.odapi.worker {a.job} pid={os.getpid()} "
           f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}", flush=True)
     if a.job == "train":
+        seed_training(a.seed, a.deterministic)
         train(a.pipeline, a.model_dir, checkpoint_every=a.checkpoint_every,
               steps_per_iteration=a.steps_per_iteration, keep=a.keep,
               cpu_replicas=a.cpu_replicas)

@@ -173,7 +173,14 @@ def paired(groundtruth: dict[str, Any], base: list[dict], best: list[dict], *,
            resamples: int = RESAMPLES, seed: int = 0) -> Interval:
     """The mAP of ``best`` minus that of ``base`` on the same eval images, with a
     ``LEVEL`` percentile interval from ``resamples`` paired bootstrap draws."""
-    a, b = evaluate(groundtruth, base), evaluate(groundtruth, best)
+    return paired_evaluated(evaluate(groundtruth, base), evaluate(groundtruth, best),
+                            resamples=resamples, seed=seed)
+
+
+def paired_evaluated(a: PerImage, b: PerImage, *, resamples: int = RESAMPLES, seed: int = 0
+                     ) -> Interval:
+    """``paired`` for detections already matched by ``evaluate`` (one COCOeval per model,
+    however many comparisons it takes part in)."""
     n = len(a.image_ids)
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, n, (resamples, n))

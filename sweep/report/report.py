@@ -32,9 +32,10 @@ import pandas as pd
 
 from sweep.core.experiment import FAILED, RUNNING, STOPPED, Experiment, TrialDir
 from sweep.odapi import metrics as m
-from sweep.report import short_names
+from sweep.report import confirmation, short_names
 from sweep.report.report_data import (  # noqa: F401 - re-exported: the report's public names
     BEST,
+    DETECTION,
     EVAL,
     LABELS,
     LAST_REPORTED,
@@ -42,11 +43,14 @@ from sweep.report.report_data import (  # noqa: F401 - re-exported: the report's
     PARAM,
     TOP_K,
     TRAIN,
+    Comparison,
     Gathered,
     Objective,
     _leaderboard,
     _load_study,
     best_trial,
+    compare,
+    eval_noise,
     fmt,
     gather,
     kept_detections,
@@ -59,7 +63,7 @@ from sweep.report.report_data import (  # noqa: F401 - re-exported: the report's
 )
 
 REPORTS_DIR = Path("reports")
-
+NEAR_ZERO = 0.01  # a reference below this (an mAP of ~0) gets no percentage change
 
 
 # Files this module writes inside out_dir; stale ones (e.g. a plot that no longer applies)
@@ -225,30 +229,24 @@ def failures_table(g: Gathered) -> Table | None:
                   "End of train.log"], rows, id="failures")
 
 
-def compare_table(g: Gathered, base: str, best: str) -> Table:
-    """Base trial vs best trial, metric by metric, with the change."""
-    rb = g.df.set_index("trial").loc[base]
-    rs = g.df.set_index("trial").loc[best]
-    items: list[tuple[str, str]] = [(f"best {label(o.tag)}",
-                                     "objective" if i == 0 else f"objective:{o.tag}")
-                                    for i, o in enumerate(g.objectives)]
-    items += [(f"{label(t)} at best step", BEST + t) for t in (m.MAP, m.MAP50, m.AR100)]
-    items += [(f"final {label(t)}", TRAIN + t) for t in (m.TOTAL_LOSS, m.CLASSIFICATION_LOSS,
-                                                        m.LOCALIZATION_LOSS)]
-    items += [("steps", "steps"), ("wall time (s)", "wall_time_s")]
-    rows = []
-    for name, col in items:
-        a, b = _num(rb, col), _num(rs, col)
-        if a is None and b is None:
-            continue
-        if isinstance(a, int | float) and isinstance(b, int | float):
-            delta = b - a
-            rel = f" ({delta / abs(a):+.1%})" if a else ""
-            change = f"{delta:+.4g}{rel}"
-        else:
-            change = ""
-        rows.append([name, fmt(a), fmt(b), change])
-    return Table(["", f"base ({base})", f"best ({best})", "change"], rows, id="best-vs-base")
+def compare_table(g: Gathered, c: Comparison) -> Table:
+    """Base trial vs best trial at the same training length (``report_data.compare``)."""
+    chose = g.objectives[0].tag
+    rows: list[tuple[str, Any, Any]] = [
+        ("seed", _seed(g, c.base), _seed(g, c.best)),
+        ("evaluation compared (step)", c.base_step, c.best_step),
+        (f"{label(chose)} there", *c.objective)]
+    rows += [(f"{label(tag)} there", a, b) for tag, (a, b) in c.scores.items()
+             if tag != chose]
+    rows.append((f"training time to step {c.step} (s)", *c.train_s))
+    out = []
+    for name, a, b in rows:
+        change = ""
+        if isinstance(a, int | float) and isinstance(b, int | float) and name != "seed" \
+                and not name.startswith("evaluation"):
+            change = _change(float(a), float(b))
+        out.append([name, fmt(a), fmt(b), change])
+    return Table(["", f"base ({c.base})", f"best ({c.best})", "change"], out, id="best-vs-base")
 
 
 # ---------------------------------------------------------------- writing
@@ -415,55 +413,115 @@ def steps_saved(exp: Experiment) -> int:
     return total
 
 
-def _verdict(g: Gathered, best_info: dict[str, Any] | None, significance: str) -> Section:
-    """The page's first answer: which config, how much better than the base, what changed,
-    and how sure that is."""
+def _verdict(g: Gathered, best_info: dict[str, Any] | None) -> Section:
+    """The page's first answer: which config, how it compares with the base config at the
+    same training length, what changed, and how sure that is (one run per config, or
+    confirmed over seeds)."""
     obj = g.objectives[0]
     best, base = g.best_name(), g.base_name()
     if not best_info or not best:
         return Section("Verdict", ["No trial has been evaluated yet: there is no best config."],
                        id="verdict")
-    use = (f"Use {best}'s config: best/pipeline.config (best {label(obj.tag)} "
-           f"{fmt(best_info['value'])} at step {fmt(best_info['step'])}"
+    chose = label(obj.tag)
+    how = "lowest" if obj.mode == "min" else "highest"
+    confirmed = g.confirmed()
+    use = (f"Use {best}'s config: best/pipeline.config ("
+           + (f"the best mean {label(m.MAP)} over {len(confirmed.winner.runs)} confirmation "
+              f"seeds; the search chose it by {chose}" if confirmed else
+              f"chosen by {chose}: {how} {fmt(best_info['value'])} at step "
+              f"{fmt(best_info['step'])}, seed {_seed(g, best)}")
            + (f", fine-tuning from {best_info['fine_tune_checkpoint']}"
               if best_info.get("fine_tune_checkpoint") else "") + ").")
-    rs = g.df.set_index("trial").loc[best]
-    detection = ((label(m.MAP), BEST + m.MAP), (label(m.MAP50), BEST + m.MAP50),
-                 (label(m.AR100), BEST + m.AR100))
-    if not base or best == base:
-        scores = ", ".join(f"{name} {fmt(_num(rs, col))}" for name, col in detection
-                           if _num(rs, col) is not None)
-        return Section("Verdict", [use, f"The base config ({best}) is the best trial so far"
-                                        + (f" ({scores})" if scores else "")
-                                        + ": no sampled config beat it."], id="verdict")
-    rb = g.df.set_index("trial").loc[base]
-    gains = []
-    for name, col in detection:
-        a, b = _num(rb, col), _num(rs, col)
-        if a is not None and b is not None:
-            gains.append(f"{name} {fmt(b)} vs {fmt(a)} ({_change(a, b)})")
-    ta, tb = _num(rb, "train_time_s"), _num(rs, "train_time_s")
-    if ta is not None and tb is not None:
-        gains.append(f"training time {fmt_duration(tb)} vs {fmt_duration(ta)}")
-    changes = short_names.line(g.short_changes(best)) or "nothing in the space's parameters"
-    text = [use,
-            f"Against the base config ({base}), each at its best evaluation: "
-            + "; ".join(gains) + ".",
-            f"What changed: {changes}.",
-            f"How sure: {significance}"]
+    if base is None:
+        return Section("Verdict", [use, "No trial ran the base config (the space has no `base` "
+                                        "point, or the sampler left it out, e.g. a grid the "
+                                        "base's values are not on): there is no baseline to "
+                                        "compare with."], id="verdict")
+    if confirmed:
+        text = [use, *confirmation.describe(confirmed, label(m.MAP), g.exp.name)]
+        if confirmed.winner.of != base:
+            changes = short_names.line(g.short_changes(confirmed.winner.of))
+            text.append(f"What changed: {changes or 'nothing in the space parameters'}.")
+        return Section("Verdict", text, id="verdict")
+    if best == base:
+        rs = g.df.set_index("trial").loc[best]
+        scores = ", ".join(f"{label(t)} {fmt(_num(rs, BEST + t))}" for t in DETECTION
+                           if _num(rs, BEST + t) is not None)
+        return Section("Verdict", [use, f"The base config ({best}, seed {_seed(g, best)}) is the "
+                                        "best trial so far" + (f" ({scores})" if scores else "")
+                                        + ": no sampled config beat it. " + _one_run(g)],
+                       id="verdict")
+    c = compare(g, base, best)
+    if c is None:
+        return Section("Verdict", [use, f"The base config ({base}) has no evaluation of {chose} "
+                                        "to compare with."], id="verdict")
+    text = [use, _compared(g, c), f"What changed: "
+            f"{short_names.line(g.short_changes(best)) or 'nothing in the space parameters'}.",
+            "How sure: " + _one_run(g, c)]
     full = _best_vs_base_diff(g, base, best)
-    return Section("Verdict", text, compare_table(g, base, best), id="verdict",
+    return Section("Verdict", text, compare_table(g, c), id="verdict",
                    details=[("Changed fields, as full pipeline.config paths",
                              [f"{k}: {v}" for k, v in full.items()] or ["none"])])
 
 
+def _seed(g: Gathered, name: str) -> str:
+    seed = g.df.set_index("trial").loc[name, "seed"] if "seed" in g.df else None
+    return "-" if seed is None or pd.isna(seed) else str(int(seed))
+
+
+def _where(c: Comparison) -> str:
+    """At which step a like-for-like comparison stands, in words."""
+    if c.at_end:
+        return f"up to the end of training (step {c.step})"
+    return f"up to step {c.step}, the last both reached ({c.stopped} stopped there)"
+
+
+def _compared(g: Gathered, c: Comparison) -> str:
+    chose = label(g.objectives[0].tag)
+    gains = []
+    for tag, (a, b) in c.scores.items():
+        if a is not None and b is not None:
+            gains.append(f"{label(tag)} {fmt(b)} vs {fmt(a)} ({_change(a, b)})")
+    ta, tb = c.train_s
+    if ta is not None and tb is not None:
+        gains.append(f"training time to step {c.step} {fmt_duration(tb)} vs {fmt_duration(ta)}")
+    steps = ("" if c.base_step == c.best_step else
+             f"; best at step {c.best_step}, base at step {c.base_step}")
+    by = "" if g.objectives[0].tag in DETECTION else (
+        f" (chosen by {chose}, compared in detection metrics)")
+    return (f"Against the base config ({c.base}, seed {_seed(g, c.base)}), each at its best "
+            f"{chose} evaluation {_where(c)}{steps}{by}: " + "; ".join(gains) + ".")
+
+
+def _one_run(g: Gathered, c: Comparison | None = None) -> str:
+    """How sure an unconfirmed verdict is: one run per config; the eval-image noise alone when
+    it can be measured; the command that confirms it."""
+    n = int(g.df["rank"].notna().sum())
+    words = (f"this rests on one run per config. Training noise (data order, initialisation) "
+             f"is not measured, and the best of {n} trials was picked on the same eval images, "
+             "so its lead is biased upward.")
+    if c is not None:
+        noise = eval_noise(g, c)
+        if isinstance(noise, str):
+            words += f" Eval-image noise: not measured ({noise})."
+        else:
+            words += (f" Eval-image noise alone: {label(m.MAP)} {c.best} - {c.base} = "
+                      f"{noise.diff:+.3g}, {noise.level:.0%} interval [{noise.low:+.3g}, "
+                      f"{noise.high:+.3g}] (paired bootstrap over the {noise.n_images} eval "
+                      "images; docs/report.md: Is the win real?).")
+    return (words + f" Confirm it over seeds: `sweep confirm {g.exp.name} --seeds 3` "
+            "(docs/report.md: Confirming a verdict).")
+
+
 def _change(a: float, b: float) -> str:
     delta = b - a
-    return f"{delta:+.3g}" + (f", {delta / abs(a):+.1%}" if a else "")
+    if abs(a) < NEAR_ZERO:  # a percentage of almost nothing says nothing
+        return f"{delta:+.3g}, from ~0"
+    return f"{delta:+.3g}, {delta / abs(a):+.1%}"
 
 
 def _sections(g: Gathered, plots_made: dict[str, Path], best_info: dict[str, Any] | None,
-              figs: Sequence[Any], figure_notes: Sequence[str], significance: str,
+              figs: Sequence[Any], figure_notes: Sequence[str],
               pictures: tuple[list[tuple[str, Path]], str]) -> list[Section]:
     obj = g.objectives[0]
     counts = g.df["state"].value_counts().to_dict()
@@ -481,7 +539,7 @@ def _sections(g: Gathered, plots_made: dict[str, Path], best_info: dict[str, Any
     if best_info and best_info.get("checkpoint"):
         summary.append(f"The best trial's checkpoint nearest its best step is "
                        f"{best_info['checkpoint']} (step {best_info['checkpoint_step']}).")
-    sections = [_verdict(g, best_info, significance)]
+    sections = [_verdict(g, best_info)]
     sections.append(Section("Leaderboard", [
         f"Ranked by each trial's best {obj.tag} ({obj.mode}) over its evaluations, the value "
         "the runner reported to Ray (a loss is the training job's at that step); failed "
@@ -718,29 +776,17 @@ def _write_bytes(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
-def _significance(g: Gathered) -> str:
-    """Whether the best beats the base by more than the eval set's noise (sweep.report.bootstrap);
-    fills ``g.vs_best`` for the leaderboard on the way."""
+def _gaps_to_best(g: Gathered) -> None:
+    """leaderboard.csv: each trial's mAP gap to the best and its eval-image interval
+    (sweep.report.bootstrap); a note when it cannot be measured."""
     why = noise_vs_best(g)
-    best, base = g.best_name(), g.base_name()
     if why:
-        return f"not measured: {why}."
-    for name, gap in g.vs_best.items():  # leaderboard.csv: the gap and its interval
+        g.notes.append(f"mAP gaps to the best: not measured: {why}.")
+        return
+    for name, gap in g.vs_best.items():
         for col, v in (("map_behind_best", gap.diff), ("map_behind_best_low", gap.low),
                        ("map_behind_best_high", gap.high)):
             g.df.loc[g.df["trial"] == name, col] = v
-    iv = g.vs_best.get(base) if base else None
-    if iv is None:
-        reason = kept_detections(g, base) if base else "no base trial"
-        return f"not measured: {reason if isinstance(reason, str) else 'see the notes'}."
-    verdict = ("the interval excludes 0: the win is larger than this eval set's noise."
-               if iv.real and iv.diff > 0 else
-               "the base is better beyond the noise." if iv.real else
-               f"the interval contains 0: with {iv.n_images} eval images this difference is "
-               "within the noise; more eval images (or repeated runs) would tell.")
-    return (f"mAP {best} - {base} = {iv.diff:+.3g}, {iv.level:.0%} interval "
-            f"[{iv.low:+.3g}, {iv.high:+.3g}] (paired bootstrap over the {iv.n_images} eval "
-            f"images, {iv.resamples} resamples; README: Is the win real?): {verdict}")
 
 
 VERDICT_FILE = "verdict.txt"
@@ -772,7 +818,7 @@ def write_report(exp: Experiment, out_dir: Path | None = None, *,
     plot_dir = out_dir / "plots"
     made, missing = _plots(g, study, mirror, plot_dir)
     figs, figure_notes = report_figures.figures(g, mirror, label(g.objectives[0].tag))
-    significance = _significance(g)
+    _gaps_to_best(g)
     pictures = _pictures(g, plot_dir)
     for name in PLOT_FILES:
         if name not in made:
@@ -784,7 +830,7 @@ def write_report(exp: Experiment, out_dir: Path | None = None, *,
     _write_text(out_dir / "leaderboard.md",
                 f"# Leaderboard: {exp.name}\n\n" + (f"> **{banner}**\n\n" if banner else "")
                 + leaderboard_table(g).markdown() + "\n")
-    sections = _sections(g, made, best_info, figs, figure_notes, significance, pictures)
+    sections = _sections(g, made, best_info, figs, figure_notes, pictures)
     # The verdict alone, in plain text: what `sweep run` prints at its end, for scripts too.
     verdict = next(s for s in sections if s.id == "verdict")
     _write_text(out_dir / VERDICT_FILE, "\n".join(verdict.text) + "\n")

@@ -28,6 +28,7 @@ from sweep.odapi import metrics as m
 from sweep.report import short_names
 from sweep.report.short_names import num
 from sweep.run.best import best_eval, checkpoint_steps, nearest_checkpoint, reported  # noqa: F401 - re-exported
+from sweep.search import marks
 
 # Column names of the leaderboard; metric columns are "<kind>:<OD API tag>".
 # Short names the seed's table and the plots use for the OD API's tags.
@@ -108,6 +109,7 @@ class Gathered:
     # trial -> its mAP minus the best trial's, with the bootstrap interval (sweep.report.bootstrap);
     # filled by ``noise_vs_best``; a trial without kept detections is absent.
     vs_best: dict[str, Any] = field(default_factory=dict)
+    _cache: dict[str, Any] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -117,19 +119,34 @@ class Gathered:
         return self.df[self.df["rank"].notna()].sort_values("rank")
 
     def best_name(self) -> str | None:
+        """The recommended trial: the config that won its confirmation over seeds (its search
+        trial), else the search's best trial."""
+        confirmed = self.confirmed()
+        if confirmed is not None:
+            return confirmed.winner.of
         ranked = self.ranked()
         return None if ranked.empty else str(ranked.iloc[0]["trial"])
 
+    def confirmed(self) -> Any:
+        """The confirmation verdict (``sweep.report.confirmation.Verdict``), or None when no
+        config and the base were confirmed over seeds. Computed once."""
+        if "verdict" not in self._cache:
+            self._cache["verdict"] = _confirmed(self)
+        return self._cache["verdict"]
+
     def base_name(self) -> str | None:
-        """The trial evaluated with the base config: marked ``_base``, else the first whose
-        config does not differ from the base, else the first one."""
-        marked = self.df[self.df["base"]]
+        """The search's trial of the base config: the one launched from the space's ``base``
+        point (marked ``_base`` when it started: sweep.search.marks), else (an experiment from
+        before the marker) one whose rendered config equals the base pipeline's; None when no
+        trial ran the base config (then there is nothing to compare with)."""
+        search = self.df[self.df["role"] == ""]
+        marked = search[search["base"]]
         if not marked.empty:
             return str(marked.iloc[0]["trial"])
-        for name in self.df["trial"]:
-            if not self.changed.get(name) and self.trials[name].pipeline_path.exists():
+        for name in search["trial"]:
+            if self.changed.get(name) == {} and self.trials[name].pipeline_path.exists():
                 return str(name)
-        return None if self.df.empty else str(self.df.iloc[0]["trial"])
+        return None
 
     def short_changes(self, name: str) -> dict[str, str]:
         """What ``name`` changed from the base trial, in the space's short names
@@ -162,7 +179,8 @@ def _trial_row(trial: TrialDir, tm: m.TrialMetrics, objs: list[Objective],
     state = status.get("state", PENDING)
     row: dict[str, Any] = {
         "trial": trial.name, "state": state, "reason": status.get("reason") or "",
-        "base": bool(params.get("_base")), "attempts": status.get("attempts"),
+        "base": marks.is_base(params), "seed": marks.seed_of(params),
+        "role": _role(params), "attempts": status.get("attempts"),
         "created_at": status.get("created_at"), "started_at": status.get("started_at"),
         "ended_at": status.get("ended_at"),
         "steps": tm.last_train_step, "eval_step": tm.last_eval_step,
@@ -191,6 +209,34 @@ def _trial_row(trial: TrialDir, tm: m.TrialMetrics, objs: list[Objective],
     for obj in objs:
         row[LAST_REPORTED + obj.tag] = reported(tm, obj.tag, last) if last is not None else None
     return row
+
+
+def _confirmed(g: Gathered) -> Any:
+    from sweep.report import confirmation
+
+    def final(name: str) -> tuple[int, float] | None:
+        tm = g.metrics[name]
+        if tm.last_eval_step is None or g.df.set_index("trial").loc[name, "state"] == FAILED:
+            return None
+        value = tm.eval[tm.last_eval_step].get(m.MAP)
+        return None if value is None else (tm.last_eval_step, value)
+
+    configs = confirmation.gather_configs(g.trials, lambda n: g.trials[n].params(), final)
+    if not configs:
+        return None
+    kept = {}
+    for c in configs:
+        for run in c.runs:
+            k = kept_detections(g, run, c.step)
+            if not isinstance(k, str):
+                kept[run] = k
+    return confirmation.decide(configs, "max", kept)
+
+
+def _role(params: dict[str, Any]) -> str:
+    """"" for a search trial; "confirm:<trial>" for a confirmation of that trial's config."""
+    c = marks.confirm_of(params)
+    return f"confirm:{c.get('of', '?')}" if c else ""
 
 
 def gather(exp: Experiment) -> Gathered:
@@ -222,15 +268,17 @@ def gather(exp: Experiment) -> Gathered:
         changed[trial.name] = diff
     df = pd.DataFrame(rows)
     if df.empty:
-        df = pd.DataFrame(columns=["trial", "state", "reason", "base", "objective", "best_step"])
+        df = pd.DataFrame(columns=["trial", "state", "reason", "base", "seed", "role", "objective",
+                                   "best_step"])
     for col in ("steps", "eval_step", "best_step", "attempts"):
         if col in df:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
     df["changed"] = [
         "; ".join(f"{k}: {v}" for k, v in changed[t].items()) for t in df["trial"]]
-    # Rank: failed trials (e.g. diverged) and trials with no objective yet are not candidates.
+    # Rank: failed trials (e.g. diverged), trials with no objective yet and confirmation runs
+    # (judged by their mean over seeds, not one lucky run) are not candidates.
     obj = pd.to_numeric(df["objective"], errors="coerce")
-    eligible = (df["state"] != FAILED) & obj.notna()
+    eligible = (df["state"] != FAILED) & obj.notna() & (df["role"] == "")
     order = obj[eligible].rank(method="first", ascending=objs[0].mode == "min")
     df["rank"] = pd.array([None] * len(df), dtype="Int64")
     df.loc[eligible, "rank"] = order.astype("int64")
@@ -255,7 +303,7 @@ def _leaderboard(g: Gathered) -> pd.DataFrame:
     df = g.df.copy()
     df["_order"] = range(len(df))
     df = df.sort_values(["rank", "_order"], na_position="last").drop(columns="_order")
-    first = ["rank", "trial", "state", "reason", "base", "objective", "best_step"]
+    first = ["rank", "trial", "state", "reason", "base", "seed", "role", "objective", "best_step"]
     rest = [c for c in df.columns if c not in first]
     groups = [[c for c in rest if c.startswith(p)]
               for p in (PARAM, BEST, EVAL, TRAIN, LAST_REPORTED)]
@@ -362,14 +410,60 @@ def pareto_front(g: Gathered, study: Any | None) -> tuple[list[str], str]:
     return front, "Pareto-optimal trials computed from the last reported values"
 
 
+# ---------------------------------------------------------------- best vs base, like for like
+
+DETECTION = (m.MAP, m.MAP50, m.AR100)  # what a verdict compares, whichever metric chose
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Best vs base at the same training length: each at its best evaluation (by the sweep's
+    first metric) at or before ``step``, the last step both trials reached."""
+
+    base: str
+    best: str
+    step: int  # the last eval step both reached
+    at_end: bool  # both trained to their num_steps: the comparison is at the end of training
+    stopped: str | None  # the trial whose stop set ``step`` (when not at the end)
+    base_step: int
+    best_step: int
+    scores: dict[str, tuple[float | None, float | None]]  # tag -> (base, best) at those steps
+    objective: tuple[float, float]  # the first metric at those steps (base, best)
+    train_s: tuple[float | None, float | None]  # training time to ``step``
+
+
+def compare(g: Gathered, base: str, best: str) -> Comparison | None:
+    """The like-for-like comparison of ``best`` with ``base``; None when either has no
+    evaluation of the sweep's first metric."""
+    tb, ts = g.metrics[base], g.metrics[best]
+    if tb.last_eval_step is None or ts.last_eval_step is None:
+        return None
+    step = min(tb.last_eval_step, ts.last_eval_step)
+    obj = g.objectives[0]
+    fb = best_eval(tb, obj.tag, obj.mode, up_to=step)
+    fs = best_eval(ts, obj.tag, obj.mode, up_to=step)
+    if fb is None or fs is None:
+        return None
+    nb = g.trials[base].status().get("num_steps")
+    ns = g.trials[best].status().get("num_steps")
+    at_end = (tb.last_eval_step >= (nb or 0) > 0) and (ts.last_eval_step >= (ns or 0) > 0)
+    stopped = None if at_end else (base if tb.last_eval_step <= ts.last_eval_step else best)
+    scores = {tag: (tb.eval.get(fb[0], {}).get(tag), ts.eval.get(fs[0], {}).get(tag))
+              for tag in DETECTION}
+    return Comparison(base, best, step, at_end, stopped, fb[0], fs[0], scores,
+                      (fb[1], fs[1]), (tb.train_seconds(step), ts.train_seconds(step)))
+
+
 # ---------------------------------------------------------------- noise
 
-def kept_detections(g: Gathered, name: str) -> tuple[dict, list[dict]] | str:
-    """(ground truth, detections) the eval job kept for the checkpoint of ``name``'s best
-    step, or why there are none."""
+def kept_detections(g: Gathered, name: str, step: int | None = None
+                    ) -> tuple[dict, list[dict]] | str:
+    """(ground truth, detections) the eval job kept for the checkpoint of ``name``'s
+    evaluation at ``step`` (default: its best step), or why there are none."""
     from sweep.odapi import detections
 
-    step = g.df.set_index("trial").loc[name, "best_step"]
+    if step is None:
+        step = g.df.set_index("trial").loc[name, "best_step"]
     if step is None or step is pd.NA:
         return f"{name} has no evaluation"
     ck = {s: c for c, s in checkpoint_steps(g.trials[name]).items()}.get(int(step))
@@ -382,7 +476,8 @@ def kept_detections(g: Gathered, name: str) -> tuple[dict, list[dict]] | str:
 
 def noise_vs_best(g: Gathered, resamples: int | None = None) -> str | None:
     """Fill ``g.vs_best``: each ranked trial's mAP minus the best's, paired bootstrap over the
-    eval images. Returns why it could not be measured for the best, or None."""
+    eval images (the best's detections matched once). Returns why it could not be measured
+    for the best, or None."""
     from sweep.report import bootstrap
 
     best = g.best_name()
@@ -392,6 +487,7 @@ def noise_vs_best(g: Gathered, resamples: int | None = None) -> str | None:
     if isinstance(ref, str):
         return ref
     images = {i["id"] for i in ref[0]["images"]}
+    ref_pi = bootstrap.evaluate(ref[0], ref[1])
     for name in g.ranked()["trial"]:
         if name == best:
             continue
@@ -401,6 +497,22 @@ def noise_vs_best(g: Gathered, resamples: int | None = None) -> str | None:
         if {i["id"] for i in other[0]["images"]} != images:
             g.notes.append(f"{name} was evaluated on other images than {best}: no interval.")
             continue
-        g.vs_best[str(name)] = bootstrap.paired(ref[0], other[1], ref[1],
-                                                resamples=resamples or bootstrap.RESAMPLES)
+        g.vs_best[str(name)] = bootstrap.paired_evaluated(
+            bootstrap.evaluate(ref[0], other[1]), ref_pi,
+            resamples=resamples or bootstrap.RESAMPLES)
     return None
+
+
+def eval_noise(g: Gathered, c: Comparison, resamples: int | None = None) -> Any | str:
+    """The eval-image noise of a like-for-like comparison: best - base mAP at the compared
+    steps with a paired-bootstrap interval over the eval images, or why it cannot be had."""
+    from sweep.report import bootstrap
+
+    kept = [kept_detections(g, c.base, c.base_step), kept_detections(g, c.best, c.best_step)]
+    for k in kept:
+        if isinstance(k, str):
+            return k
+    (gt_a, dets_a), (gt_b, dets_b) = kept  # type: ignore[misc]
+    if {i["id"] for i in gt_a["images"]} != {i["id"] for i in gt_b["images"]}:
+        return f"{c.base} and {c.best} were evaluated on different images"
+    return bootstrap.paired(gt_b, dets_a, dets_b, resamples=resamples or bootstrap.RESAMPLES)

@@ -60,11 +60,13 @@ def reported(tm: m.TrialMetrics, tag: str, step: int) -> float | None:
     return tm.eval.get(step, {}).get(tag)
 
 
-def best_eval(tm: m.TrialMetrics, tag: str, mode: str) -> tuple[int, float] | None:
-    """``(eval step, value)`` of the trial's best evaluation by ``tag``."""
+def best_eval(tm: m.TrialMetrics, tag: str, mode: str, up_to: int | None = None
+              ) -> tuple[int, float] | None:
+    """``(eval step, value)`` of the trial's best evaluation by ``tag`` (at or before step
+    ``up_to``, when given: to compare two trials at the same training length)."""
     found: tuple[int, float] | None = None
     for step in sorted(tm.eval):
-        if step <= 0:
+        if step <= 0 or (up_to is not None and step > up_to):
             continue
         value = reported(tm, tag, step)
         if better(value, None if found is None else found[1], mode):

@@ -1,13 +1,19 @@
 """A sweep's trial scheduler: FIFO, ASHA or median stopping on the step axis, or population-
 based training (Ray's PBT and PB2) over OD API checkpoints. The one place schedulers are built:
 ``sweep run`` (through ``tune_backend``) and the benchmarks call ``make_scheduler``, so they
-cannot drift apart. Ray is imported only when a scheduler is built."""
+cannot drift apart. Ray is imported only when a scheduler is built.
+
+The base config's trial (``sweep.search.marks``: launched from the space's ``base`` point) is
+the reference every verdict is measured against, so ASHA and median stopping never stop it:
+its results still fill their rungs, but it trains to ``num_steps``.
+"""
 
 from __future__ import annotations
 
 import random
 from typing import Any
 
+from sweep.search import marks
 from sweep.search.pbt import explore_fn
 from sweep.search.space import (
     Categorical,
@@ -28,18 +34,20 @@ def make_scheduler(name: str, *, metric: str, mode: str, max_steps: int, eval_ev
                    ):  # noqa: ANN201 - a Ray TrialScheduler
     """The Ray Tune scheduler named by ``--scheduler`` for trials of ``max_steps`` steps that
     report ``metric`` (a result key) every ``eval_every`` steps (0: at the end only)."""
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
+    from ray.tune.schedulers import FIFOScheduler
 
     if name in ("pbt", "pb2"):
         return population_scheduler(space, metric=metric, mode=mode, seed=seed, kind=name,
                                     interval=perturbation_interval or eval_every, synch=pbt_sync)
     grace = eval_every or max_steps
     if name == "asha":
-        return ASHAScheduler(time_attr="step", metric=metric, mode=mode, max_t=max_steps,
-                             grace_period=max(1, min(grace, max_steps)), reduction_factor=2)
+        asha = __getattr__("ProtectedASHAScheduler")
+        return asha(time_attr="step", metric=metric, mode=mode, max_t=max_steps,
+                    grace_period=max(1, min(grace, max_steps)), reduction_factor=2)
     if name == "median":
-        return MedianStoppingRule(time_attr="step", metric=metric, mode=mode,
-                                  grace_period=max(1, grace), min_samples_required=2)
+        median = __getattr__("ProtectedMedianStoppingRule")
+        return median(time_attr="step", metric=metric, mode=mode, grace_period=max(1, grace),
+                      min_samples_required=2)
     if name == "fifo":
         return FIFOScheduler()
     raise ValueError(f"unknown scheduler {name!r}: use one of {', '.join(SCHEDULERS)}")
@@ -85,3 +93,38 @@ def mutations(space: SearchSpace) -> dict[str, Any]:
         elif isinstance(d, IntRange):
             out[name] = tune.qrandint(int(d.low), int(d.high), int(d.step))
     return out
+
+
+def _protected(base: type, name: str) -> type:
+    """``base`` (a Ray early-stopping scheduler) that records the base trial's results like any
+    other's but never stops it (a stop before the end becomes a continue)."""
+
+    class Protected(base):  # type: ignore[misc, valid-type]
+        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+            action = super().on_trial_result(tune_controller, trial, result)
+            if action in (self.STOP, self.PAUSE) and marks.is_base(trial.config):
+                if hasattr(self, "_num_stopped"):  # ASHA's count of stopped trials
+                    self._num_stopped -= 1
+                getattr(self, "_stopped_trials", set()).discard(trial)  # median's
+                return self.CONTINUE
+            return action
+
+    Protected.__name__ = Protected.__qualname__ = name
+    Protected.__module__ = __name__
+    return Protected
+
+
+_CLASSES: dict[str, type] = {}
+
+
+def __getattr__(name: str) -> type:
+    """The protected schedulers, built on first use so this module imports Ray only then (and
+    found by name when Ray unpickles a saved experiment's scheduler)."""
+    if name not in ("ProtectedASHAScheduler", "ProtectedMedianStoppingRule"):
+        raise AttributeError(name)
+    if name not in _CLASSES:
+        from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
+
+        base = ASHAScheduler if name == "ProtectedASHAScheduler" else MedianStoppingRule
+        _CLASSES[name] = _protected(base, name)
+    return _CLASSES[name]

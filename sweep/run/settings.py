@@ -68,7 +68,8 @@ class SweepSettings:
     modes: list[str] = field(default_factory=lambda: ["max"])
     time_budget_s: float | None = None
     step_budget: int | None = None
-    seed: int | None = 0
+    seed: int | None = 0  # the sampler's seed, and every trial's seed is drawn from it
+    deterministic: bool = False  # TensorFlow's op determinism in the train jobs
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     eval_every: int = 0
@@ -249,7 +250,7 @@ class SweepSettings:
         for k, v in data.items():
             if isinstance(v, Path):
                 data[k] = str(v)
-        # No password on disk: resume and report take it from the environment (sweep.search.study).
+        # No password on disk: resume and report take it from the environment (sweep.core.study_url).
         data["study_url"] = self.study_url and study_url.without_password(self.study_url)
         data["storage_url"] = study_url.without_password(self.storage_url())
         data["base_pipeline_source"] = str(self.pipeline)

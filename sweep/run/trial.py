@@ -35,13 +35,13 @@ from sweep.core.experiment import (
 from sweep.core.process import ManagedProcess, start
 from sweep.odapi import metrics
 from sweep.run import best
+from sweep.search import marks
 
 # Between full reads (every ``TrialSpec.poll`` s) a waiting trial looks this often for the two
 # cheap signs of news: the eval job appended an evaluation, or a job exited. A result then goes
 # to Ray within this, not up to a poll later; a stat and two waitpids cost nothing here.
 WAKE_S = 0.05
 
-# Result keys reported to Ray Tune (and shown by `sweep status`), from the OD API's tags.
 @dataclass(frozen=True)
 class TrialSpec:
     """What every trial of a sweep shares (passed once to the Trainable)."""
@@ -56,6 +56,7 @@ class TrialSpec:
     stall_s: float = 1800.0  # no new train summary or checkpoint for this long = stalled; 0 = off
     eval_device: str = "gpu"  # the eval job on the trial's first GPU, or "cpu"
     graph_optimizer: str = "auto"  # TF grappler: sweep.odapi.worker.graph_optimizer_enabled
+    deterministic: bool = False  # TF op determinism in the train job (--deterministic)
     # The driver run that started this trial. A trial found RUNNING by an attempt of the same
     # run lost its Ray actor (a restart, counted); one found by a resumed run was interrupted
     # with the driver (not the trial's fault, not counted).
@@ -173,6 +174,7 @@ class TrialRunner:
             attempt_nodes=[*status.get("attempt_nodes", []), node_id],  # one per attempt
             pid=os.getpid(), run_id=self.spec.run_id, restarts=self.failures,
             cuda_visible_devices=",".join(self.gpu_ids),
+            seed=marks.seed_of(self.params), base=marks.is_base(self.params),
         )
         self.started = time.time() - float(status.get("elapsed", 0.0))
         _hparams_session(self)
@@ -266,9 +268,15 @@ class TrialRunner:
         self.train_proc = start(
             "train", ["-m", self.spec.worker_module, "train", *self._common_args(),
                       "--checkpoint-every", str(every), "--steps-per-iteration", str(per_iter),
-                      "--keep", str(self.spec.keep_checkpoints)],
+                      "--keep", str(self.spec.keep_checkpoints), *self._seed_args()],
             self.dir.train_log, env=self._env(self.gpu_ids), cwd=self.spec.cwd)
         self.dir.update_status(train_pid=self.train_proc.pid)
+
+    def _seed_args(self) -> list[str]:
+        """The train job's seed (sweep.search.marks) and op determinism; the eval job needs none."""
+        seed = marks.seed_of(self.params)
+        return ([] if seed is None else ["--seed", str(seed)]) + (
+            ["--deterministic"] if self.spec.deterministic else [])
 
     def _start_eval(self) -> None:
         self.eval_proc = start(

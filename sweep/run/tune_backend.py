@@ -25,7 +25,7 @@ from sweep.odapi.metrics import result_key
 from sweep.run import ray_node
 from sweep.run.settings import SweepSettings
 from sweep.run.trial import TrialRunner, TrialSpec, mark_failed
-from sweep.search import samplers
+from sweep.search import marks, samplers
 
 # A result that lacks the metric (a failed trial's last word) must not be an error in Ray.
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
@@ -128,16 +128,20 @@ def _checkpoint_config(settings: SweepSettings):  # noqa: ANN202
     return tune.CheckpointConfig(checkpoint_frequency=0, checkpoint_at_end=False)
 
 
-def _pbt_population(settings: SweepSettings, space: Any, points: list[dict[str, Any]]):  # noqa: ANN202
+def _pbt_population(settings: SweepSettings, space: Any, points: list[dict[str, Any]],  # noqa: ANN202
+                    base_point: dict[str, Any] | None = None):
     """PBT's initial population (Ray allows no searcher beside it): the known points first,
-    then configs drawn at random from the space, ``--num-trials`` in all."""
+    then configs drawn at random from the space, ``--num-trials`` in all, each with its seed
+    (and the base point with the base marker: sweep.search.marks)."""
     from ray.tune.search import BasicVariantGenerator
 
     from sweep.search.space import random_samples, replay
 
     known = [replay(space, p) for p in points[:settings.num_trials]]
     drawn = random_samples(space, settings.num_trials - len(known), seed=settings.seed or 0)
-    population = known + drawn
+    population = [{**c, marks.SEED: marks.trial_seed(settings.seed, i),
+                   **({marks.BASE: True} if i < len(known) and points[i] == base_point else {})}
+                  for i, c in enumerate(known + drawn)]
     # Ray takes preset configs only for keys of param_space: every key, unset by default (a
     # parameter under another choice stays None and is dropped by pbt.active in the trial).
     keys = {k for config in population for k in config}
@@ -588,9 +592,11 @@ def stop_ray() -> None:
 
 
 def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]], max_steps: int,
-              *, plan: Plan, url: str | None, resume: bool = False) -> dict[str, Any]:
+              *, plan: Plan, url: str | None, resume: bool = False,
+              base_point: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run (or resume) the sweep to its end on the Ray ``init_ray`` started; returns a summary
-    for the CLI. Shuts Ray down at the end."""
+    for the CLI. Shuts Ray down at the end. ``base_point``: the known point of the base
+    config's own values (its trial is marked the base: sweep.search.marks)."""
     from ray import tune
 
     from sweep.search.study_storage import PasswordFreeRDBStorage
@@ -603,6 +609,7 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
                      max_failures=settings.max_failures,
                      stall_s=settings.stall_minutes * 60, eval_device=settings.eval_device,
                      graph_optimizer=settings.graph_optimizer,
+                     deterministic=settings.deterministic,
                      run_id=f"{socket.gethostname()}-{os.getpid()}-{time.time():.0f}",
                      perturb=space.perturb if settings.population_based else (),
                      space=space if settings.population_based else None,
@@ -644,12 +651,14 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
         metric_keys = [result_key(m) for m in settings.metrics]
         param_space = None
         if settings.population_based:
-            searcher, param_space = _pbt_population(settings, space, points)
+            searcher, param_space = _pbt_population(settings, space, points, base_point)
         else:
             points = samplers.known_points(points, settings.num_trials, space=space,
                                          sampler=settings.sampler)
             searcher = _searcher_class(exp)(
-                space=space.define_by_run,
+                space=marks.MarkedDefineByRun(
+                    space, settings.seed,
+                    base_point if base_point is not None and base_point in points else None),
                 metric=metric_keys if settings.multi_objective else metric_keys[0],
                 mode=settings.modes if settings.multi_objective else settings.modes[0],
                 points_to_evaluate=points or None,

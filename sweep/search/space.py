@@ -219,6 +219,14 @@ class SearchSpace:
                 out.append(dict(point))
         return out
 
+    def base_point(self, base: TrainEvalPipelineConfig | None) -> dict[str, Any] | None:
+        """The known point of the base config's own values (a plain ``base`` entry), keyed
+        like ``trial.params``; None when the space has none (or there is no base config)."""
+        if base is None or not any(isinstance(p, BasePoint) and not p.overrides
+                                   for p in self.points):
+            return None
+        return self._from_base(base, {})
+
     def _from_base(self, base: TrainEvalPipelineConfig,
                    overrides: Mapping[str, Any]) -> dict[str, Any]:
         from sweep.odapi.render import read_param  # render imports the OD API protos
