@@ -573,7 +573,7 @@ def test_verdict_says_whether_the_win_is_beyond_the_noise(finished: tuple) -> No
     iv = bootstrap.paired(gt, base_dets, kept(best.name)[1])
     assert (f"How sure: mAP {best.name} - trial_0000 = {iv.diff:+.3g}, 95% interval "
             f"[{iv.low:+.3g}, {iv.high:+.3g}] (paired bootstrap over the 16 eval images, "
-            "1000 resamples") in md
+            "1000 resamples; docs/report.md: Is the win real?)") in md
     assert ("the win is larger than this eval set's noise" in md) == (iv.real and iv.diff > 0)
     board = {r["Trial"].split()[0]: r for r in _md_table(md, "mAP behind best (95%)")}
     assert board[best.name]["mAP behind best (95%)"] == "best"

@@ -740,7 +740,7 @@ def _significance(g: Gathered) -> str:
                "within the noise; more eval images (or repeated runs) would tell.")
     return (f"mAP {best} - {base} = {iv.diff:+.3g}, {iv.level:.0%} interval "
             f"[{iv.low:+.3g}, {iv.high:+.3g}] (paired bootstrap over the {iv.n_images} eval "
-            f"images, {iv.resamples} resamples; README: Is the win real?): {verdict}")
+            f"images, {iv.resamples} resamples; docs/report.md: Is the win real?): {verdict}")
 
 
 VERDICT_FILE = "verdict.txt"
