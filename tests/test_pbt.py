@@ -260,6 +260,7 @@ def test_pbt_without_perturbable_parameters_is_refused_before_launch(tmp_path: P
                    "--scheduler", "pbt", "--eval-every", "10", "--name", "p"], tmp_path,
                   timeout=120)
     assert out.returncode == 2 and "s.yaml: perturb: --scheduler pbt needs" in out.stderr
+    assert "see docs/pbt.md" in out.stderr  # tests/test_docs.py: that page exists
     assert not (tmp_path / "experiments" / "p").exists()
 
 

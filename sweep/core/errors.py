@@ -27,7 +27,7 @@ SETUP = "setup failed"  # the trial could not be prepared (e.g. its config does 
 RETRYABLE = (KILLED, OOM, CRASHED, STALLED, ACTOR_DIED)
 MAX_FIELD = 500  # characters of one part of a Problem
 
-# Exit codes of `sweep run` / `sweep demo` / `sweep resume` (README: "How a trial runs, and fails").
+# Exit codes of `sweep run` / `sweep demo` / `sweep resume` (docs/troubleshooting.md: Exit codes).
 EXIT_OK = 0  # every trial completed or was stopped early by the scheduler
 EXIT_TRIALS_FAILED = 1  # the sweep ran to its end, but some trials failed
 EXIT_BAD_INPUT = 2  # nothing was launched: fix the input named in the message

@@ -219,7 +219,7 @@ def param_paths(cfg: TrainEvalPipelineConfig, name: str) -> list[str]:
         _check_arch(cfg, name, name)
         return [name]
     raise ParamError(name, "not a named parameter nor a proto path",
-                     "use a named parameter (the README's Search spaces section) or a path starting with "
+                     "use a named parameter (docs/search-spaces.md: Parameter names) or a path starting with "
                      f"one of {', '.join(TOP_LEVEL)}")
 
 

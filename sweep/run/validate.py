@@ -146,7 +146,7 @@ def check_population(kind: str, space: SearchSpace) -> None:
         raise ConfigError([Problem(file, "perturb", f"--scheduler {kind} needs parameters it may "
                                    "change mid-training", "add e.g. `perturb: [cosine_decay_"
                                    "learning_rate.learning_rate_base, l2_weight]` (searched "
-                                   "parameters; see the README's Population-based training)")])
+                                   "parameters; see docs/pbt.md)")])
     if kind == "pb2":
         problems = [Problem(file, f"perturb.{n}", why, "use --scheduler pbt, or perturb only "
                             "uniform / loguniform / int / stepped parameters")

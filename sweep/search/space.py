@@ -6,7 +6,7 @@ derived from an earlier parameter, or a ``choice`` whose options carry their own
 ``sweep.odapi.render`` or proto paths; what they mean for a given pipeline.config is render's and
 validate's business, so this module never imports the OD API.
 
-The format is documented in the README's Search spaces section.
+The format is documented in docs/search-spaces.md.
 """
 
 from __future__ import annotations
@@ -328,7 +328,7 @@ def parse_space(path: Path, problems: list[Problem]) -> SearchSpace | None:
         return None
     if not isinstance(data, dict):
         problems.append(Problem(file, "", f"expected a mapping with 'parameters', got "
-                                f"{type(data).__name__}", "see the README's Search spaces section"))
+                                f"{type(data).__name__}", "see docs/search-spaces.md"))
         return None
     for key in data:
         if key not in TOP_LEVEL_KEYS:
@@ -341,7 +341,7 @@ def parse_space(path: Path, problems: list[Problem]) -> SearchSpace | None:
     raw = data.get("parameters")
     if not isinstance(raw, dict) or not raw:
         problems.append(Problem(file, "parameters", "missing or not a mapping of name -> spec",
-                                "add a 'parameters:' mapping (see the README's Search spaces section)"))
+                                "add a 'parameters:' mapping (see docs/search-spaces.md: Format)"))
         return None
     loader = _Loader(file, problems)
     params = loader.params(raw, "parameters", scope={})
