@@ -88,6 +88,13 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
                         "from it and its number, recorded in its folder, and seeds Python, "
                         "NumPy and TensorFlow in its train job (initialisation, data order, "
                         "augmentation) [%(default)s]")
+    g.add_argument("--confirm", type=int, default=2 if demo else 0, metavar="SEEDS",
+                   help="after the search, retrain the top --confirm-top configs and the base "
+                        "config with SEEDS new seeds each, to the end of training; the verdict "
+                        "then rests on their means (0 = no confirmation; see `sweep confirm`) "
+                        "[%(default)s]")
+    g.add_argument("--confirm-top", type=int, default=1, metavar="K",
+                   help="configs to confirm besides the base [%(default)s]")
     g.add_argument("--deterministic", action="store_true",
                    help="TensorFlow op determinism in every train job "
                         "(tf.config.experimental.enable_op_determinism): with the same seed, "
@@ -208,6 +215,23 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--address", help="Ray cluster address (default: embedded local Ray)")
             s.add_argument("--no-dashboard", action="store_true")
             s.add_argument("--no-report", action="store_true")
+    cf = sub.add_parser(
+        "confirm", help="retrain the top configs and the base with new seeds",
+        description="Retrain the top --top configs of a finished sweep and its base config with "
+        "--seeds new seeds each, to the end of training, as tagged trials of the same "
+        "experiment (they do not feed the sampler). The report's verdict then rests on the "
+        "mean over seeds, with an interval over seeds and eval images. Running it again runs "
+        "only what is not finished.")
+    cf.add_argument("experiment", help="experiment name or folder")
+    cf.add_argument("--storage", type=Path, default=Path("experiments"), help="[%(default)s]")
+    cf.add_argument("--seeds", type=int, default=3, help="new seeds per config [%(default)s]")
+    cf.add_argument("--top", type=int, default=1,
+                    help="the search's top configs to confirm, besides the base [%(default)s]")
+    cf.add_argument("--max-concurrent", type=int, default=0,
+                    help="trials at once (0 = the sweep's own) [%(default)s]")
+    cf.add_argument("--address", help="Ray cluster address (default: embedded local Ray)")
+    cf.add_argument("--no-dashboard", action="store_true")
+    cf.add_argument("--no-report", action="store_true")
     _add_data_commands(sub)
     n = sub.add_parser(
         "init", help="write models/<name>/pipeline.config for your data and a pre-trained model",
@@ -297,7 +321,8 @@ def _settings(a: argparse.Namespace, space: Path, pipeline: Path, default_name: 
         num_trials=a.num_trials, max_concurrent=a.max_concurrent, sampler=a.sampler,
         scheduler=a.scheduler, metrics=tags, modes=modes,
         time_budget_s=None if a.time_budget is None else a.time_budget * 60, step_budget=a.step_budget,
-        seed=a.seed, deterministic=a.deterministic, cpus_per_trial=a.cpus_per_trial,
+        seed=a.seed, deterministic=a.deterministic, confirm=a.confirm,
+        confirm_top=a.confirm_top, cpus_per_trial=a.cpus_per_trial,
         gpus_per_trial=a.gpus_per_trial,
         eval_every=a.eval_every, keep_checkpoints=a.keep_checkpoints,
         max_failures=a.max_failures, max_consecutive_failures=a.max_consecutive_failures,
@@ -439,6 +464,8 @@ def _run(settings: Any, *, overwrite: bool, report: bool, resume: bool = False,
             summary = tune_backend.run_sweep(settings, sp, sp.points_to_evaluate(base), steps,
                                              plan=plan, url=url, resume=True,
                                              base_point=sp.base_point(base))
+        if settings.confirm and not summary["stopped_reason"]:
+            _confirm(exp, settings, sp, settings.confirm, settings.confirm_top, url)
     finally:
         tune_backend.stop_ray()
     from sweep.core.experiment import read_json, write_json
@@ -554,6 +581,64 @@ def cmd_dashboard(a: argparse.Namespace) -> int:
     return 0
 
 
+def _confirm(exp: Any, settings: Any, sp: Any, seeds: int, top: int, url: str | None) -> None:
+    """Run the confirmation trials of ``exp`` that are not COMPLETED yet (sweep.run.confirm)."""
+    import dataclasses
+
+    from sweep.run import confirm, tune_backend
+
+    try:
+        configs = confirm.plan(exp, seeds, top)
+    except ValueError as e:
+        print(f"sweep: no confirmation: {e}", file=sys.stderr, flush=True)
+        return
+    todo = confirm.pending(exp, configs)
+    print(f"confirmation: {len(configs)} runs ({seeds} seeds x the base config and the top "
+          f"{top}), {len(configs) - len(todo)} already done", flush=True)
+    if todo:
+        fifo = dataclasses.replace(settings, scheduler="fifo")
+        tune_backend.run_confirmations(fifo, sp, todo, url=url)
+
+
+def cmd_confirm(a: argparse.Namespace) -> int:
+    from sweep.core.errors import Problem
+    from sweep.odapi import render
+    from sweep.run import tune_backend
+    from sweep.run.settings import SweepSettings
+    from sweep.search import space
+
+    exp = _experiment(a)
+    if a.seeds < 2 or a.top < 1:
+        raise ConfigError(Problem("command line", "--seeds" if a.seeds < 2 else "--top",
+                                  f"must be >= {2 if a.seeds < 2 else 1}", "use e.g. --seeds 3"))
+    settings = SweepSettings.from_json(exp.settings())
+    settings.storage = exp.root.parent
+    settings.address = a.address or settings.address
+    settings.dashboard = not a.no_dashboard
+    if a.max_concurrent:
+        settings.max_concurrent = a.max_concurrent
+    from sweep.run import confirm
+
+    confirm.plan(exp, a.seeds, a.top)  # refuses now, before Ray starts, when nothing can be
+    sp = space.load_space(exp.space_path)
+    render.load_pipeline(exp.base_pipeline)
+    try:
+        url = tune_backend.init_ray(settings)
+        _confirm(exp, settings, sp, a.seeds, a.top, url)
+    finally:
+        tune_backend.stop_ray()
+    from sweep.report.status import render_status
+
+    print(render_status(exp))
+    if not a.no_report:
+        from sweep.report import report as report_mod
+
+        out = report_mod.write_report(exp)
+        print((out / report_mod.VERDICT_FILE).read_text().rstrip())
+        print(f"report: {out}/report.html")
+    return 0
+
+
 def cmd_resume(a: argparse.Namespace) -> int:
     from sweep.core.errors import Problem
     from sweep.core.experiment import trust_problem
@@ -624,7 +709,7 @@ def _inspect(a: argparse.Namespace) -> int:
     return 1 if stats.problems else 0
 
 
-COMMANDS = {"demo": cmd_demo, "data": cmd_data, "init": cmd_init, "run": cmd_run,
+COMMANDS = {"confirm": cmd_confirm, "demo": cmd_demo, "data": cmd_data, "init": cmd_init, "run": cmd_run,
             "validate": cmd_validate, "status": cmd_status, "report": cmd_report,
             "export": cmd_export, "resume": cmd_resume, "dashboard": cmd_dashboard}
 

@@ -4,7 +4,8 @@ It writes what the OD API jobs write -- train/eval event files, ckpt-N files, th
 state file, eval/evaluated.jsonl, eval/groundtruth.json + eval/detections/ckpt-N.json -- at
 the same argv, in milliseconds, and waits at the train gate (sweep.core.gate) after a checkpoint as
 the real train job does. mAP scales with the trial's l2_weight (smaller is better) and, with
-FAKE_SCORE_LR=1, its learning rate (up to 0.02), so schedulers see trials differ. FAKE_MODE picks a
+FAKE_SCORE_LR=1, its learning rate (up to 0.02), so schedulers see trials differ; FAKE_NOISE=s
+adds seed-drawn training noise (the trial's ``_seed``), and detections are drawn per seed. FAKE_MODE picks a
 behaviour: ok | nan (loss becomes NaN at step 20) | crash_once (train dies with SIGKILL the
 first time, after its first checkpoint) | crash_always | hang (train never progresses: no
 summary, no checkpoint) | slow (a summary every FAKE_STEP_SLEEP s, default 0.5). As the real
@@ -51,10 +52,24 @@ def num_steps(pipeline: Path) -> int:
 
 
 def quality(model_dir: Path) -> float:
-    """A trial's mAP scale from its l2_weight (1 without one), so schedulers see differences."""
+    """A trial's mAP scale from its l2_weight (1 without one), so schedulers see differences;
+    with FAKE_NOISE=s, times 1 + s * N(0, 1) drawn from the trial's seed (training noise: the
+    same config retrained with another seed scores differently)."""
     params = model_dir / "params.json"
-    l2 = json.loads(params.read_text()).get("l2_weight") if params.exists() else None
-    return 1.0 / (1.0 + 1000.0 * float(l2)) if isinstance(l2, int | float) else 1.0
+    p = json.loads(params.read_text()) if params.exists() else {}
+    l2 = p.get("l2_weight")
+    q = 1.0 / (1.0 + 1000.0 * float(l2)) if isinstance(l2, int | float) else 1.0
+    noise = float(os.environ.get("FAKE_NOISE", "0") or 0)
+    if noise:
+        import random
+
+        q *= max(0.05, 1.0 + noise * random.Random(p.get("_seed", 0)).gauss(0, 1))
+    return min(q, 1.0)
+
+
+def seed_of(model_dir: Path) -> int:
+    params = model_dir / "params.json"
+    return int(json.loads(params.read_text()).get("_seed") or 0) if params.exists() else 0
 
 
 def latest(model_dir: Path) -> tuple[int, int]:
@@ -130,7 +145,8 @@ def evaluate(a: argparse.Namespace) -> None:
                                                       "Loss/total_loss": 100.0 - step})
             # As the real eval job: the per-image detections behind this evaluation.
             gt = eval_groundtruth()
-            write_detections(a.model_dir, f"ckpt-{n}", gt, detections_for(gt, mAP, seed=step))
+            write_detections(a.model_dir, f"ckpt-{n}", gt,
+                             detections_for(gt, mAP, seed=step + 1000 * seed_of(a.model_dir)))
             with open(log, "a") as f:
                 f.write(json.dumps({"checkpoint": f"ckpt-{n}", "step": step,
                                     "metrics": {}, "time": time.time()}) + "\n")

@@ -60,6 +60,11 @@ class Verdict:
     resamples: int
     n_images: int | None  # None when the interval could not resample images (seeds only)
     seeds_needed: int | None  # seeds per config that would likely settle a difference this size
+    base_best: bool = False  # the base config has the best mean: keep it
+
+    @property
+    def recommended(self) -> ConfirmedConfig:
+        return self.base if self.base_best else self.winner
 
     @property
     def distinguishable(self) -> bool:
@@ -124,7 +129,8 @@ def decide(configs: list[ConfirmedConfig], mode: str,
         return None
     pick = max if mode == "max" else min
     winner = pick(others, key=lambda c: c.mean)
-    if winner is base:  # the base won: compare it with the best of the rest
+    base_best = winner is base
+    if base_best:  # the base won: compare it with the best of the rest
         winner = pick([c for c in others if c is not base], key=lambda c: c.mean)
     runs = list(base.runs) + list(winner.runs)
     n_images = None
@@ -141,7 +147,7 @@ def decide(configs: list[ConfirmedConfig], mode: str,
         b = np.repeat(np.array(list(winner.runs.values()))[:, None], resamples, axis=1)
     low, high, used = two_level_interval(a, b, resamples=resamples)
     return Verdict(winner, base, winner.mean - base.mean, low, high, used, n_images,
-                   seeds_needed(base, winner))
+                   seeds_needed(base, winner), base_best)
 
 
 def describe(v: Verdict, label: str, experiment: str) -> list[str]:
@@ -156,9 +162,13 @@ def describe(v: Verdict, label: str, experiment: str) -> list[str]:
         f"config {b.mean:.4g} (sd {_sd(b)}, {len(b.runs)} seeds): difference {v.diff:+.3g}, "
         f"{LEVEL:.0%} interval [{v.low:+.3g}, {v.high:+.3g}] ({how}, {v.resamples} resamples; "
         "docs/report.md: Is the win real?)."]
-    if v.distinguishable:
-        side = "better" if (v.diff > 0) == (w.mean >= b.mean) else "worse"
-        lines.append(f"The interval excludes 0: at {n} seeds the config is {side} than the base "
+    if v.base_best:
+        lines.append("The base config has the best mean over its seeds: keep it"
+                     + (" (the difference is beyond training and eval-image noise)."
+                        if v.distinguishable else
+                        f"; the best other config is not distinguishable from it at {n} seeds."))
+    elif v.distinguishable:
+        lines.append(f"The interval excludes 0: at {n} seeds {w.of}'s config beats the base "
                      "config beyond training and eval-image noise.")
     else:
         more = (f"; about {v.seeds_needed} seeds each would likely settle a difference this "

@@ -426,8 +426,8 @@ def _verdict(g: Gathered, best_info: dict[str, Any] | None) -> Section:
     how = "lowest" if obj.mode == "min" else "highest"
     confirmed = g.confirmed()
     use = (f"Use {best}'s config: best/pipeline.config ("
-           + (f"the best mean {label(m.MAP)} over {len(confirmed.winner.runs)} confirmation "
-              f"seeds; the search chose it by {chose}" if confirmed else
+           + (f"the best mean {label(m.MAP)} over {len(confirmed.recommended.runs)} "
+              f"confirmation seeds; the search chose it by {chose}" if confirmed else
               f"chosen by {chose}: {how} {fmt(best_info['value'])} at step "
               f"{fmt(best_info['step'])}, seed {_seed(g, best)}")
            + (f", fine-tuning from {best_info['fine_tune_checkpoint']}"
@@ -439,8 +439,8 @@ def _verdict(g: Gathered, best_info: dict[str, Any] | None) -> Section:
                                         "compare with."], id="verdict")
     if confirmed:
         text = [use, *confirmation.describe(confirmed, label(m.MAP), g.exp.name)]
-        if confirmed.winner.of != base:
-            changes = short_names.line(g.short_changes(confirmed.winner.of))
+        if confirmed.recommended.of != base:
+            changes = short_names.line(g.short_changes(confirmed.recommended.of))
             text.append(f"What changed: {changes or 'nothing in the space parameters'}.")
         return Section("Verdict", text, id="verdict")
     if best == base:

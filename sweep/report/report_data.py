@@ -89,8 +89,8 @@ def _best_of(tm: m.TrialMetrics, obj: Objective) -> tuple[int, float] | None:
 
 
 def public_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Sampled parameters without the runner's markers (``_base``)."""
-    return {k: v for k, v in params.items() if not k.startswith("_")}
+    """Sampled parameters without the markers (``_base``, ``_seed``: sweep.search.marks)."""
+    return marks.public(params)
 
 
 @dataclass
@@ -123,7 +123,7 @@ class Gathered:
         trial), else the search's best trial."""
         confirmed = self.confirmed()
         if confirmed is not None:
-            return confirmed.winner.of
+            return confirmed.recommended.of
         ranked = self.ranked()
         return None if ranked.empty else str(ranked.iloc[0]["trial"])
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from sweep.core.experiment import FAILED, RUNNING, Experiment
 from sweep.odapi import metrics
-from sweep.search import pbt
+from sweep.search import marks, pbt
 
 
 def trial_rows(exp: Experiment) -> list[dict[str, Any]]:
@@ -33,8 +33,18 @@ def trial_rows(exp: Experiment) -> list[dict[str, Any]]:
             "node": st.get("node_ip") or st.get("node") or "-",
             "reason": st.get("reason") or "",
             "parent": pbt.parent(st) or "",
+            "seed": st.get("seed"),
+            "role": _role(t.params(), st),
         })
     return rows
+
+
+def _role(params: dict[str, Any], status: dict[str, Any]) -> str:
+    """What a trial is for: the base config's search run, a confirmation run, or ""."""
+    c = marks.confirm_of(params)
+    if c:
+        return f"confirm {'base' if c.get('base') else c.get('of')}"
+    return "base" if marks.is_base(params) or status.get("base") else ""
 
 
 def _cell(v: Any) -> str:
@@ -48,8 +58,8 @@ def _cell(v: Any) -> str:
 def format_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no trials yet"
-    cols = ["trial", "state", "step", "total_loss", "mAP", "elapsed", "tries", "gpus", "node",
-            "reason"]
+    cols = ["trial", "role", "seed", "state", "step", "total_loss", "mAP", "elapsed", "tries",
+            "gpus", "node", "reason"]
     lineage = any(r.get("parent") for r in rows)  # PBT: the trial each one continues from
     if lineage:
         cols.insert(1, "cloned from")
@@ -57,7 +67,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         step = f"{r['step']}/{r['of']}" if r.get("of") else str(r["step"])
         el = r.get("elapsed_s")
-        cells.append([r["trial"], r["state"], step, _cell(r["total_loss"]), _cell(r["mAP"]),
+        cells.append([r["trial"], r.get("role") or "", _cell(r.get("seed")), r["state"], step,
+                      _cell(r["total_loss"]), _cell(r["mAP"]),
                       "-" if el is None else f"{el / 60:.1f} min", _cell(r["attempts"]), r["gpus"],
                       r["node"],
                       r["reason"]])

@@ -70,6 +70,8 @@ class SweepSettings:
     step_budget: int | None = None
     seed: int | None = 0  # the sampler's seed, and every trial's seed is drawn from it
     deterministic: bool = False  # TensorFlow's op determinism in the train jobs
+    confirm: int = 0  # seeds per config to retrain the top configs and the base with (0 = none)
+    confirm_top: int = 1  # how many of the search's top configs to confirm
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     eval_every: int = 0
@@ -147,6 +149,11 @@ class SweepSettings:
         if self.sampler in ("cmaes", "grid", "qmc") and self.multi_objective:
             bad("--sampler", f"{self.sampler} does not support multiple objectives",
                 "use tpe, random or nsga2 with two metrics")
+        if self.confirm < 0 or self.confirm == 1:
+            bad("--confirm", f"must be 0 (none) or at least 2 seeds, got {self.confirm}",
+                "use e.g. --confirm 3 (one seed says nothing about the spread)")
+        if self.confirm_top < 1:
+            bad("--confirm-top", f"must be >= 1, got {self.confirm_top}", "use e.g. 1")
         if self.cpus_per_trial <= 0:
             bad("--cpus-per-trial", f"must be > 0, got {self.cpus_per_trial}", "use e.g. 1")
         if self.gpus_per_trial < 0:

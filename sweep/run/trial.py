@@ -530,7 +530,7 @@ def _render_pipeline(base: Path, params: Mapping[str, Any], out: Path, storage: 
     ``best:EXPERIMENT`` fine-tune checkpoints resolve among the experiments in ``storage``."""
     from sweep.odapi import render
 
-    cfg = render.render(render.load_pipeline(base), params,
+    cfg = render.render(render.load_pipeline(base), marks.public(params),
                         resolve_best=functools.partial(best.best_checkpoint, storage=storage))
     render.write_pipeline(cfg, out)
     return int(cfg.train_config.num_steps)

@@ -75,7 +75,10 @@ def _trainable_class():  # noqa: ANN202 - a Ray Trainable subclass, built lazily
                 from sweep.search import pbt
 
                 config = pbt.active(spec.space, config)
-            self.runner = TrialRunner(spec, self.trial_id, config, gpu_ids=gpu_ids,
+            # A confirmation run has its own name (sweep.run.confirm): confirming again finds
+            # its folder and continues it.
+            name = (marks.confirm_of(config) or {}).get("name") or self.trial_id
+            self.runner = TrialRunner(spec, name, config, gpu_ids=gpu_ids,
                                       node=ray_node.this_node)
             self.started = False  # Ray restores a checkpoint (load_checkpoint) after setup
 
@@ -591,19 +594,9 @@ def stop_ray() -> None:
         _STARTED_RAY = False
 
 
-def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]], max_steps: int,
-              *, plan: Plan, url: str | None, resume: bool = False,
-              base_point: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run (or resume) the sweep to its end on the Ray ``init_ray`` started; returns a summary
-    for the CLI. Shuts Ray down at the end. ``base_point``: the known point of the base
-    config's own values (its trial is marked the base: sweep.search.marks)."""
-    from ray import tune
-
-    from sweep.search.study_storage import PasswordFreeRDBStorage
-
-    exp = Experiment(settings.experiment_root)
-    study_name = settings.to_json()["study_name"]
-    spec = TrialSpec(experiment_root=exp.root, metric=settings.metrics[0], mode=settings.modes[0],
+def trial_spec(settings: SweepSettings, exp: Experiment, space: Any) -> TrialSpec:
+    """What every trial of the sweep shares."""
+    return TrialSpec(experiment_root=exp.root, metric=settings.metrics[0], mode=settings.modes[0],
                      eval_every=settings.eval_every, keep_checkpoints=settings.keep_checkpoints,
                      threads=max(1, int(settings.cpus_per_trial)),
                      max_failures=settings.max_failures,
@@ -617,9 +610,71 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
                      worker_module=os.environ.get("SWEEP_WORKER_MODULE", "sweep.odapi.worker"),
                      pause_at_rungs=settings.scheduler in ("asha", "median", "pbt", "pb2"),
                      cwd=Path(settings.cwd))
-    trainable = tune.with_resources(
+
+
+def _trainable(settings: SweepSettings, spec: TrialSpec):  # noqa: ANN202 - a Ray trainable
+    from ray import tune
+
+    return tune.with_resources(
         tune.with_parameters(_trainable_class(), spec=spec),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
+
+
+def run_confirmations(settings: SweepSettings, space: Any, configs: list[dict[str, Any]], *,
+                      url: str | None = None) -> dict[str, Any]:
+    """Run the confirmation trials ``configs`` (sweep.run.confirm) to their end: FIFO, the
+    sweep's concurrency and resources, no sampler (they never feed the study). Ray's state
+    goes to ``ray-confirm/``; the trial folders are the truth, so a later run of the same
+    configs skips the finished ones."""
+    from ray import tune
+    from ray.tune.search import BasicVariantGenerator
+
+    exp = Experiment(settings.experiment_root)
+    spec = trial_spec(settings, exp, space)
+    # Ray takes a preset config's values only for keys of param_space, nested ones included.
+    skeleton: dict[str, Any] = {}
+    for c in configs:
+        for k, v in c.items():
+            skeleton[k] = ({**(skeleton.get(k) or {}), **dict.fromkeys(v)}
+                           if isinstance(v, dict) else None)
+    progress, _ = _callbacks(settings, exp)
+    tuner = tune.Tuner(
+        _trainable(settings, spec), param_space=skeleton,
+        tune_config=tune.TuneConfig(
+            search_alg=BasicVariantGenerator(points_to_evaluate=configs,
+                                             max_concurrent=settings.max_concurrent),
+            num_samples=len(configs), trial_dirname_creator=lambda t: t.trial_id,
+            reuse_actors=REUSE_ACTORS),
+        run_config=tune.RunConfig(
+            name="ray-confirm", storage_path=str(exp.root), verbose=0, callbacks=[progress],
+            failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+            checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=0,
+                                                    checkpoint_at_end=False)))
+    if url:
+        print(f"Ray dashboard: {url}", flush=True)
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    grid = tuner.fit()
+    for c in configs:  # nothing may be left RUNNING in a folder
+        t = exp.trial(c[marks.CONFIRM]["name"])
+        if t.status().get("state") in ("RUNNING", "PENDING"):
+            mark_failed(t, LOST, "its process ended without a word (driver or node killed)")
+    return {"errors": len(grid.errors)}
+
+
+def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]], max_steps: int,
+              *, plan: Plan, url: str | None, resume: bool = False,
+              base_point: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run (or resume) the sweep to its end on the Ray ``init_ray`` started; returns a summary
+    for the CLI. Shuts Ray down at the end. ``base_point``: the known point of the base
+    config's own values (its trial is marked the base: sweep.search.marks)."""
+    from ray import tune
+
+    from sweep.search.study_storage import PasswordFreeRDBStorage
+
+    exp = Experiment(settings.experiment_root)
+    study_name = settings.to_json()["study_name"]
+    spec = trial_spec(settings, exp, space)
+    trainable = _trainable(settings, spec)
     progress, budget = _callbacks(settings, exp)
     # Ray is the CLI's (init_ray / stop_ray): a test's shared Ray outlives a sweep.
     if url:

@@ -32,6 +32,11 @@ def trial_seed(sweep_seed: int | None, number: int) -> int:
     return int(state.generate_state(1)[0]) % MAX_SEED
 
 
+def public(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters a pipeline.config is rendered from: ``params`` without the markers."""
+    return {k: v for k, v in params.items() if not k.startswith("_")}
+
+
 def seed_of(params: Mapping[str, Any]) -> int | None:
     value = params.get(SEED)
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
@@ -62,7 +67,8 @@ class MarkedDefineByRun:
         seed = trial_seed(self.sweep_seed, ot.number)
         fixed[SEED] = seed
         ot.set_user_attr("seed", seed)
-        enqueued = ot.system_attrs.get("fixed_params")
+        # An enqueued known point's values (Optuna keeps them as the trial's "fixed_params").
+        enqueued = ot.storage.get_trial_system_attrs(ot._trial_id).get("fixed_params")
         if self.base_point is not None and enqueued is not None and _same(enqueued,
                                                                           self.base_point):
             fixed[BASE] = True
