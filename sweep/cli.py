@@ -58,7 +58,8 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
                         " (constant liar) [%(default)s]")
     g.add_argument("--scheduler", default="asha",
                    help="fifo, asha or median (early stopping on the first metric; training"
-                        " waits at each evaluation for the decision), or pbt: "
+                        " waits at each evaluation for the decision; the base config's trial is "
+                        "never stopped, its results still fill the rungs), or pbt: "
                         "population-based training, where worse trials continue from better "
                         "trials' checkpoints with perturbed values of the space's `perturb:` "
                         "parameters (the sampler is not used: known points, then random draws, "

@@ -207,6 +207,11 @@ def test_the_verdict_rests_on_the_confirmation_means(trusted) -> None:  # noqa: 
     assert verdict.startswith(f"Use {winner}'s config")
     best = json.loads((root / "reports" / "trust" / "best" / "trial.json").read_text())
     assert best["trial"] == winner  # best/ follows the confirmed winner
+    # The per-seed strip plot, in the verdict of report.md.
+    md = (root / "reports" / "trust" / "report.md").read_text()
+    verdict = md[md.index("## Verdict"):md.index("## Leaderboard")]
+    assert "(plots/confirmation.png)" in verdict
+    assert (root / "reports" / "trust" / "plots" / "confirmation.png").stat().st_size > 5000
 
 
 @pytest.mark.slow

@@ -175,3 +175,26 @@ def parallel_coordinates(df: pd.DataFrame, params: Sequence[str], metric: str, p
     ax.set_ylim(-0.15, 1.15)
     ax.set_title(f"Parallel coordinates (colour: {label}, brighter is better)")
     return _save(fig, path)
+
+
+def seeds_strip(groups: Mapping[str, Sequence[float]], path: Path, *, label: str,
+                title: str) -> Path | None:
+    """Each confirmed config's per-seed values as dots on one row, with its mean as a bar:
+    the spread a single run hides."""
+    groups = {k: list(v) for k, v in groups.items() if v}
+    if not groups:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 0.7 + 0.55 * len(groups)))
+    rng = np.random.default_rng(0)
+    for i, values in enumerate(groups.values()):
+        y = i + rng.uniform(-0.12, 0.12, len(values))
+        ax.scatter(values, y, s=30, alpha=0.8, color=f"C{i % 10}", zorder=3)
+        mean = float(np.mean(values))
+        ax.plot([mean, mean], [i - 0.3, i + 0.3], color="k", lw=2, zorder=4)
+    ax.set_yticks(range(len(groups)), list(groups), fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(label)
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+

@@ -68,7 +68,7 @@ NEAR_ZERO = 0.01  # a reference below this (an mAP of ~0) gets no percentage cha
 
 # Files this module writes inside out_dir; stale ones (e.g. a plot that no longer applies)
 # are removed, and nothing else there is ever touched.
-PLOT_FILES = ("lineage.png", "loss_curves.png", "map_curves.png", "params_vs_metric.png",
+PLOT_FILES = ("confirmation.png", "lineage.png", "loss_curves.png", "map_curves.png", "params_vs_metric.png",
               "param_importances.png", "pareto.png", "parallel_coordinates.png")
 BEST_FILES = ("pipeline.config", "params.yaml", "params.json", "trial.json")
 
@@ -369,6 +369,13 @@ def _plots(g: Gathered, study: Any | None, mirror: Any, plot_dir: Path
         g.df[g.df["state"] != FAILED], g.varied_params(), "objective",
         plot_dir / "parallel_coordinates.png", label=f"best {label(obj.tag)}",
         higher_is_better=obj.mode == "max")
+    confirmed = g.confirmed()
+    if confirmed is not None:
+        runs = {("base " if c.base else "") + f"{c.of} ({len(c.runs)} seeds)": list(c.runs.values())
+                for c in (confirmed.base, confirmed.winner)}
+        made["confirmation.png"] = plots.seeds_strip(
+            runs, plot_dir / "confirmation.png", label=f"{label(m.MAP)} at the final evaluation",
+            title="Confirmation runs: one dot per seed, bar = mean")
     from sweep.report import lineage
 
     lineage_png = lineage.lineage_figure(g.exp, g.best_name(), plot_dir / "lineage.png", m.MAP)
@@ -381,6 +388,7 @@ def _plots(g: Gathered, study: Any | None, mirror: Any, plot_dir: Path
 
 
 PLOT_TITLES = {
+    "confirmation.png": "Confirmation: each confirmed config's final mAP per seed (bar: mean)",
     "lineage.png": "Population-based training: every trial's mAP with its clones (dashed), "
                    "and the best lineage's learning rate",
     "loss_curves.png": "Total loss against step (top trials)",
@@ -540,6 +548,8 @@ def _sections(g: Gathered, plots_made: dict[str, Path], best_info: dict[str, Any
         summary.append(f"The best trial's checkpoint nearest its best step is "
                        f"{best_info['checkpoint']} (step {best_info['checkpoint_step']}).")
     sections = [_verdict(g, best_info)]
+    if "confirmation.png" in plots_made:
+        sections[0].images.append((PLOT_TITLES["confirmation.png"], plots_made["confirmation.png"]))
     sections.append(Section("Leaderboard", [
         f"Ranked by each trial's best {obj.tag} ({obj.mode}) over its evaluations, the value "
         "the runner reported to Ray (a loss is the training job's at that step); failed "

@@ -1,0 +1,148 @@
+"""How often does the verdict claim a win when there is none? (issue 28)
+
+Every config of the space is equal: the stand-in worker (``tests/fake_worker.py``) scores a
+trial by its l2_weight only, and this space searches momentum, which the stand-in ignores.
+Training noise comes from each trial's seed (``FAKE_NOISE``), eval-image noise from the 16
+eval images its detections are drawn on. Each of ``--sweeps`` sweeps runs ``--trials``
+trials (the base config first) and then confirms the best and the base with ``--seeds``
+seeds each. Per sweep:
+
+- the old wording: the best trial's mAP minus the base's at each one's own best evaluation,
+  paired bootstrap over the eval images (what the report said before: "the interval excludes
+  0: the win is larger than this eval set's noise");
+- the new unconfirmed wording (it never claims a win: it states the eval-image noise and
+  names `sweep confirm`);
+- the new confirmed wording: "beats the base config beyond training and eval-image noise"
+  when the two-level interval excludes 0.
+
+    python benchmarks/verdict_claims.py                 # 10 sweeps of 16 trials, 3 seeds
+    python benchmarks/verdict_claims.py --sweeps 3 --trials 6 --out /tmp/x   # a quick try
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from _bench import REPO, WORK, header, out_dir, start_record, uptime, write_results
+
+SPACE = """\
+description: every config equal for the stand-in (it ignores momentum)
+parameters:
+  num_steps: 40
+  momentum: {uniform: [0.8, 0.95]}
+points:
+  - base
+"""
+
+
+def run_sweep(root: Path, pipeline: Path, name: str, a: argparse.Namespace, seed: int) -> int:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SWEEP_WORKER_MODULE": "tests.fake_worker",
+           "FAKE_MODE": "ok", "FAKE_NOISE": str(a.noise)}
+    args = [sys.executable, "-m", "sweep.cli", "run", "--space", str(root / "space.yaml"),
+            "--pipeline", str(pipeline), "--name", name, "--storage", str(root / "experiments"),
+            "--num-trials", str(a.trials), "--max-concurrent", "2", "--scheduler", "fifo",
+            "--sampler", "random", "--eval-every", "10", "--seed", str(seed), "--confirm",
+            str(a.seeds), "--no-dashboard", "--overwrite"]
+    with open(root / f"{name}.log", "w") as log:
+        return subprocess.run(args, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+
+
+def judge(exp_root: Path) -> dict[str, Any]:
+    """The three wordings' claims for one finished sweep."""
+    from sweep.core.experiment import Experiment
+    from sweep.report import bootstrap
+    from sweep.report.report import write_report
+    from sweep.report.report_data import gather, kept_detections
+
+    exp = Experiment(exp_root)
+    g = gather(exp)
+    ranked = g.ranked()
+    best, base = str(ranked.iloc[0]["trial"]), g.base_name()
+    out: dict[str, Any] = {"best": best, "base": base}
+    if base is None or best == base:
+        out.update(old_claims=False, note="the base was the best search trial")
+    else:
+        a, b = kept_detections(g, base), kept_detections(g, best)
+        iv = bootstrap.paired(b[0], a[1], b[1])  # type: ignore[index]
+        out.update(old_diff=iv.diff, old_low=iv.low, old_high=iv.high,
+                   old_claims=bool(iv.real and iv.diff > 0))
+    report = write_report(exp, exp_root.parent.parent / "reports" / exp.name)
+    verdict = (report / "verdict.txt").read_text()
+    out["new_confirmed_claims"] = "beats the base config beyond training" in verdict
+    out["verdict"] = verdict
+    v = g.confirmed()
+    if v is not None:
+        out.update(new_diff=v.diff, new_low=v.low, new_high=v.high)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sweeps", type=int, default=10, help="sweeps (seeds 0..N-1) [%(default)s]")
+    p.add_argument("--trials", type=int, default=16, help="search trials per sweep [%(default)s]")
+    p.add_argument("--seeds", type=int, default=3,
+                   help="confirmation seeds of the best and the base [%(default)s]")
+    p.add_argument("--noise", type=float, default=0.1,
+                   help="the stand-in's training noise (relative sd of a trial's skill) [%(default)s]")
+    p.add_argument("--work", type=Path, default=WORK / "verdict_claims", help="[%(default)s]")
+    p.add_argument("--out", type=Path, default=None, help="results folder [benchmarks/results]")
+    a = p.parse_args(argv)
+    if a.sweeps < 1 or a.trials < 2 or a.seeds < 2:
+        p.error("--sweeps >= 1, --trials >= 2, --seeds >= 2")
+    sys.path.insert(0, str(REPO))
+    from tests.conftest import make_workspace
+
+    data = start_record(argv)
+    root = a.work.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "space.yaml").write_text(SPACE)
+    found = sorted(root.glob("workspace/training_demo/models/*/pipeline.config"))
+    pipeline = found[0] if found else make_workspace(root, n_train=8, n_eval=4)
+    rows = []
+    t0 = time.time()
+    for s in range(a.sweeps):
+        name = f"equal-s{s}"
+        code = run_sweep(root, pipeline, name, a, s)
+        row = {"seed": s, "exit": code}
+        if code == 0:
+            row.update(judge(root / "experiments" / name))
+        rows.append(row)
+        print(f"  sweep {s}: exit {code}, old claims {row.get('old_claims')}, new confirmed "
+              f"claims {row.get('new_confirmed_claims')}", flush=True)
+    done = [r for r in rows if r["exit"] == 0]
+    data.update(rows=rows, sweeps=a.sweeps, trials=a.trials, seeds=a.seeds, noise=a.noise,
+                wall_s=time.time() - t0, uptime_after=uptime(),
+                old_rate=sum(r["old_claims"] for r in done) / max(1, len(done)),
+                new_confirmed_rate=sum(r["new_confirmed_claims"] for r in done) / max(1, len(done)))
+    md = header("Verdict claims when every config is equal (issue 28)", data) + [
+        f"{len(done)} of {a.sweeps} stand-in sweeps finished; each {a.trials} search trials "
+        f"(every config equal, training noise {a.noise}, 16 eval images), then {a.seeds} "
+        "confirmation seeds of the best and of the base.", "",
+        "| wording | claims a win | rate |", "| --- | ---: | ---: |",
+        f"| old: best vs base at their best evaluations, eval-image bootstrap | "
+        f"{sum(r['old_claims'] for r in done)} / {len(done)} | {data['old_rate']:.0%} |",
+        f"| new, unconfirmed (one run per config) | 0 / {len(done)} (never claims) | 0% |",
+        f"| new, confirmed over {a.seeds} seeds (two-level bootstrap) | "
+        f"{sum(r['new_confirmed_claims'] for r in done)} / {len(done)} | "
+        f"{data['new_confirmed_rate']:.0%} |", "",
+        "| sweep | old: diff [95% interval] | new confirmed: diff [95% interval] |",
+        "| ---: | --- | --- |"]
+    for r in done:
+        old = (f"{r['old_diff']:+.3f} [{r['old_low']:+.3f}, {r['old_high']:+.3f}]"
+               if "old_diff" in r else r.get("note", "-"))
+        new = (f"{r['new_diff']:+.3f} [{r['new_low']:+.3f}, {r['new_high']:+.3f}]"
+               if "new_diff" in r else "-")
+        md.append(f"| {r['seed']} | {old} | {new} |")
+    write_results("verdict_claims", data, md, out_dir(a))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
