@@ -7,8 +7,10 @@
   ``DIVERGED`` and ``SETUP`` are never retried (the same parameters fail the same way);
   ``KILLED``, ``OOM``, ``CRASHED``, ``STALLED`` and ``ACTOR_DIED`` are retried from the last
   checkpoint, all of them out of one budget of ``--max-failures`` restarts per trial.
-- No wall clock ends a healthy trial: only a training job that shows no progress (no new
-  summary or checkpoint) for ``--stall-minutes`` is ``STALLED``.
+- No wall clock ends a healthy trial: only a job that shows no progress for
+  ``--stall-minutes`` is ``STALLED``: a training job with no new summary or checkpoint, or an
+  eval job with a checkpoint waiting that records no evaluation and logs nothing (also while
+  the train job waits at the gate for it, and after training ended).
 - N consecutive failed trials stop the sweep.
 - ``sweep run`` exits with one of the ``EXIT_*`` codes below.
 """
@@ -21,7 +23,7 @@ DIVERGED = "diverged"
 KILLED = "killed"
 OOM = "out of memory"
 CRASHED = "crashed"
-STALLED = "stalled"  # training wrote no summary or checkpoint for --stall-minutes
+STALLED = "stalled"  # a train or eval job made no progress for --stall-minutes
 ACTOR_DIED = "actor died"  # the Ray actor (or its node) that ran the trial was lost
 SETUP = "setup failed"  # the trial could not be prepared (e.g. its config does not render)
 RETRYABLE = (KILLED, OOM, CRASHED, STALLED, ACTOR_DIED)

@@ -2,9 +2,10 @@
 write into results, and apply the failure policy. No Ray here: ``tune_backend`` wraps this in a
 Ray Tune Trainable, and tests can drive it directly.
 
-A result is produced after each evaluation (the eval job writes COCO metrics for a new
-checkpoint). Between evaluations the trial watches the train summaries for NaN/Inf loss and
-both processes for an abnormal exit.
+A result is produced after each evaluation, once the eval job has recorded it in
+``eval/evaluated.jsonl`` (after flushing all of its COCO metrics for the checkpoint). Between
+evaluations the trial watches the train summaries for NaN/Inf loss, both processes for an
+abnormal exit, and each job's own progress (a stall).
 """
 
 from __future__ import annotations
