@@ -135,6 +135,28 @@ def test_a_new_experiment_never_reuses_a_study_name_in_a_shared_storage(tmp_path
     assert again != "x" and again.startswith("x-")
 
 
+@pytest.mark.parametrize("what", ["not a database", "a folder"])
+def test_a_storage_whose_studies_cannot_be_listed_is_refused_not_guessed(
+        tmp_path: Path, what: str) -> None:
+    """Taking the experiment's name unlisted could append to another experiment's study."""
+    path = tmp_path / "shared.db"
+    if what == "a folder":
+        path.mkdir()
+    else:
+        path.write_bytes(b"not an sqlite file, yet maybe someone's study " * 100)
+    with pytest.raises(errors.ConfigError, match="cannot list the studies") as e:
+        study.new_study_name("x", f"sqlite:///{path}")
+    assert e.value.problems[0].key == "--study-url" and str(path) in str(e.value)
+    assert path.is_dir() or path.read_bytes().startswith(b"not an sqlite")  # left as it was
+
+
+def test_a_refused_study_listing_never_shows_the_password() -> None:
+    url = "postgresql+psycopg2://sweep:s3cret@127.0.0.1:1/optuna"  # nothing listens on port 1
+    with pytest.raises(errors.ConfigError) as e:
+        study.new_study_name("x", url)
+    assert "s3cret" not in str(e.value) and "cannot list the studies" in str(e.value)
+
+
 # ------------------------------------------------------------------------------ slow: Ray
 
 @pytest.fixture(scope="module")
