@@ -294,6 +294,29 @@ def test_overwrite_starts_a_new_study_and_leaves_the_old_one_intact(shared_ray, 
     assert len(optuna.load_study(study_name=name2, storage=url).trials) == 2  # not 4
 
 
+@pytest.mark.slow
+def test_an_error_after_the_trials_ran_is_not_exit_2(shared_ray, capfd) -> None:  # noqa: ANN001
+    """The report cannot be written (its folder is a file): the trials ran, so the exit code
+    is not 2 ("nothing was launched") but errors.EXIT_ERROR_AFTER_LAUNCH, and the experiment
+    is kept for `sweep report`."""
+    root, pipeline = shared_ray
+    (root / "reports").mkdir(exist_ok=True)
+    (root / "reports" / "late").write_text("a file where the report folder goes")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        rc = cli.main(["run", "--space", str(root / "space.yaml"), "--pipeline", str(pipeline),
+                       "--name", "late", "--no-dashboard", "--eval-every", "20",
+                       "--num-trials", "1", "--scheduler", "fifo", "--sampler", "random"])
+    finally:
+        os.chdir(cwd)
+    err = capfd.readouterr().err
+    assert rc == errors.EXIT_ERROR_AFTER_LAUNCH, (rc, err[-2000:])
+    assert "the trials ran" in err and "sweep report late" in err
+    exp = Experiment(root / "experiments" / "late")
+    assert [t.status()["state"] for t in exp.trials()] == [COMPLETED]
+
+
 def test_reconcile_fails_running_trials_and_never_crashes_on_waiting_ones(tmp_path: Path) -> None:
     from sweep.core.experiment import Experiment
     from sweep.run.tune_backend import reconcile

@@ -12,7 +12,10 @@
   eval job with a checkpoint waiting that records no evaluation and logs nothing (also while
   the train job waits at the gate for it, and after training ended).
 - N consecutive failed trials stop the sweep.
-- ``sweep run`` exits with one of the ``EXIT_*`` codes below.
+- ``sweep run`` exits with one of the ``EXIT_*`` codes below. An error that ends a command
+  is bad input (``EXIT_BAD_INPUT``, nothing was launched) only until the command launches
+  trials (``mark_launched``); after that it is ``EXIT_ERROR_AFTER_LAUNCH``: the experiment is
+  on disk, fix the cause and ``sweep report`` or ``sweep resume`` it.
 """
 
 from __future__ import annotations
@@ -34,6 +37,30 @@ EXIT_OK = 0  # every trial completed or was stopped early by the scheduler
 EXIT_TRIALS_FAILED = 1  # the sweep ran to its end, but some trials failed
 EXIT_BAD_INPUT = 2  # nothing was launched: fix the input named in the message
 EXIT_FAILURE_STREAK = 3  # --max-consecutive-failures trials failed in a row: the sweep stopped
+EXIT_ERROR_AFTER_LAUNCH = 4  # trials ran, then an error ended the command (e.g. the report)
+
+_launched = False  # this process's command has launched trials (one command per process)
+
+
+def reset_launched() -> None:
+    """A command starts: nothing it does has been launched yet."""
+    global _launched
+    _launched = False
+
+
+def mark_launched() -> None:
+    """The command is about to run trials: from here on an error is not bad input."""
+    global _launched
+    _launched = True
+
+
+def launched() -> bool:
+    return _launched
+
+
+def error_exit_code() -> int:
+    """The exit code of a command ended by an error: bad input before launch, else 4."""
+    return EXIT_ERROR_AFTER_LAUNCH if _launched else EXIT_BAD_INPUT
 
 
 @dataclass(frozen=True)
