@@ -55,7 +55,7 @@ class TrialSpec:
     keep_checkpoints: int = 3
     threads: int = 1  # TF intra-op threads per process (the trial's CPUs)
     max_failures: int = 2  # restarts per trial in total: process or Ray actor died, stalled
-    stall_s: float = 1800.0  # no new train summary or checkpoint for this long = stalled; 0 = off
+    stall_s: float = 1800.0  # a job without progress this long is stalled (_check_*stall); 0 = off
     eval_device: str = "gpu"  # the eval job on the trial's first GPU, or "cpu"
     graph_optimizer: str = "auto"  # TF grappler: sweep.odapi.worker.graph_optimizer_enabled
     # The driver run that started this trial. A trial found RUNNING by an attempt of the same
