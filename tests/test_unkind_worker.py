@@ -1,11 +1,14 @@
 """TrialRunner against a stand-in as unkind as the real OD API jobs at scale (issue 27): an
 evaluation's tags in several flushes, keep-last-N rotation racing the runner's copies, an eval
-job that hangs or lags. Each drives the runner directly with tests/fake_worker.py (no Ray)."""
+job that hangs or lags. Each drives the runner directly with tests/fake_worker.py (no Ray);
+the ones that wait out a stall clock are marked slow."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+
+import pytest
 
 from sweep.core import errors
 from sweep.core.experiment import COMPLETED
@@ -93,37 +96,40 @@ def test_exploit_of_a_checkpoint_mid_rotation_keeps_the_clones_own(tmp_path: Pat
     assert not (b.dir.path / ".exploit.tmp").exists()
 
 
+@pytest.mark.slow  # waits out --stall-minutes (5 s here) on purpose
 def test_a_hung_eval_job_is_restarted_at_the_gate_and_after_training_ended(
         tmp_path: Path) -> None:
     """eval_hang: each eval job evaluates once, then hangs. With the gate (an early-stopping
     scheduler) the train job waits at step 40 for an evaluation that never comes, and at 60
     training has ended: only the eval job's own progress clock can end either wait."""
-    r = _runner(tmp_path, "eval_hang", params={"num_steps": 60}, pause=True, stall_s=3.0)
+    r = _runner(tmp_path, "eval_hang", params={"num_steps": 60}, pause=True, stall_s=5.0)
     r.start()
-    results = _until_done(r, timeout=20)
+    results = _until_done(r, timeout=40)
     assert [x["step"] for x in results] == [20, 40, 60]
     st = r.dir.status()
     assert st["state"] == COMPLETED and st["restarts"] == 2, st
     assert st["last_failure"].startswith(f"{errors.STALLED}: the eval job"), st["last_failure"]
 
 
+@pytest.mark.slow  # waits out --stall-minutes (5 s here) on purpose
 def test_a_hung_eval_job_fails_the_trial_when_its_restarts_are_spent(tmp_path: Path) -> None:
-    r = _runner(tmp_path, "eval_hang", params={"num_steps": 60}, max_failures=1, stall_s=3.0,
+    r = _runner(tmp_path, "eval_hang", params={"num_steps": 60}, max_failures=1, stall_s=5.0,
                 pause=True)
     r.start()
-    results = _until_done(r, timeout=20)
+    results = _until_done(r, timeout=40)
     assert results[-1]["sweep_failed"] == errors.STALLED
     st = r.dir.status()
     assert st["state"] == "FAILED" and "--max-failures 1" in st["detail"], st
     assert all(p is None or not p.alive() for p in (r.train_proc, r.eval_proc))
 
 
+@pytest.mark.slow  # waits out --stall-minutes (5 s here) on purpose
 def test_a_lagging_eval_job_that_makes_progress_is_never_stalled(tmp_path: Path) -> None:
     """eval_lag: training ends long before the eval job, which runs two checkpoints behind at
-    1 s an evaluation: the oldest waiting checkpoint gets older than --stall-minutes, but
+    1.5 s an evaluation: the oldest waiting checkpoint gets older than --stall-minutes, but
     the eval job keeps finishing evaluations, so it is not stalled."""
-    r = _runner(tmp_path, "eval_lag", params={"num_steps": 100}, stall_s=3.0,
-                env={"FAKE_EVAL_SLEEP": "1.0"})
+    r = _runner(tmp_path, "eval_lag", params={"num_steps": 100}, stall_s=5.0,
+                env={"FAKE_EVAL_SLEEP": "1.5"})
     r.start()
     results = _until_done(r)
     assert [x["step"] for x in results] == [20, 40, 60, 80, 100]
