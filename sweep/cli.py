@@ -97,9 +97,11 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     g.add_argument("--max-consecutive-failures", type=int, default=3,
                    help="failed trials in a row that stop the sweep [%(default)s]")
     g.add_argument("--stall-minutes", type=float, default=30.0,
-                   help="a trial whose training writes no summary and no checkpoint for this "
-                        "long is stalled: restarted from its checkpoint, within --max-failures "
-                        "(0 = never). No other clock ends a trial [%(default)s]")
+                   help="a trial whose training writes no summary and no checkpoint, or whose "
+                        "eval job records no evaluation of a waiting checkpoint and logs nothing, "
+                        "for this long is stalled: that job is restarted (training from its "
+                        "checkpoint), within --max-failures (0 = never). No other clock ends a "
+                        "trial [%(default)s]")
     g.add_argument("--study-url", help="Optuna storage URL (e.g. postgresql+psycopg://user@host/db;"
                    " each new experiment gets a new study in it). Keep the password off the command"
                    " line: set PGPASSWORD, or the whole URL in $SWEEP_STUDY_URL; it is never"
