@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,9 +114,11 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     g.add_argument("--max-consecutive-failures", type=int, default=3,
                    help="failed trials in a row that stop the sweep [%(default)s]")
     g.add_argument("--stall-minutes", type=float, default=30.0,
-                   help="a trial whose training writes no summary and no checkpoint for this "
-                        "long is stalled: restarted from its checkpoint, within --max-failures "
-                        "(0 = never). No other clock ends a trial [%(default)s]")
+                   help="a trial whose training writes no summary and no checkpoint, or whose "
+                        "eval job records no evaluation of a waiting checkpoint and logs nothing, "
+                        "for this long is stalled: that job is restarted (training from its "
+                        "checkpoint), within --max-failures (0 = never). No other clock ends a "
+                        "trial [%(default)s]")
     g.add_argument("--study-url", help="Optuna storage URL (e.g. postgresql+psycopg://user@host/db;"
                    " each new experiment gets a new study in it). Keep the password off the command"
                    " line: set PGPASSWORD, or the whole URL in $SWEEP_STUDY_URL; it is never"
@@ -421,6 +424,7 @@ def _num_classes(cfg: Any) -> int | None:
 
 def _run(settings: Any, *, overwrite: bool, report: bool, resume: bool = False,
          verify_data: str = "sample") -> int:
+    from sweep.core import errors
     from sweep.odapi import render
     from sweep.run import validate
     from sweep.search import space
@@ -455,6 +459,7 @@ def _run(settings: Any, *, overwrite: bool, report: bool, resume: bool = False,
                 exp = prepare_experiment(settings, overwrite=overwrite)
                 print(f"experiment {exp.name}: {exp.root}", flush=True)
                 t0 = time.time()
+                errors.mark_launched()
                 # The base config's own values are the first known point (the report's baseline).
                 summary = tune_backend.run_sweep(settings, sp, sp.points_to_evaluate(base), steps,
                                                  plan=plan, url=url,
@@ -462,6 +467,7 @@ def _run(settings: Any, *, overwrite: bool, report: bool, resume: bool = False,
         else:
             print(f"experiment {exp.name}: {exp.root}", flush=True)
             t0 = time.time()
+            errors.mark_launched()
             summary = tune_backend.run_sweep(settings, sp, sp.points_to_evaluate(base), steps,
                                              plan=plan, url=url, resume=True,
                                              base_point=sp.base_point(base))
@@ -716,30 +722,53 @@ COMMANDS = {"confirm": cmd_confirm, "demo": cmd_demo, "data": cmd_data, "init": 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sweep.core import errors
+
     a = build_parser().parse_args(argv)
+    errors.reset_launched()
     try:
         return COMMANDS[a.command](a)
     except ConfigError as e:
         done = "written" if a.command == "data" else "launched"
-        print(f"sweep {a.command}: nothing was {done}; fix these first:", file=sys.stderr)
+        head = (_after_launch(a) if errors.launched()
+                else f"sweep {a.command}: nothing was {done}; fix these first:")
+        print(head, file=sys.stderr)
         for problem in e.problems:
             print(f"  - {problem}", file=sys.stderr)
-        return 2
+        return errors.error_exit_code()
     except FileNotFoundError as e:
         print(f"sweep {a.command}: {e}", file=sys.stderr)
-        return 2
+        if errors.launched():
+            print(_after_launch(a), file=sys.stderr)
+        return errors.error_exit_code()
     except OSError as e:
-        if e.filename is None:
+        if e.filename is None and not errors.launched():
             raise  # not about a path the user gave: a real bug, keep its traceback
         # A path the user gave that cannot be used (a folder for a file, no permission...).
         print(f"sweep {a.command}: {e.filename}: {e.strerror or e}. Fix: check the path and "
               "its permissions", file=sys.stderr)
-        return 2
+        if errors.launched():
+            print(_after_launch(a), file=sys.stderr)
+        return errors.error_exit_code()
+    except Exception:
+        if not errors.launched():
+            raise  # a bug before launch: its traceback, exit 1 as Python gives it
+        traceback.print_exc()
+        print(_after_launch(a), file=sys.stderr)
+        return errors.error_exit_code()
     except KeyboardInterrupt as e:
         then = ("Nothing was kept; run it again." if getattr(e, "undone", False)
                 else "Continue with `sweep resume <experiment>`.")
         print(f"\nsweep {a.command}: interrupted. {then}", file=sys.stderr)
         return 130
+
+
+def _after_launch(a: argparse.Namespace) -> str:
+    """What to say of an error after trials ran: the experiment is kept, how to go on."""
+    name = getattr(a, "name", None) or getattr(a, "experiment", None) or "<experiment>"
+    return (f"sweep {a.command}: the trials ran, then this error ended the command. The "
+            f"experiment is kept: fix the cause, then `sweep report {name}` (or `sweep resume "
+            f"{name}` if it did not finish)")
 
 
 if __name__ == "__main__":

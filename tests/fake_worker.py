@@ -10,6 +10,23 @@ behaviour: ok | nan (loss becomes NaN at step 20) | crash_once (train dies with 
 first time, after its first checkpoint) | crash_always | hang (train never progresses: no
 summary, no checkpoint) | slow (a summary every FAKE_STEP_SLEEP s, default 0.5). As the real
 eval job, the eval job has no clock unless given --timeout.
+
+Modes as unkind as the real jobs at scale (issue 27):
+
+- ``eval_split``: each evaluation's tags reach disk in three flushes FAKE_SPLIT_GAP s apart
+  (default 0.3; mAP first, then mAP@.50/.75, then AR@100 and the eval loss), as the OD API's
+  summary writer flushes its queue; ``eval/evaluated.jsonl`` is appended after the last one, as
+  sweep.odapi.worker does after ``writer.flush()``.
+- ``rotate``: the train job keeps the last ``--keep`` checkpoints (4 data shards each) as TF's
+  CheckpointManager does, deleting the oldest index first and then its shards one at a time,
+  FAKE_ROTATE_GAP s apart (default 0.3: a network filesystem). The eval job lags as in
+  ``eval_lag``, and the train job deletes a checkpoint as soon as its evaluation is recorded:
+  the rotation races the runner's copy of that checkpoint (best/, PBT's exploit).
+- ``eval_hang``: the eval job stops making progress (no output, no evaluation) after its first
+  evaluation of a step > 0; a restarted eval job evaluates one more, then hangs again.
+- ``eval_lag``: the eval job evaluates the oldest checkpoint it has not evaluated (as
+  sweep.odapi.worker), but only once two newer ones exist or training has reached its last
+  step, taking FAKE_EVAL_SLEEP s (default 0.2) per evaluation: it runs checkpoints behind.
 """
 
 from __future__ import annotations
@@ -111,14 +128,57 @@ def train(a: argparse.Namespace) -> None:
             "steps_per_sec": 100.0})
         if step % a.checkpoint_every == 0:
             n += 1
+            shards = 4 if mode == "rotate" else 1
+            for i in range(shards):
+                (a.model_dir / f"ckpt-{n}.data-{i:05d}-of-{shards:05d}").write_text(str(step))
             (a.model_dir / f"ckpt-{n}.index").write_text(str(step))
-            (a.model_dir / f"ckpt-{n}.data-00000-of-00001").write_text(str(step))
             (a.model_dir / "checkpoint").write_text(f'model_checkpoint_path: "ckpt-{n}"\n')
+            if mode == "rotate":
+                rotate(a.model_dir, n - a.keep)
             gate.wait(a.model_dir, step, total, poll=0.05)  # as sweep.odapi.worker's CheckpointManager
             if mode == "crash_always" or (mode == "crash_once" and not marker.exists()):
                 marker.write_text("1")
                 os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(pace)
+
+
+def evaluated_checkpoints(model_dir: Path) -> set[str]:
+    log = model_dir / "eval" / "evaluated.jsonl"
+    lines = log.read_text().splitlines() if log.exists() else []
+    return {json.loads(x)["checkpoint"] for x in lines if x.strip()}
+
+
+def rotate(model_dir: Path, old: int) -> None:
+    """``rotate`` mode: delete ckpt-``old`` once its evaluation is recorded (the runner then
+    copies it), index first and then one shard at a time, as a slow filesystem would."""
+    if old < 1 or not (model_dir / f"ckpt-{old}.index").exists():
+        return
+    while f"ckpt-{old}" not in evaluated_checkpoints(model_dir):
+        time.sleep(0.01)
+    gap = float(os.environ.get("FAKE_ROTATE_GAP", "0.3"))
+    (model_dir / f"ckpt-{old}.index").unlink(missing_ok=True)
+    for shard in sorted(model_dir.glob(f"ckpt-{old}.data-*")):
+        time.sleep(gap)
+        shard.unlink(missing_ok=True)
+
+
+def lagging_next(model_dir: Path, total: int, done: set[int]) -> tuple[int, int]:
+    """``eval_lag``/``rotate``: (number, step) of the oldest checkpoint not evaluated, once two
+    newer ones exist or training reached its last step; (0, 0) while there is none."""
+    on_disk = []
+    for index in model_dir.glob("ckpt-*.index"):
+        try:
+            on_disk.append((int(index.name[5:-6]), int(index.read_text())))
+        except (OSError, ValueError):
+            continue  # rotated away while listed
+    on_disk.sort()
+    # At its last step, or waiting at the gate for this evaluation: no newer one will come.
+    finished = bool(on_disk) and (on_disk[-1][1] >= total
+                                  or gate.paused(model_dir, on_disk[-1][1], total))
+    for k, (n, step) in enumerate(on_disk):
+        if step not in done and (len(on_disk) - 1 - k >= 2 or finished):
+            return n, step
+    return 0, 0
 
 
 def evaluate(a: argparse.Namespace) -> None:
@@ -128,21 +188,43 @@ def evaluate(a: argparse.Namespace) -> None:
     if log.exists():
         done = {json.loads(x)["step"] for x in log.read_text().splitlines()}
     last_new = time.time()
+    mode = os.environ.get("FAKE_MODE", "ok")
+    evaluated_here = 0
     while True:
-        n, step = latest(a.model_dir)
+        if mode in ("eval_lag", "rotate"):
+            n, step = lagging_next(a.model_dir, total, done)
+        else:
+            n, step = latest(a.model_dir)
         if a.timeout and time.time() - last_new > a.timeout:
             return
+        if mode == "eval_hang" and evaluated_here:
+            time.sleep(0.5)  # hung: no output, no evaluation, alive
+            continue
         if step and step not in done:
             last_new = time.time()
+            if mode == "eval_lag":
+                time.sleep(float(os.environ.get("FAKE_EVAL_SLEEP", "0.2")))
             # Better with a smaller l2_weight (and with FAKE_SCORE_LR=1 a higher rate, up to
             # 0.02), so trials differ as schedulers and PBT need them to.
             lr = learning_rate(a.pipeline, step) if os.environ.get("FAKE_SCORE_LR") else None
             mAP = (min(1.0, step / 100) * quality(a.model_dir)
                    * (1.0 if lr is None else min(1.0, lr / 0.02)))
             # The real eval job writes its own Loss/* too (eval losses, not the training's).
-            append_event(a.model_dir / "eval", step, {"DetectionBoxes_Precision/mAP": mAP,
-                                                      "DetectionBoxes_Recall/AR@100": mAP / 2,
-                                                      "Loss/total_loss": 100.0 - step})
+            tags = {"DetectionBoxes_Precision/mAP": mAP, "DetectionBoxes_Recall/AR@100": mAP / 2,
+                    "Loss/total_loss": 100.0 - step}
+            if mode == "eval_split":  # the full set, in three flushes with gaps between
+                gap = float(os.environ.get("FAKE_SPLIT_GAP", "0.3"))
+                flushes = [{"DetectionBoxes_Precision/mAP": mAP},
+                           {"DetectionBoxes_Precision/mAP@.50IOU": min(1.0, mAP * 1.5),
+                            "DetectionBoxes_Precision/mAP@.75IOU": mAP * 0.8},
+                           {"DetectionBoxes_Recall/AR@100": mAP / 2,
+                            "Loss/total_loss": 100.0 - step}]
+                for k, part in enumerate(flushes):
+                    if k:
+                        time.sleep(gap)
+                    append_event(a.model_dir / "eval", step, part)
+            else:
+                append_event(a.model_dir / "eval", step, tags)
             # As the real eval job: the per-image detections behind this evaluation.
             gt = eval_groundtruth()
             write_detections(a.model_dir, f"ckpt-{n}", gt,
@@ -151,6 +233,7 @@ def evaluate(a: argparse.Namespace) -> None:
                 f.write(json.dumps({"checkpoint": f"ckpt-{n}", "step": step,
                                     "metrics": {}, "time": time.time()}) + "\n")
             done.add(step)
+            evaluated_here += 1
             if step >= total:
                 return
         time.sleep(0.05)
@@ -164,6 +247,7 @@ def main() -> None:
     p.add_argument("--checkpoint-every", type=int, default=10)
     p.add_argument("--steps-per-iteration", type=int, default=10)
     p.add_argument("--timeout", type=float, default=0.0)
+    p.add_argument("--keep", type=int, default=3)
     a, _ = p.parse_known_args()
     (a.model_dir / "eval").mkdir(parents=True, exist_ok=True)
     print(f"fake {a.job} CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')} "

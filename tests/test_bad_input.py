@@ -241,13 +241,48 @@ def test_storage_that_is_a_file(storage: str, tmp_path: Path, workspace: Path, n
     assert (tmp_path / "file").read_text() == "mine" and not no_ray
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+CHECK_STORAGE = """
+import sys
+from pathlib import Path
+from sweep.core.errors import ConfigError
+from sweep.run.settings import SweepSettings
+ro = Path(sys.argv[1])
+try:
+    SweepSettings(name="n", space=ro / "s", pipeline=ro / "p", storage=ro / "x").check()
+except ConfigError as e:
+    print(e)
+"""
+
+
 def test_storage_not_writable(tmp_path: Path) -> None:
+    """Permission bits stop a user; root (CI) writes through them, so there the folder is a
+    read-only bind mount, made in a mount namespace of its own that ends with the check."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
     ro = tmp_path / "ro"
     ro.mkdir(mode=0o555)
-    s = SweepSettings(name="n", space=tmp_path / "s", pipeline=tmp_path / "p", storage=ro / "x")
-    with pytest.raises(ConfigError, match="not writable"):
-        s.check()
+    if os.geteuid() != 0:
+        s = SweepSettings(name="n", space=tmp_path / "s", pipeline=tmp_path / "p",
+                          storage=ro / "x")
+        with pytest.raises(ConfigError, match="not writable"):
+            s.check()
+        return
+    if not shutil.which("unshare"):
+        pytest.skip("root, and no unshare(1) to make a read-only mount")
+    script = (f'mount --bind "{ro}" "{ro}" && mount -o remount,bind,ro "{ro}" && '
+              f'exec "{sys.executable}" -c "$0" "{ro}"')
+    out = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
+                          CHECK_STORAGE], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    if out.returncode != 0 and "mount" in out.stderr:
+        pytest.skip(f"root, but no read-only mount here: {out.stderr.strip()[:200]}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "--storage" in out.stdout and "not writable" in out.stdout, out.stdout
+    (ro / "still-writable-outside").write_text("the mount was private to the check")
 
 
 @pytest.mark.parametrize("metric", ["mAP", "classification_loss", "Loss/total_loss",

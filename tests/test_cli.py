@@ -97,3 +97,28 @@ def test_status_of_unknown_experiment_says_where_it_looked(tmp_path: Path,
                                                            capsys: pytest.CaptureFixture) -> None:
     assert cli.main(["status", "nope", "--storage", str(tmp_path)]) == 2
     assert "no experiment 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("launched", "error", "code"), [
+    (False, OSError(13, "Permission denied", "/x/report.html"), 2),
+    (True, OSError(13, "Permission denied", "/x/report.html"), 4),
+    (True, ConfigError("the report's plots need matplotlib"), 4),
+    (True, RuntimeError("a bug while writing the report"), 4),
+])
+def test_an_error_is_exit_2_only_before_anything_was_launched(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, launched: bool,
+        error: Exception, code: int) -> None:
+    """errors.py: exit 2 is "nothing was launched". Once trials ran, an error (here raised
+    where the report would be written) is errors.EXIT_ERROR_AFTER_LAUNCH."""
+    from sweep.core import errors
+
+    def command(a: object) -> int:
+        if launched:
+            errors.mark_launched()
+        raise error
+
+    monkeypatch.setitem(cli.COMMANDS, "status", command)
+    assert cli.main(["status", "e"]) == code
+    err = capsys.readouterr().err
+    assert ("the trials ran" in err) == launched and ("nothing was" in err) == (
+        not launched and isinstance(error, ConfigError))

@@ -135,6 +135,28 @@ def test_a_new_experiment_never_reuses_a_study_name_in_a_shared_storage(tmp_path
     assert again != "x" and again.startswith("x-")
 
 
+@pytest.mark.parametrize("what", ["not a database", "a folder"])
+def test_a_storage_whose_studies_cannot_be_listed_is_refused_not_guessed(
+        tmp_path: Path, what: str) -> None:
+    """Taking the experiment's name unlisted could append to another experiment's study."""
+    path = tmp_path / "shared.db"
+    if what == "a folder":
+        path.mkdir()
+    else:
+        path.write_bytes(b"not an sqlite file, yet maybe someone's study " * 100)
+    with pytest.raises(errors.ConfigError, match="cannot list the studies") as e:
+        study.new_study_name("x", f"sqlite:///{path}")
+    assert e.value.problems[0].key == "--study-url" and str(path) in str(e.value)
+    assert path.is_dir() or path.read_bytes().startswith(b"not an sqlite")  # left as it was
+
+
+def test_a_refused_study_listing_never_shows_the_password() -> None:
+    url = "postgresql+psycopg2://sweep:s3cret@127.0.0.1:1/optuna"  # nothing listens on port 1
+    with pytest.raises(errors.ConfigError) as e:
+        study.new_study_name("x", url)
+    assert "s3cret" not in str(e.value) and "cannot list the studies" in str(e.value)
+
+
 # ------------------------------------------------------------------------------ slow: Ray
 
 @pytest.fixture(scope="module")
@@ -270,6 +292,29 @@ def test_overwrite_starts_a_new_study_and_leaves_the_old_one_intact(shared_ray, 
     assert name1 != name2
     assert len(optuna.load_study(study_name=name1, storage=url).trials) == 2  # untouched
     assert len(optuna.load_study(study_name=name2, storage=url).trials) == 2  # not 4
+
+
+@pytest.mark.slow
+def test_an_error_after_the_trials_ran_is_not_exit_2(shared_ray, capfd) -> None:  # noqa: ANN001
+    """The report cannot be written (its folder is a file): the trials ran, so the exit code
+    is not 2 ("nothing was launched") but errors.EXIT_ERROR_AFTER_LAUNCH, and the experiment
+    is kept for `sweep report`."""
+    root, pipeline = shared_ray
+    (root / "reports").mkdir(exist_ok=True)
+    (root / "reports" / "late").write_text("a file where the report folder goes")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        rc = cli.main(["run", "--space", str(root / "space.yaml"), "--pipeline", str(pipeline),
+                       "--name", "late", "--no-dashboard", "--eval-every", "20",
+                       "--num-trials", "1", "--scheduler", "fifo", "--sampler", "random"])
+    finally:
+        os.chdir(cwd)
+    err = capfd.readouterr().err
+    assert rc == errors.EXIT_ERROR_AFTER_LAUNCH, (rc, err[-2000:])
+    assert "the trials ran" in err and "sweep report late" in err
+    exp = Experiment(root / "experiments" / "late")
+    assert [t.status()["state"] for t in exp.trials()] == [COMPLETED]
 
 
 def test_reconcile_fails_running_trials_and_never_crashes_on_waiting_ones(tmp_path: Path) -> None:

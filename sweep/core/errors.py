@@ -7,10 +7,15 @@
   ``DIVERGED`` and ``SETUP`` are never retried (the same parameters fail the same way);
   ``KILLED``, ``OOM``, ``CRASHED``, ``STALLED`` and ``ACTOR_DIED`` are retried from the last
   checkpoint, all of them out of one budget of ``--max-failures`` restarts per trial.
-- No wall clock ends a healthy trial: only a training job that shows no progress (no new
-  summary or checkpoint) for ``--stall-minutes`` is ``STALLED``.
+- No wall clock ends a healthy trial: only a job that shows no progress for
+  ``--stall-minutes`` is ``STALLED``: a training job with no new summary or checkpoint, or an
+  eval job with a checkpoint waiting that records no evaluation and logs nothing (also while
+  the train job waits at the gate for it, and after training ended).
 - N consecutive failed trials stop the sweep.
-- ``sweep run`` exits with one of the ``EXIT_*`` codes below.
+- ``sweep run`` exits with one of the ``EXIT_*`` codes below. An error that ends a command
+  is bad input (``EXIT_BAD_INPUT``, nothing was launched) only until the command launches
+  trials (``mark_launched``); after that it is ``EXIT_ERROR_AFTER_LAUNCH``: the experiment is
+  on disk, fix the cause and ``sweep report`` or ``sweep resume`` it.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ DIVERGED = "diverged"
 KILLED = "killed"
 OOM = "out of memory"
 CRASHED = "crashed"
-STALLED = "stalled"  # training wrote no summary or checkpoint for --stall-minutes
+STALLED = "stalled"  # a train or eval job made no progress for --stall-minutes
 ACTOR_DIED = "actor died"  # the Ray actor (or its node) that ran the trial was lost
 SETUP = "setup failed"  # the trial could not be prepared (e.g. its config does not render)
 RETRYABLE = (KILLED, OOM, CRASHED, STALLED, ACTOR_DIED)
@@ -32,6 +37,30 @@ EXIT_OK = 0  # every trial completed or was stopped early by the scheduler
 EXIT_TRIALS_FAILED = 1  # the sweep ran to its end, but some trials failed
 EXIT_BAD_INPUT = 2  # nothing was launched: fix the input named in the message
 EXIT_FAILURE_STREAK = 3  # --max-consecutive-failures trials failed in a row: the sweep stopped
+EXIT_ERROR_AFTER_LAUNCH = 4  # trials ran, then an error ended the command (e.g. the report)
+
+_launched = False  # this process's command has launched trials (one command per process)
+
+
+def reset_launched() -> None:
+    """A command starts: nothing it does has been launched yet."""
+    global _launched
+    _launched = False
+
+
+def mark_launched() -> None:
+    """The command is about to run trials: from here on an error is not bad input."""
+    global _launched
+    _launched = True
+
+
+def launched() -> bool:
+    return _launched
+
+
+def error_exit_code() -> int:
+    """The exit code of a command ended by an error: bad input before launch, else 4."""
+    return EXIT_ERROR_AFTER_LAUNCH if _launched else EXIT_BAD_INPUT
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +76,42 @@ def append_evaluated(model_dir: Path, row: dict[str, Any]) -> None:
     """The eval job's record of one evaluation (one JSON line, appended)."""
     with open(evaluated_path(model_dir), "a") as f:
         f.write(json.dumps(row) + "\n")
+
+
+def take_checkpoint(prefix: Path, dest: Path) -> bool:
+    """Hard-link the files of checkpoint ``prefix`` (``<dir>/ckpt-N``) into folder ``dest``;
+    True only when the whole set came: the index and every data shard.
+
+    The train job deletes old checkpoints (keep-last-N) whenever it saves, so a file listed a
+    moment ago may be gone when it is copied. TensorFlow never rewrites a checkpoint's files,
+    so a link taken is a consistent copy that survives the deletion, at no cost in disk or
+    time. Where links are not supported the file is copied (an open file is still read whole
+    after it is deleted)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    taken = []
+    for f in sorted(prefix.parent.glob(prefix.name + ".*")):
+        try:
+            _link_or_copy(f, dest / f.name)
+        except FileNotFoundError:
+            continue  # deleted since it was listed: the check below decides
+        taken.append(f.name)
+    return _whole_checkpoint(prefix.name, taken)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except FileNotFoundError:
+        raise
+    except OSError:  # no hard links on this filesystem (or across devices)
+        shutil.copy2(src, dst)
+
+
+def _whole_checkpoint(name: str, files: list[str]) -> bool:
+    """``ckpt-N.index`` and ``ckpt-N.data-0000i-of-0000K`` for every i < K are all there."""
+    shards = [f for f in files if f.startswith(name + ".data-")]
+    of = re.fullmatch(r".*\.data-\d+-of-(\d+)", shards[0]) if shards else None
+    return f"{name}.index" in files and of is not None and len(set(shards)) == int(of.group(1))
 
 
 @dataclass(frozen=True)

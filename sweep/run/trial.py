@@ -2,9 +2,10 @@
 write into results, and apply the failure policy. No Ray here: ``tune_backend`` wraps this in a
 Ray Tune Trainable, and tests can drive it directly.
 
-A result is produced after each evaluation (the eval job writes COCO metrics for a new
-checkpoint). Between evaluations the trial watches the train summaries for NaN/Inf loss and
-both processes for an abnormal exit.
+A result is produced after each evaluation, once the eval job has recorded it in
+``eval/evaluated.jsonl`` (after flushing all of its COCO metrics for the checkpoint). Between
+evaluations the trial watches the train summaries for NaN/Inf loss, both processes for an
+abnormal exit, and each job's own progress (a stall).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from sweep.core.experiment import (
     Experiment,
     TrialDir,
     evaluated_path,
+    take_checkpoint,
     write_json,
 )
 from sweep.core.process import ManagedProcess, start
@@ -53,7 +55,7 @@ class TrialSpec:
     keep_checkpoints: int = 3
     threads: int = 1  # TF intra-op threads per process (the trial's CPUs)
     max_failures: int = 2  # restarts per trial in total: process or Ray actor died, stalled
-    stall_s: float = 1800.0  # no new train summary or checkpoint for this long = stalled; 0 = off
+    stall_s: float = 1800.0  # a job without progress this long is stalled (_check_*stall); 0 = off
     eval_device: str = "gpu"  # the eval job on the trial's first GPU, or "cpu"
     graph_optimizer: str = "auto"  # TF grappler: sweep.odapi.worker.graph_optimizer_enabled
     deterministic: bool = False  # TF op determinism in the train job (--deterministic)
@@ -207,13 +209,19 @@ class TrialRunner:
         if lineage and lineage[-1].get("cloned_from") == origin:
             return
         src = self.exp.trial(source)
-        files = sorted(src.path.glob(checkpoint + ".*")) if checkpoint else []
-        if checkpoint and not files:
-            kept = best.kept_best(src)
-            if kept.get("checkpoint") == checkpoint:
-                files = sorted((src.path / best.BEST_DIR).glob(checkpoint + ".*"))
+        # The source's train job goes on deleting old checkpoints: take a whole copy (links)
+        # of the checkpoint first, from its folder or else its best/, and only then give up
+        # this trial's own checkpoints for it.
+        stage = d.path / ".exploit.tmp"
+        shutil.rmtree(stage, ignore_errors=True)
+        took = bool(checkpoint) and take_checkpoint(src.path / str(checkpoint), stage)
+        if checkpoint and not took and best.kept_best(src).get("checkpoint") == checkpoint:
+            shutil.rmtree(stage, ignore_errors=True)
+            took = take_checkpoint(src.path / best.BEST_DIR / checkpoint, stage)
+        files = sorted(stage.iterdir()) if took else []
         last = files and src.pipeline_path.exists() and int(step) >= _num_steps(src.pipeline_path)
         if not files or last:  # nothing to continue from: keep training this trial as it is
+            shutil.rmtree(stage, ignore_errors=True)
             why = (f"{checkpoint} is {source}'s last (step {step}): nothing is left to train"
                    if last else f"{checkpoint} is no longer on disk" if checkpoint
                    else f"{source} had no evaluated checkpoint yet")
@@ -229,7 +237,8 @@ class TrialRunner:
             for f in d.path.glob(prefix.name + ".*"):
                 f.unlink()
         for f in files:
-            shutil.copy2(f, d.path / f.name)
+            os.replace(f, d.path / f.name)
+        shutil.rmtree(stage, ignore_errors=True)
         (d.path / "checkpoint").write_text(f'model_checkpoint_path: "{checkpoint}"\n'
                                            f'all_model_checkpoint_paths: "{checkpoint}"\n')
         (d.path / "eval").mkdir()
@@ -330,15 +339,21 @@ class TrialRunner:
             if loss is not None and not math.isfinite(loss):
                 return self._fail(errors.DIVERGED,
                                   f"{metrics.TOTAL_LOSS} = {loss} at step {m.last_train_step}", m)
-            failed = self._check_processes() or self._check_stall(m)
+            failed = (self._check_processes() or self._check_stall(m)
+                      or self._check_eval_stall())
             if failed:
                 return failed
-            new = [s for s in m.eval if s > self.reported_step and s > 0]
+            # An evaluation counts once the eval job recorded it: it appends evaluated.jsonl
+            # after flushing all of the step's tags, which reach the event file in several
+            # flushes. Before that a rung would see mAP without mAP@.50 or AR@100.
+            done = self._evaluated_steps()
+            new = [s for s in done if s > self.reported_step and s > 0]
             if new:
-                return self._result(m, min(new))
-            if (self.train_proc is None and self.eval_proc is None and m.eval
-                    and max(m.eval) >= self.num_steps):
-                return self._result(m, max(m.eval))  # resumed after its end: report it again
+                return self._result(self.watch.read(), min(new))
+            if (self.train_proc is None and self.eval_proc is None and done
+                    and max(done) >= self.num_steps):
+                # resumed after its end: report it again
+                return self._result(self.watch.read(), max(done))
             if deadline is not None and time.time() > deadline:
                 raise TimeoutError(f"no evaluation of {self.dir.name} within {timeout}s")
             self._sleep_until_news(self.spec.poll)
@@ -355,9 +370,13 @@ class TrialRunner:
                     p is not None and not p.alive() for p in (self.train_proc, self.eval_proc)):
                 return
 
+    def _evaluated_steps(self) -> set[int]:
+        """Steps whose evaluation the eval job recorded (``eval/evaluated.jsonl``)."""
+        return {int(r["step"]) for r in self.dir.evaluated() if "step" in r}
+
     def _result(self, m: metrics.TrialMetrics, step: int) -> dict[str, Any]:
-        self._wait_evaluated(step)
-        row = dict(m.eval[step])
+        """The result of the recorded evaluation at ``step`` (read after it was recorded)."""
+        row = dict(m.eval.get(step, {}))
         train_row = m.train.get(step) or m.last_train()
         out: dict[str, Any] = {"step": step, "trial_dir": str(self.dir.path),
                                "wall_time": time.time() - self.started}
@@ -382,15 +401,6 @@ class TrialRunner:
         _hparams_result(self, out, COMPLETED if done else None)
         return out
 
-    def _wait_evaluated(self, step: int, timeout: float = 30.0) -> None:
-        """The eval job flushes its events, then appends ``eval/evaluated.jsonl``: give it the
-        moment in between, so that best/ and a resumed trial (which reads that file to know the
-        final step is evaluated) see this evaluation, and the job is not killed mid-append."""
-        deadline = time.time() + timeout
-        while (self.eval_proc is not None and self.eval_proc.alive() and time.time() < deadline
-               and not any(r["step"] == step for r in self.dir.evaluated())):
-            time.sleep(0.2)
-
     def _keep_best(self, step: int, value: float | None) -> None:
         """Copy the checkpoint evaluated at ``step`` to ``best/`` when it beats the best so far."""
         if not best.better(value, self.best_value, self.spec.mode):
@@ -399,15 +409,14 @@ class TrialRunner:
         if not rows:
             return
         prefix = self.dir.path / rows[-1]["checkpoint"]
-        files = list(self.dir.path.glob(prefix.name + ".*"))
-        if not files:
-            return  # already rotated away by keep-last-N; the next best will be kept
         kept = self.dir.path / best.BEST_DIR
         tmp = self.dir.path / ".best.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        for f in files:
-            shutil.copy2(f, tmp / f.name)
+        if not take_checkpoint(prefix, tmp):
+            # keep-last-N deleted (some of) it first: best/ keeps the previous best whole,
+            # and the next better evaluation is kept.
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
         (tmp / "checkpoint").write_text(
             f'model_checkpoint_path: "{prefix.name}"\nall_model_checkpoint_paths: "{prefix.name}"\n')
         write_json(tmp / best.BEST_JSON, {"step": step, "metric": self.spec.metric,
@@ -429,9 +438,9 @@ class TrialRunner:
                     continue
                 # The eval job ended on its own: it evaluated the final step (read next loop).
                 self.eval_proc = None
-                m = metrics.read_trial(self.dir.path)
-                if not any(s >= self.num_steps for s in m.eval):
-                    return self._fail(errors.CRASHED, "eval job exited before the final step", m)
+                if not any(s >= self.num_steps for s in self._evaluated_steps()):
+                    return self._fail(errors.CRASHED, "eval job exited before the final step",
+                                      metrics.read_trial(self.dir.path))
                 continue
             failed = self._restart(which, proc.failure_reason(),
                                    f"{which} process exited with {code} (log: {proc.log_path})")
@@ -460,6 +469,35 @@ class TrialRunner:
         return self._restart("train", errors.STALLED,
                              f"training wrote no summary or checkpoint for {idle / 60:.1f} min "
                              f"(--stall-minutes {self.spec.stall_s / 60:g}; log: {proc.log_path})")
+
+    def _check_eval_stall(self) -> dict[str, Any] | None:
+        """The eval job's own progress clock: a live eval job with a checkpoint waiting that
+        finished no evaluation and logged nothing for ``stall_s`` is hung (or its data or
+        device is) and is restarted. This holds while the train job waits at the gate for that
+        evaluation and after training ended, where nothing else would ever end the wait. An
+        eval job with nothing to evaluate is idle, not stalled; one that lags behind but keeps
+        finishing evaluations is progressing."""
+        proc = self.eval_proc
+        if not self.spec.stall_s or proc is None or not proc.alive():
+            return None
+        rows = self.dir.evaluated()
+        done = {r.get("checkpoint") for r in rows}
+        waiting = [p for _, p in self.dir.checkpoints() if p.name not in done]
+        if not waiting:
+            return None
+        # Its clock starts at the oldest waiting checkpoint (or the job's start) and moves on
+        # with each recorded evaluation and each line the job logs (the OD API's eval loop
+        # logs every 100 images).
+        marks = [proc.started_at, _mtime(waiting[0].with_suffix(".index")),
+                 _mtime(evaluated_path(self.dir.path)), _mtime(self.dir.eval_log)]
+        idle = time.time() - max(marks)
+        if idle < self.spec.stall_s:
+            return None
+        proc.terminate(grace=3.0)
+        return self._restart("eval", errors.STALLED,
+                             f"the eval job finished no evaluation of {waiting[0].name} and "
+                             f"logged nothing for {idle / 60:.1f} min (--stall-minutes "
+                             f"{self.spec.stall_s / 60:g}; log: {proc.log_path})")
 
     def _restart(self, which: str, reason: str, detail: str) -> dict[str, Any] | None:
         """One restart out of the trial's budget, or the trial's failure when it is spent.
@@ -507,6 +545,14 @@ def mark_failed(trial: TrialDir, reason: str, detail: str) -> str:
     trial.path.mkdir(parents=True, exist_ok=True)
     trial.update_status(state=FAILED, reason=reason, detail=detail, ended_at=time.time())
     return reason
+
+
+def _mtime(path: Path) -> float:
+    """Modification time, 0 for a file that is not (or no longer) there."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _stat_mark(path: Path) -> tuple[int, int] | None:
