@@ -730,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[a.command](a)
     except ConfigError as e:
         done = "written" if a.command == "data" else "launched"
-        head = (_after_launch(a) if errors.launched()
+        head = (_after_launch(a, e) if errors.launched()
                 else f"sweep {a.command}: nothing was {done}; fix these first:")
         print(head, file=sys.stderr)
         for problem in e.problems:
@@ -739,7 +739,7 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as e:
         print(f"sweep {a.command}: {e}", file=sys.stderr)
         if errors.launched():
-            print(_after_launch(a), file=sys.stderr)
+            print(_after_launch(a, e), file=sys.stderr)
         return errors.error_exit_code()
     except OSError as e:
         if e.filename is None and not errors.launched():
@@ -748,13 +748,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sweep {a.command}: {e.filename}: {e.strerror or e}. Fix: check the path and "
               "its permissions", file=sys.stderr)
         if errors.launched():
-            print(_after_launch(a), file=sys.stderr)
+            print(_after_launch(a, e), file=sys.stderr)
         return errors.error_exit_code()
-    except Exception:
+    except Exception as e:
         if not errors.launched():
             raise  # a bug before launch: its traceback, exit 1 as Python gives it
         traceback.print_exc()
-        print(_after_launch(a), file=sys.stderr)
+        print(_after_launch(a, e), file=sys.stderr)
         return errors.error_exit_code()
     except KeyboardInterrupt as e:
         then = ("Nothing was kept; run it again." if getattr(e, "undone", False)
@@ -763,8 +763,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _after_launch(a: argparse.Namespace) -> str:
-    """What to say of an error after trials ran: the experiment is kept, how to go on."""
+def _after_launch(a: argparse.Namespace, e: BaseException) -> str:
+    """What to say of an error after trials were launched: the experiment is kept and how to
+    go on, or (it failed before Ray saved a state to resume from) that nothing was kept."""
+    if getattr(e, "undone", False):
+        return (f"sweep {a.command}: this error ended the sweep before it could be resumed; "
+                "what this run created was removed, nothing else was changed. Fix the cause "
+                "and run it again")
     name = getattr(a, "name", None) or getattr(a, "experiment", None) or "<experiment>"
     return (f"sweep {a.command}: the trials ran, then this error ended the command. The "
             f"experiment is kept: fix the cause, then `sweep report {name}` (or `sweep resume "

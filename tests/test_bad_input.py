@@ -374,19 +374,23 @@ def _run_argv(tmp_path: Path, workspace: Path, *extra: str) -> list[str]:
             str(tmp_path / "exps"), "--name", "n", "--no-report", *extra]
 
 
-def test_failure_after_the_folder_removes_what_this_run_made(tmp_path: Path, workspace: Path,
-                                                             fails_in_sweep: None) -> None:
-    with pytest.raises(RuntimeError, match="the sweep failed"):
-        cli.main(_run_argv(tmp_path, workspace))
+def test_failure_after_the_folder_removes_what_this_run_made(
+        tmp_path: Path, workspace: Path, fails_in_sweep: None,
+        capsys: pytest.CaptureFixture) -> None:
+    from sweep.core import errors
+
+    assert cli.main(_run_argv(tmp_path, workspace)) == errors.EXIT_ERROR_AFTER_LAUNCH
     assert not (tmp_path / "exps").exists()  # the storage folder too: this run made it
+    err = capsys.readouterr().err
+    assert "RuntimeError: the sweep failed" in err  # the cause, with its traceback
+    assert "what this run created was removed" in err and "is kept" not in err
 
 
 def test_failure_leaves_an_empty_folder_the_user_made(tmp_path: Path, workspace: Path,
                                                       fails_in_sweep: None) -> None:
     (tmp_path / "exps" / "n").mkdir(parents=True)
     (tmp_path / "exps" / "other").mkdir()
-    with pytest.raises(RuntimeError):
-        cli.main(_run_argv(tmp_path, workspace))
+    assert cli.main(_run_argv(tmp_path, workspace)) != 0
     assert sorted(p.name for p in (tmp_path / "exps").iterdir()) == ["n", "other"]
     assert list((tmp_path / "exps" / "n").iterdir()) == []
 
@@ -396,8 +400,7 @@ def test_failure_with_overwrite_puts_the_old_experiment_back(tmp_path: Path, wor
     old = tmp_path / "exps" / "n"
     old.mkdir(parents=True)
     write_json(old / "experiment.json", {"mine": True})
-    with pytest.raises(RuntimeError):
-        cli.main(_run_argv(tmp_path, workspace, "--overwrite"))
+    assert cli.main(_run_argv(tmp_path, workspace, "--overwrite")) != 0
     assert [p.name for p in (tmp_path / "exps").iterdir()] == ["n"]
     assert (old / "experiment.json").read_text().strip().startswith('{\n  "mine": true')
 
