@@ -17,6 +17,7 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sweep.data.tfrecord import read_records, scan_records
 
@@ -116,23 +117,37 @@ def read_scalars(event_dir: Path | str, tags: Iterable[str] | None = None) -> li
 SIDE_BY_SIDE = "eval_side_by_side_"  # the OD API eval's pictures: detections | ground truth
 
 
-def read_images(event_dir: Path | str, prefix: str = SIDE_BY_SIDE) -> dict[int, dict[str, bytes]]:
-    """``{step: {tag: encoded image}}`` of the image summaries whose tag starts with ``prefix``
-    (TF2 writes a string tensor: width, height, then the encoded images; the first is kept)."""
+def read_images_near(event_dir: Path | str, step: int, prefix: str = SIDE_BY_SIDE
+                     ) -> tuple[int, dict[str, bytes]] | None:
+    """The image summaries of the one evaluation nearest ``step`` (``(its step, {tag: encoded
+    image})``), or None. Two passes over the event files: the first notes which steps have
+    pictures, the second keeps only that step's bytes, so memory holds one evaluation's
+    pictures however many evaluations a long trial has."""
     from tensorboard.compat.proto import event_pb2
 
-    out: dict[int, dict[str, bytes]] = {}
-    for path in event_files(Path(event_dir)):
-        for payload in read_records(path, verify="none", torn_tail_ok=True):
-            event = event_pb2.Event()
-            try:
-                event.ParseFromString(payload)
-            except Exception:  # noqa: BLE001 - as read_scalars
-                continue
-            for value in event.summary.value:
-                if value.tag.startswith(prefix) and len(value.tensor.string_val) > 2:
-                    out.setdefault(int(event.step), {})[value.tag] = value.tensor.string_val[2]
-    return dict(sorted(out.items()))
+    def events() -> Iterator[Any]:
+        for path in event_files(Path(event_dir)):
+            for payload in read_records(path, verify="none", torn_tail_ok=True):
+                event = event_pb2.Event()
+                try:
+                    event.ParseFromString(payload)
+                except Exception:  # noqa: BLE001 - as read_scalars
+                    continue
+                yield event
+
+    def pictures(event: Any) -> Iterator[Any]:
+        return (v for v in event.summary.value
+                if v.tag.startswith(prefix) and len(v.tensor.string_val) > 2)
+
+    steps = {int(e.step) for e in events() if any(True for _ in pictures(e))}
+    if not steps:
+        return None
+    at = min(steps, key=lambda s: (abs(s - step), s))
+    out: dict[str, bytes] = {}
+    for e in events():
+        if int(e.step) == at:
+            out.update((v.tag, v.tensor.string_val[2]) for v in pictures(e))
+    return at, out
 
 
 def by_step(scalars: Iterable[Scalar]) -> dict[int, dict[str, float]]:

@@ -759,17 +759,19 @@ def _pictures(g: Gathered, plot_dir: Path) -> tuple[list[tuple[str, Path]], str]
     for role, name in (("best", best), ("base", base)):
         if not name or (role == "base" and name == best):
             continue
-        images = m.read_images(g.trials[name].path / "eval")
         step = _num(g.df.set_index("trial").loc[name], "best_step")
-        if not images or step is None:
+        # Only the pictures shown are read: the best step's, else the nearest evaluation's.
+        found = None if step is None else m.read_images_near(g.trials[name].path / "eval",
+                                                             int(step))
+        if found is None:
             missing.append(name)
             continue
-        at = min(images, key=lambda s: abs(s - int(step)))  # the best step's, else the nearest
-        tags = sorted(images[at], key=lambda t: [int(x) if x.isdigit() else x
-                                                 for x in re.split(r"(\d+)", t)])[:PICTURES]
+        at, images = found
+        tags = sorted(images, key=lambda t: [int(x) if x.isdigit() else x
+                                             for x in re.split(r"(\d+)", t)])[:PICTURES]
         for i, tag in enumerate(tags):
             path = plot_dir / f"detections_{role}_{i}.png"
-            _write_bytes(path, images[at][tag])
+            _write_bytes(path, images[tag])
             shown.append((f"{role} ({name}), step {at}, eval image {i + 1}", path))
     text = ("The OD API eval's own pictures (eval_config.num_visualizations): each trial's "
             "predicted boxes and scores on the left, the ground truth on the right.")
