@@ -736,3 +736,34 @@ def test_when_the_base_is_best_the_verdict_gives_its_detection_scores(tmp_path: 
     assert f"The base config ({best}, seed -) is the best trial so far (mAP " in text
     for tag in (m.MAP, m.MAP50, m.AR100):
         assert fmt(float(row[BEST + tag])) in text
+
+
+# ---------------------------------------------------------------- at the user's scale
+
+def test_the_best_trials_detections_are_matched_once_not_once_per_ranked_trial(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """COCOeval on a 5,000-image eval set takes seconds: the gaps to the best match the
+    best's detections once, and each other trial's once, for the top GAP_TOP trials only."""
+    from sweep.report import bootstrap
+    from sweep.report.report_data import noise_vs_best
+
+    se = make_experiment(tmp_path, seed=5)
+    g = gather(se.exp)
+    calls: list[int] = []
+    real = bootstrap.evaluate
+    monkeypatch.setattr(bootstrap, "evaluate", lambda gt, d: calls.append(1) or real(gt, d))
+    assert noise_vs_best(g, resamples=20, top=2) is None
+    assert len(g.vs_best) == 2 and len(calls) == 3  # the best once, two others once each
+
+
+def test_only_the_pictures_of_the_evaluation_shown_are_read(tmp_path: Path) -> None:
+    from report_fixtures import picture, write_pictures
+
+    d = tmp_path / "eval"
+    d.mkdir()
+    write_pictures(d, "t", [10, 20, 40], n=2)
+    at, images = m.read_images_near(d, 25)
+    assert at == 20 and images == {f"eval_side_by_side_{i}_0": picture("t", 20, i)
+                                   for i in range(2)}
+    assert m.read_images_near(d, 39)[0] == 40
+    assert m.read_images_near(tmp_path / "none", 10) is None
