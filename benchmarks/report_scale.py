@@ -97,21 +97,30 @@ def _pictures(event_dir: Path, steps: list[int], n: int, data: bytes) -> None:
 
 
 CHILD = """
-import resource, sys, time
+import pathlib, resource, sys, time
 sys.path.insert(0, sys.argv[1])
-from sweep.core.experiment import Experiment
 t0 = time.time()
-from sweep.report.report import write_report
-write_report(Experiment(__import__('pathlib').Path(sys.argv[2])), __import__('pathlib').Path(sys.argv[3]))
+try:
+    from sweep.core.experiment import Experiment
+    from sweep.report.report import write_report
+except ImportError:  # a checkout from before the subpackages
+    from sweep.experiment import Experiment
+    from sweep.report import write_report
+write_report(Experiment(pathlib.Path(sys.argv[2])), pathlib.Path(sys.argv[3]))
 print(time.time() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
-def measure(code: Path, exp_root: Path, out: Path) -> dict[str, Any]:
-    """``write_report`` of ``code``'s checkout on the experiment, in a fresh process."""
+def measure(code: Path, exp_root: Path, out: Path, timeout: float) -> dict[str, Any]:
+    """``write_report`` of ``code``'s checkout on the experiment, in a fresh process, ended
+    after ``timeout`` seconds (then the row says it took longer)."""
     t0 = time.time()
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(code), str(exp_root), str(out)],
-                          capture_output=True, text=True, cwd=code)
+    try:
+        proc = subprocess.run([sys.executable, "-c", CHILD, str(code), str(exp_root), str(out)],
+                              capture_output=True, text=True, cwd=code, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"code": str(code), "error": f"longer than {timeout:.0f} s (ended)",
+                "wall_s": time.time() - t0}
     wall = time.time() - t0
     if proc.returncode != 0:
         return {"code": str(code), "error": proc.stderr[-2000:], "wall_s": wall}
@@ -132,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--picture-kb", type=int, default=40, help="[%(default)s]")
     p.add_argument("--code", type=Path, action="append", default=[],
                    help="another checkout to measure beside this one (repeatable)")
+    p.add_argument("--timeout", type=float, default=900,
+                   help="seconds a report may take before it is ended [%(default)s]")
     p.add_argument("--work", type=Path, default=WORK / "report_scale", help="[%(default)s]")
     p.add_argument("--out", type=Path, default=None, help="results folder [benchmarks/results]")
     a = p.parse_args(argv)
@@ -142,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     exp_root = build(a.work.resolve(), a)
     data["build_s"] = time.time() - t0
-    rows = [measure(c.resolve(), exp_root, a.work.resolve() / f"report-{i}")
+    rows = [measure(c.resolve(), exp_root, a.work.resolve() / f"report-{i}", a.timeout)
             for i, c in enumerate([REPO, *a.code])]
     data.update(rows=rows, trials=a.trials, evals=a.evals, images=a.images,
                 pictures=a.pictures, picture_kb=a.picture_kb, uptime_after=uptime(),
@@ -156,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         md.append(f"| `{r['code']}` | {r.get('report_s', 'failed'):.1f} | "
                   f"{r.get('peak_mib', 0):.0f} |" if "report_s" in r else
-                  f"| `{r['code']}` | failed: {r['error'][-200:]!r} | - |")
+                  f"| `{r['code']}` | {r['error'][-200:]} | - |")
     write_results("report_scale", data, md, out_dir(a))
     return 0
 
