@@ -125,18 +125,32 @@ def test_vs_hand_configurations_pin_steps_and_start_with_the_base(tmp_path: Path
         assert render.num_steps(render.render(base, c)) == 60
 
 
+@pytest.mark.slow
 def test_hand_training_saves_at_its_last_step(tmp_path: Path) -> None:
     """model_main_tf2 saves every 1000 steps and not at the end: the hand run of a short
-    configuration asks for a checkpoint at its num_steps, or its eval scores step 0."""
+    configuration, through the tutorial's real model_main_tf2.py with the benchmark's flags,
+    leaves a checkpoint of its last step (else its eval job would score step 0)."""
+    import re
+
     from sweep.odapi import render
     from tests.conftest import make_workspace
 
     pipeline = tmp_path / "p.config"
     render.write_pipeline(render.render(render.load_pipeline(
-        make_workspace(tmp_path, n_train=2, n_eval=1)), {"num_steps": 300}), pipeline)
-    args = vs_hand.hand_train_args(pipeline, tmp_path / "m")
-    assert "--checkpoint_every_n=300" in args
-    assert f"--pipeline_config_path={pipeline}" in args
+        make_workspace(tmp_path, n_train=4, n_eval=1)),
+        {"num_steps": 100, "batch_size": 2, "cosine_decay_learning_rate.warmup_steps": 0}),
+        pipeline)
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    proc = vs_hand._model_main_proc(vs_hand.hand_train_args(pipeline, model_dir),
+                                     tmp_path / "train.log")
+    assert proc.wait(900) == 0, (tmp_path / "train.log").read_text()[-3000:]
+    latest = re.search(r'model_checkpoint_path: "([^"]+)"', (model_dir / "checkpoint").read_text())
+    assert latest is not None
+    import tensorflow as tf
+
+    step = tf.train.load_variable(str(model_dir / latest.group(1)), "step/.ATTRIBUTES/VARIABLE_VALUE")
+    assert int(step) == 100
 
 
 def test_steady_step_leaves_out_the_first_iteration(tmp_path: Path) -> None:
