@@ -441,6 +441,8 @@ def refuse_existing(settings: Any, *, overwrite: bool) -> None:
     from sweep.core import lock
     from sweep.core.errors import Problem
 
+    if settings.name in ("", ".", "..") or Path(settings.name).name != settings.name:
+        return  # not a folder name: settings.check() says so
     root = settings.experiment_root
     if not (root.is_dir() and any(root.iterdir())):
         return
@@ -533,8 +535,9 @@ def _checked_run(settings: Any, *, overwrite: bool, report: bool, resume: bool,
     from sweep.search import space
 
     if not resume:
+        # In a second, before the checks that import Ray (seconds on a loaded machine).
+        refuse_existing(settings, overwrite=overwrite)
         settings.check()
-        refuse_existing(settings, overwrite=overwrite)  # in a second, before any check is slow
         examples = validate.check(settings.space, settings.pipeline, storage=settings.storage,
                                   replicas=settings.replicas, verify_data=verify_data)
         validate.check_search(settings.sampler, settings.scheduler,  # sampler/scheduler vs space
@@ -671,6 +674,14 @@ def _exit(exp: Any, stopped_reason: str | None) -> int:
     if failed:
         print(f"sweep {exp.name} finished, but {failed}", file=sys.stderr)
         return errors.EXIT_TRIALS_FAILED
+    if stopped_reason:  # a budget: the sweep ended as asked, not every trial ran
+        from sweep.core.experiment import ENDED
+
+        done = sum(1 for t in exp.trials() if t.status().get("state") in ENDED)
+        total = exp.settings().get("num_trials", "?")
+        print(f"sweep {exp.name} stopped: {stopped_reason}; {done} of {total} trials ran "
+              "(completed, or stopped early or by the budget)")
+        return errors.EXIT_OK
     print(f"sweep {exp.name} finished: every trial completed or was stopped early")
     return errors.EXIT_OK
 

@@ -94,18 +94,21 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 def _start_ray() -> str:
     """One Ray for the module's drivers (they join it with --address): a Ray start is the
     slow and, on a loaded machine, the fragile part."""
+    import psutil
     import ray
 
-    # On a loaded machine the raylet gives up waiting for its (Python) agents' ports.
-    os.environ.setdefault("RAY_raylet_start_wait_time_s", "300")
-    os.environ.setdefault("RAY_agent_register_timeout_ms", "300000")
     for attempt in range(6):
+        before = {c.pid for c in psutil.Process().children()}
         try:
             ctx = ray.init(address="local", num_cpus=2, include_dashboard=False,
                            log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
             return ctx.address_info["gcs_address"]
         except Exception:  # noqa: BLE001 - "timed out during startup" under load: again
             ray.shutdown()
+            # A failed start leaves its GCS, monitor and dashboard running: end those (ours).
+            for child in psutil.Process().children():
+                if child.pid not in before:
+                    child.kill()
             if attempt == 5:
                 raise
     raise AssertionError("unreachable")
@@ -118,9 +121,11 @@ def _sweeps(root: Path, pipeline: Path, address: str):  # noqa: ANN202
     exp = Experiment(root / "experiments" / "ir")
     out["int"] = {"rc": rc, "out": text, "secs": secs,
                   "states": {t.name: t.status() for t in exp.trials()},
-                  "study": _study_states(exp), "status": run_cli(["status", "ir"], root)}
+                  "study": _study_states(exp), "status": run_cli(["status", "ir"], root),
+                  "report": run_cli(["report", "ir"], root)}
     res = run_cli(["resume", "ir", "--no-dashboard", "--no-report", "--address", address], root,
                   timeout=600)
+    (root / "resume.log").write_text(res.stdout + res.stderr)  # to read after a failure
     out["resume"] = {"rc": res.returncode, "out": res.stdout + res.stderr,
                      "states": {t.name: t.status() for t in exp.trials()},
                      "study": _study_states(exp), "exp": exp}
@@ -129,6 +134,15 @@ def _sweeps(root: Path, pipeline: Path, address: str):  # noqa: ANN202
     out["term"] = {"rc": rc, "out": text,
                    "states": {t.name: t.status() for t in
                               Experiment(root / "experiments" / "it").trials()}}
+    # A step budget: trial 1 trains 80 steps, trial 2 is stopped at 20 (100 in all).
+    res = run_cli(["run", "--space", str(root / "space.yaml"), "--pipeline", str(pipeline),
+                   "--name", "ib", "--num-trials", "3", "--max-concurrent", "1",
+                   "--eval-every", "20", "--scheduler", "fifo", "--no-dashboard", "--no-report",
+                   "--step-budget", "100", "--address", address], root, timeout=600)
+    exp = Experiment(root / "experiments" / "ib")
+    out["budget"] = {"rc": res.returncode, "out": res.stdout + res.stderr,
+                     "states": {t.name: t.status() for t in exp.trials()},
+                     "study": _study_states(exp), "exp": exp}
     yield out
 
 
@@ -165,6 +179,9 @@ def test_ctrl_c_folder_study_and_status_agree(interrupted: dict) -> None:
     assert "interrupted by SIGINT" in status and INTERRUPTED in status, status
     stopped = next(st for st in r["states"].values() if st["state"] == INTERRUPTED)
     assert "sweep resume ir" in stopped["reason"]
+    assert r["report"].returncode == 0, r["report"].stderr[-2000:]
+    board = (interrupted["root"] / "reports" / "ir" / "leaderboard.md").read_text()
+    assert "the sweep was interrupted (SIGINT)" in board and INTERRUPTED in board, board
 
 
 @pytest.mark.slow
@@ -192,6 +209,27 @@ def test_sigterm_is_an_interrupt_with_exit_143(interrupted: dict) -> None:
     assert r["rc"] == 143, r["out"][-3000:]
     assert "interrupted (SIGTERM)" in r["out"].strip().splitlines()[-1]
     assert INTERRUPTED in {st["state"] for st in r["states"].values()}
+
+
+@pytest.mark.slow
+def test_a_spent_step_budget_stops_the_sweep_as_a_budget(interrupted: dict) -> None:
+    r = interrupted["budget"]
+    assert r["rc"] == 0, r["out"][-3000:]
+    assert "killed driver" not in r["out"] and "interrupted" not in r["out"]
+    assert "\nsweep ib stopped: the step budget (100 train steps) is spent; 2 of 3 trials ran " \
+           "(completed, or stopped early or by the budget)\n" in r["out"], r["out"][-2000:]
+    states = sorted((st["state"], st.get("reason") or "") for st in r["states"].values())
+    assert states[0] == (COMPLETED, ""), states
+    assert states[1][0] == "STOPPED" and "step budget (100 train steps)" in states[1][1], states
+    by_state = {st["state"]: name for name, st in r["states"].items()}
+    study = r["study"]
+    assert study[by_state[COMPLETED]] == "COMPLETE" and study[by_state["STOPPED"]] == "PRUNED"
+    # What the budget never let start is no trial of the sweep's: no folder, failed in the
+    # study as "not started" (never left RUNNING, never "lost").
+    s = r["exp"].settings()
+    for t in optuna.load_study(study_name=s["study_name"], storage=r["exp"].storage_url()).trials:
+        if t.user_attrs.get("ray_trial_id") not in r["states"]:
+            assert t.state.name == "FAIL" and t.user_attrs["failure"].startswith("not started")
 
 
 def test_an_interrupt_before_launch_says_nothing_was_started(tmp_path: Path, monkeypatch,

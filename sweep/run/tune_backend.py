@@ -706,12 +706,11 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
     errored = len(grid.errors)
     sig = interrupt.received()
     lost = reconcile(exp, settings.storage_url(), study_name, interrupted=sig is not None,
-                     keys=[result_key(m) for m in settings.metrics])
+                     keys=[result_key(m) for m in settings.metrics],
+                     budget=None if sig is not None else budget.reason)
     if lost:
         print(f"sweep: {len(lost)} trial(s) were lost with a killed driver before Ray "
               f"recorded them; marked failed: {', '.join(lost)}", file=sys.stderr, flush=True)
-    if budget.reason and sig is None:
-        print(f"sweep stopped: {budget.reason}", file=sys.stderr, flush=True)
     return {"errors": errored, "stopped_reason": budget.reason, "dashboard": url,
             "interrupted": None if sig is None else interrupt.name(sig)}
 
@@ -725,7 +724,7 @@ LOST = "lost"  # a trial the driver started but Ray's saved state did not know w
 
 
 def reconcile(exp: Experiment, storage_url: str, study_name: str, *, interrupted: bool = False,
-              keys: list[str] | None = None) -> list[str]:
+              keys: list[str] | None = None, budget: str | None = None) -> list[str]:
     """After ``fit()``, on every exit path: a trial's folder is the truth, and the Optuna study
     is brought in line with it (never the other way). Nothing may be left running:
 
@@ -735,7 +734,8 @@ def reconcile(exp: Experiment, storage_url: str, study_name: str, *, interrupted
       STOPPED;
     - an Optuna trial still RUNNING: told what its folder says (COMPLETED: its last values,
       STOPPED: pruned, FAILED: failed with the reason); an unfinished one stays RUNNING when
-      the sweep was interrupted (the resumed searcher tells it), else it failed (lost).
+      the sweep was interrupted (the resumed searcher tells it); one a spent ``budget`` never
+      let start fails as "not started: <budget>"; else it was lost with a killed driver.
 
     Returns the trials lost."""
     import optuna
@@ -790,6 +790,10 @@ def reconcile(exp: Experiment, storage_url: str, study_name: str, *, interrupted
             elif state == FAILED:
                 study._storage.set_trial_user_attr(t._trial_id, "failure",
                                                    str(status.get("reason") or "failed"))
+                study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            elif budget and not status:
+                study._storage.set_trial_user_attr(t._trial_id, "failure",
+                                                   f"not started: {budget}")
                 study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
             elif not interrupted:
                 study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
