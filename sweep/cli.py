@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import shutil
 import sys
 import time
 import traceback
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +152,92 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
                    help="if the experiment exists, move it aside (<name>.old-<time>) and start anew")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
     p.add_argument("--verify-data", choices=["sample", "full"], default="sample", help=VERIFY_HELP)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric option: ``low``/``high`` bounds (``*_open``: excluded)."""
+
+    low: float | None = None
+    high: float | None = None
+    fix: str = "give a number in range"
+    low_open: bool = False
+    high_open: bool = False
+    unit: str = ""  # e.g. " minutes"
+
+    def problem(self, value: float) -> str | None:
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"must be a finite number, got {value}"
+        low, high, unit = self.low, self.high, self.unit
+        if low is not None and (value < low or (self.low_open and value == low)):
+            return f"must be {'>' if self.low_open else '>='} {low:g}{unit}, got {value:g}"
+        if high is not None and (value > high or (self.high_open and value == high)):
+            return f"must be {'<' if self.high_open else '<='} {high:g}{unit}, got {value:g}"
+        return None
+
+
+SEED_MAX = 2**32 - 1  # numpy's and Optuna's samplers take seeds below 2**32
+# Every numeric option of every subcommand, by its option string: checked right after parsing,
+# before a command does anything (tests/test_interrupt.py walks the parser: none is missing).
+RANGES = {
+    "--num-trials": Range(1, fix="ask for at least 1 trial"),
+    "--max-concurrent": Range(1, fix="use 1 or more"),
+    "--perturbation-interval": Range(0, fix="use a number of steps, or 0 for --eval-every"),
+    "--time-budget": Range(0, low_open=True, unit=" minutes", fix="give the minutes after which no trial "
+                           "starts, or leave it out (no limit)"),
+    "--step-budget": Range(0, low_open=True,
+                           fix="give the total train steps, or leave it out (no limit)"),
+    "--seed": Range(0, SEED_MAX, fix=f"use a seed from 0 to {SEED_MAX}"),
+    "--eval-every": Range(0, fix="use 0 (evaluate at the end only) or a number of steps"),
+    "--keep-checkpoints": Range(1, fix="use 1 or more (the eval job and retries read the "
+                                "last checkpoint)"),
+    "--max-failures": Range(0, fix="use 0 (no retries) or more"),
+    "--max-consecutive-failures": Range(1, fix="use 1 or more (0 would stop the sweep before "
+                                        "any trial failed)"),
+    "--stall-minutes": Range(0, unit=" minutes",
+                             fix="use 0 to turn stall detection off, or minutes (e.g. 30)"),
+    "--cpus-per-trial": Range(0, low_open=True, fix="use e.g. 1"),
+    "--gpus-per-trial": Range(0, fix="use 0, 0.5, 1 ..."),
+    "--declare-gpus": Range(0, fix="use 0 or more"),
+    "--port": Range(0, 65535, fix="use a port from 1 to 65535, or 0 for any free one"),
+    "--watch": Range(0, low_open=True, unit=" seconds", fix="give the seconds between refreshes, e.g. 10"),
+    "--batch-size": Range(1, fix="use 1 or more (e.g. 8; lower it if the GPU runs out of "
+                          "memory)"),
+    "--split": Range(0, 1, low_open=True, high_open=True,
+                     fix="give the fraction held out for test.record, e.g. 0.1"),
+    "--shards": Range(1, fix="use 1 (one file) or more"),
+}
+
+
+def numeric_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The options of ``parser`` (not of its subcommands) that take an int or a float."""
+    return [a for a in parser._actions if a.type in (int, float) and a.option_strings]
+
+
+def check_numbers(parser: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    """ConfigError naming each numeric option out of its range (RANGES)."""
+    from sweep.core.errors import Problem
+
+    problems = []
+    for action in numeric_actions(parser):
+        value = getattr(a, action.dest, None)
+        rule = RANGES[action.option_strings[-1]]
+        why = None if value is None else rule.problem(value)
+        if why:
+            problems.append(Problem("command line", action.option_strings[-1], why, rule.fix))
+    if problems:
+        raise ConfigError(problems)
+
+
+def chosen_parser(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.ArgumentParser:
+    """The (sub)parser whose options ``argv`` set: `sweep data csv` -> the csv parser."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for word in argv:
+                if word in action.choices:
+                    rest = argv[argv.index(word) + 1:]
+                    return chosen_parser(action.choices[word], rest)
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -358,6 +446,8 @@ def _undone_on_failure(settings: Any) -> Iterator[None]:
     except BaseException as e:
         from sweep.run import tune_backend
 
+        if getattr(e, "not_ours", False):
+            raise  # refused for another driver's experiment: nothing of ours to undo
         if not tune_backend.resumable(root):
             aside = [p for p in root.parent.iterdir() if p not in before
                      and p.name.startswith(f"{root.name}.old-")] if root.parent.is_dir() else []
@@ -384,21 +474,43 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def refuse_existing(settings: Any, *, overwrite: bool) -> None:
+    """A new run never takes an experiment another driver runs, nor (without --overwrite) one
+    that exists: ConfigError naming the holder or the --name."""
+    from sweep.core import lock
+    from sweep.core.errors import Problem
+
+    if settings.name in ("", ".", "..") or Path(settings.name).name != settings.name:
+        return  # not a folder name: settings.check() says so
+    root = settings.experiment_root
+    if not (root.is_dir() and any(root.iterdir())):
+        return
+    lock.check(root)
+    if not overwrite:
+        raise ConfigError(Problem(
+            "command line", "--name", f"experiment '{settings.name}' already exists in {root}",
+            f"continue it with `sweep resume {settings.name}`, pick another --name, or pass "
+            "--overwrite to move it aside and start anew"))
+
+
 def prepare_experiment(settings: Any, *, overwrite: bool) -> Any:
     """Create the experiment folder with copies of its inputs; never clobber an existing one."""
+    from sweep.core import lock
     from sweep.core.experiment import Experiment, write_json
     from sweep.search.study import new_study_name
 
     exp = Experiment(settings.experiment_root)
     if exp.root.exists() and any(exp.root.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"{exp.root}: experiment '{settings.name}' already exists. Continue "
-                              f"it with `sweep resume {settings.name}`, pick another --name, or "
-                              "pass --overwrite to move it aside and start anew")
+        refuse_existing(settings, overwrite=overwrite)
         aside = exp.root.with_name(f"{exp.root.name}.old-{_stamp()}")
         exp.root.rename(aside)
         print(f"moved the existing experiment to {aside}")
     exp.root.mkdir(parents=True, exist_ok=True)
+    try:
+        lock.acquire(exp.root)
+    except ConfigError as e:
+        e.not_ours = True  # type: ignore[attr-defined] - another driver's folder: leave it be
+        raise
     settings.study_name = new_study_name(settings.name, settings.storage_url())
     shutil.copyfile(settings.pipeline, exp.base_pipeline)
     shutil.copyfile(settings.space, exp.space_path)
@@ -424,12 +536,47 @@ def _num_classes(cfg: Any) -> int | None:
 
 def _run(settings: Any, *, overwrite: bool, report: bool, resume: bool = False,
          verify_data: str = "sample") -> int:
+    """Check, launch and close a sweep; an interrupt (sweep.core.interrupt) at any moment ends
+    in a closing line that says what was kept and the exact command to continue."""
+    from sweep.core import interrupt
+    from sweep.core.experiment import Experiment
+    from sweep.run import tune_backend
+
+    try:
+        return _checked_run(settings, overwrite=overwrite, report=report, resume=resume,
+                            verify_data=verify_data)
+    except KeyboardInterrupt as e:
+        exp = Experiment(settings.experiment_root)
+        if resume:
+            print(f"\nsweep: interrupted ({interrupt.name()}) before the sweep went on; nothing "
+                  f"changed. Continue with: {resume_command(exp)}", file=sys.stderr)
+        elif getattr(e, "undone", False) or not exp.exists() or not tune_backend.resumable(exp.root):
+            print(f"\nsweep: interrupted ({interrupt.name()}) before any trial was started; "
+                  "nothing was started or kept", file=sys.stderr)
+        else:  # a second signal while Ray Tune stopped: its trials are interrupted as they are
+            _interrupted_as_is(exp)
+        return interrupt.exit_code()
+
+
+def _interrupted_as_is(exp: Any) -> None:
+    from sweep.run.trial import mark_interrupted
+
+    interrupt_note(exp)
+    for t in exp.trials():
+        mark_interrupted(t, exp)
+    print(interrupted_line(exp), file=sys.stderr)
+
+
+def _checked_run(settings: Any, *, overwrite: bool, report: bool, resume: bool,
+                 verify_data: str) -> int:
     from sweep.core import errors
     from sweep.odapi import render
     from sweep.run import validate
     from sweep.search import space
 
     if not resume:
+        # In a second, before the checks that import Ray (seconds on a loaded machine).
+        refuse_existing(settings, overwrite=overwrite)
         settings.check()
         examples = validate.check(settings.space, settings.pipeline, storage=settings.storage,
                                   replicas=settings.replicas, verify_data=verify_data)
@@ -448,15 +595,30 @@ def _run(settings: Any, *, overwrite: bool, report: bool, resume: bool = False,
     base = render.load_pipeline(base_path)
     steps = int(sp.constants().get("num_steps", render.num_steps(base)))
 
-    from sweep.run import tune_backend
+    from sweep.run import schedulers, tune_backend
+
+    if not resume:  # no option silently does nothing: early stopping gets evaluations
+        settings.eval_every, note = schedulers.eval_points(settings.scheduler,
+                                                           settings.eval_every, steps)
+        if note:
+            print(f"sweep: {note}", flush=True)
+    rungs = schedulers.decision_steps(settings.scheduler, steps, settings.eval_every,
+                                      settings.perturbation_interval)
+    if rungs:
+        print(f"sweep: --scheduler {settings.scheduler} decides at steps "
+              f"{', '.join(map(str, rungs))} (of {steps})", flush=True)
 
     # Everything that can be refused is refused before Ray starts and before a folder exists.
     plan = tune_backend.preflight(settings, sp, steps, resume=resume)
+    from sweep.core import lock
+
+    locked = None  # one driver per experiment: the lock is taken before Ray starts
     try:
-        url = tune_backend.init_ray(settings)  # on --address, checks what the cluster holds
         if not resume:
             with _undone_on_failure(settings):
-                exp = prepare_experiment(settings, overwrite=overwrite)
+                exp = prepare_experiment(settings, overwrite=overwrite)  # takes the lock
+                locked = exp.root
+                url = tune_backend.init_ray(settings)  # on --address, checks the cluster
                 print(f"experiment {exp.name}: {exp.root}", flush=True)
                 t0 = time.time()
                 errors.mark_launched()
@@ -465,33 +627,85 @@ def _run(settings: Any, *, overwrite: bool, report: bool, resume: bool = False,
                                                  plan=plan, url=url,
                                                  base_point=sp.base_point(base))
         else:
+            lock.acquire(exp.root)
+            locked = exp.root
+            url = tune_backend.init_ray(settings)
             print(f"experiment {exp.name}: {exp.root}", flush=True)
             t0 = time.time()
             errors.mark_launched()
             summary = tune_backend.run_sweep(settings, sp, sp.points_to_evaluate(base), steps,
                                              plan=plan, url=url, resume=True,
                                              base_point=sp.base_point(base))
-        if settings.confirm and not summary["stopped_reason"]:
+        if settings.confirm and not summary["stopped_reason"] and not summary["interrupted"]:
             _confirm(exp, settings, sp, settings.confirm, settings.confirm_top, url)
     finally:
         tune_backend.stop_ray()
+        if locked is not None:
+            lock.release(locked)
     from sweep.core.experiment import read_json, write_json
 
     data = read_json(exp.settings_path, {})
-    data.update(finished=True, finished_at=time.time(),
+    data.update(finished=summary["interrupted"] is None, finished_at=time.time(),
                 wall_time_s=time.time() - t0 + float(data.get("wall_time_s", 0) if resume else 0),
-                stopped_reason=summary["stopped_reason"])
+                stopped_reason=summary["stopped_reason"], interrupted=summary["interrupted"])
     write_json(exp.settings_path, data)
     from sweep.report.status import render_status
 
     print(render_status(exp))
+    if summary["interrupted"]:
+        from sweep.core import interrupt
+
+        print(f"no report: the sweep was interrupted (`sweep report {exp.name}` writes one of "
+              "the trials so far)")
+        print(interrupted_line(exp), file=sys.stderr)
+        return interrupt.exit_code()
     if report:
         from sweep.report import report as report_mod
 
         out = report_mod.write_report(exp)
         print((out / report_mod.VERDICT_FILE).read_text().rstrip())
-        print(f"report: {out}/report.html  (leaderboard.csv, leaderboard.md, best/pipeline.config)")
+        print(report_line(out))
     return _exit(exp, summary["stopped_reason"])
+
+
+def report_line(out: Path) -> str:
+    """The closing line naming the report's files: only those that were written (an all-NaN
+    sweep has no best/pipeline.config)."""
+    files = [n for n in ("leaderboard.csv", "leaderboard.md", "best/pipeline.config")
+             if (out / n).exists()]
+    return f"report: {out}/report.html" + (f"  ({', '.join(files)})" if files else "")
+
+
+def resume_command(exp: Any) -> str:
+    """The exact command that continues ``exp`` from where this shell is."""
+    storage = exp.root.parent
+    default = Path("experiments").resolve()
+    return f"sweep resume {exp.name}" + ("" if storage == default else f" --storage {storage}")
+
+
+def interrupt_note(exp: Any) -> None:
+    """experiment.json says the sweep was interrupted (and by what), not finished."""
+    from sweep.core import interrupt
+    from sweep.core.experiment import read_json, write_json
+
+    data = read_json(exp.settings_path, {})
+    if isinstance(data, dict) and data:
+        data.update(finished=False, interrupted=interrupt.name())
+        write_json(exp.settings_path, data)
+
+
+def interrupted_line(exp: Any) -> str:
+    """The closing line of an interrupted sweep: what was done, what the resume continues."""
+    from sweep.core import interrupt
+    from sweep.core.experiment import ENDED, INTERRUPTED, read_json
+
+    states = [t.status().get("state") for t in exp.trials()]
+    total = int((read_json(exp.settings_path, {}) or {}).get("num_trials") or len(states))
+    done = sum(1 for s in states if s in ENDED)
+    stopped = sum(1 for s in states if s == INTERRUPTED)
+    return (f"sweep {exp.name} interrupted ({interrupt.name()}): {done} of {total} trials done, "
+            f"{stopped} interrupted (they continue from their last checkpoint), "
+            f"{max(total - done - stopped, 0)} not started. Continue with: {resume_command(exp)}")
 
 
 def _exit(exp: Any, stopped_reason: str | None) -> int:
@@ -506,6 +720,14 @@ def _exit(exp: Any, stopped_reason: str | None) -> int:
     if failed:
         print(f"sweep {exp.name} finished, but {failed}", file=sys.stderr)
         return errors.EXIT_TRIALS_FAILED
+    if stopped_reason:  # a budget: the sweep ended as asked, not every trial ran
+        from sweep.core.experiment import ENDED
+
+        done = sum(1 for t in exp.trials() if t.status().get("state") in ENDED)
+        total = exp.settings().get("num_trials", "?")
+        print(f"sweep {exp.name} stopped: {stopped_reason}; {done} of {total} trials ran "
+              "(completed, or stopped early or by the budget)")
+        return errors.EXIT_OK
     print(f"sweep {exp.name} finished: every trial completed or was stopped early")
     return errors.EXIT_OK
 
@@ -647,11 +869,13 @@ def cmd_confirm(a: argparse.Namespace) -> int:
 
 
 def cmd_resume(a: argparse.Namespace) -> int:
+    from sweep.core import lock
     from sweep.core.errors import Problem
     from sweep.core.experiment import trust_problem
     from sweep.run.settings import SweepSettings
 
     exp = _experiment(a)
+    lock.check(exp.root)  # another driver runs it: refused at once, naming it
     untrusted = trust_problem(exp)
     if untrusted:
         raise ConfigError(Problem(str(exp.root), "", *untrusted))
@@ -722,17 +946,31 @@ COMMANDS = {"confirm": cmd_confirm, "demo": cmd_demo, "data": cmd_data, "init": 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sweep.core import errors
+    from sweep.core import errors, interrupt
 
-    a = build_parser().parse_args(argv)
+    parser = build_parser()
+    a = parser.parse_args(argv)
     errors.reset_launched()
+    try:
+        check_numbers(chosen_parser(parser, sys.argv[1:] if argv is None else argv), a)
+    except ConfigError as e:
+        return _refused(a, e)
+    previous = interrupt.install()  # SIGTERM too: an interrupt, with its closing line
+    try:
+        return _main(a)
+    finally:
+        interrupt.restore(previous)
+
+
+def _main(a: argparse.Namespace) -> int:
+    from sweep.core import errors, interrupt
+
     try:
         return COMMANDS[a.command](a)
     except ConfigError as e:
-        done = "written" if a.command == "data" else "launched"
-        head = (_after_launch(a, e) if errors.launched()
-                else f"sweep {a.command}: nothing was {done}; fix these first:")
-        print(head, file=sys.stderr)
+        if not errors.launched():
+            return _refused(a, e)
+        print(_after_launch(a, e), file=sys.stderr)
         for problem in e.problems:
             print(f"  - {problem}", file=sys.stderr)
         return errors.error_exit_code()
@@ -750,17 +988,25 @@ def main(argv: list[str] | None = None) -> int:
         if errors.launched():
             print(_after_launch(a, e), file=sys.stderr)
         return errors.error_exit_code()
+    except KeyboardInterrupt:
+        # run/demo/resume say what was kept themselves (_run); other commands change nothing
+        # that a rerun would not redo.
+        print(f"\nsweep {a.command}: interrupted ({interrupt.name()})", file=sys.stderr)
+        return interrupt.exit_code()
     except Exception as e:
         if not errors.launched():
             raise  # a bug before launch: its traceback, exit 1 as Python gives it
         traceback.print_exc()
         print(_after_launch(a, e), file=sys.stderr)
         return errors.error_exit_code()
-    except KeyboardInterrupt as e:
-        then = ("Nothing was kept; run it again." if getattr(e, "undone", False)
-                else "Continue with `sweep resume <experiment>`.")
-        print(f"\nsweep {a.command}: interrupted. {then}", file=sys.stderr)
-        return 130
+
+
+def _refused(a: argparse.Namespace, e: ConfigError) -> int:
+    done = "written" if a.command in ("data", "init", "export", "report") else "launched"
+    print(f"sweep {a.command}: nothing was {done}; fix these first:", file=sys.stderr)
+    for problem in e.problems:
+        print(f"  - {problem}", file=sys.stderr)
+    return 2
 
 
 def _after_launch(a: argparse.Namespace, e: BaseException) -> str:

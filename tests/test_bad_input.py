@@ -605,7 +605,8 @@ def test_a_private_folder_is_trusted(tmp_path: Path, workspace: Path) -> None:
 
 # --- no traceback for broken experiment folders ----------------------------------------------
 
-@pytest.mark.parametrize("content", [b"\xff\xfe\x00binary", b"[]", b"not json"])
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00binary", b"[]", b"not json",
+                                     b'{"name": "n", "num_tri'])  # a write cut short
 @pytest.mark.parametrize("command", ["status", "report", "resume", "export"])
 def test_broken_experiment_json(content: bytes, command: str, tmp_path: Path, no_ray: list,
                                 capsys: pytest.CaptureFixture) -> None:
@@ -615,7 +616,9 @@ def test_broken_experiment_json(content: bytes, command: str, tmp_path: Path, no
     (root / "experiment.json").write_bytes(content)
     before = snapshot(tmp_path)
     out = ["--out", str(tmp_path / "out")] if command in ("report", "export") else []
-    refused([command, "n", "--storage", str(tmp_path / "exps"), *out], capsys, "n")
+    err = refused([command, "n", "--storage", str(tmp_path / "exps"), *out], capsys,
+                  f"{root / 'experiment.json'}: is damaged", "restore it from a copy")
+    assert "no experiment here" not in err
     assert snapshot(tmp_path) == before and not no_ray
 
 

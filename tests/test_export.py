@@ -59,6 +59,28 @@ def test_bad_input_type(tmp_path: Path) -> None:
         export_trial(se.exp, None, tmp_path / "out", input_type="jpeg")
 
 
+def test_an_unreadable_checkpoint_is_a_clear_error_and_leaves_no_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """The fixture's checkpoints are placeholders, as a truncated one would be: TensorFlow's
+    error (stood in for here: no TF) becomes the usual message, and --out is not left behind."""
+    from sweep import cli
+    from sweep.report import export
+
+    se = make_experiment(tmp_path / "exps" / "x", seed=16)
+
+    def tf_fails(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise ValueError("Unable to load checkpoint: data is truncated\n<a long TF trace>")
+
+    monkeypatch.setattr(export, "run_exporter", tf_fails)
+    out = tmp_path / "new" / "out"
+    rc = cli.main(["export", str(se.exp.root), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "checkpoint cannot be exported (ValueError: Unable to load checkpoint: data is " \
+           "truncated)" in err and "Fix: " in err and "Traceback" not in err, err
+    assert not (tmp_path / "new").exists()
+
+
 def _real_checkpoint(pipeline: Path, prefix: Path) -> None:
     """A checkpoint of the tiny SSD with every variable built (one forward pass on zeros)."""
     from sweep.odapi import compat

@@ -68,11 +68,16 @@ def test_shipped_template_trains_from_scratch(tmp_path: Path, annotations_dir: P
 def test_never_replaces_a_different_config(tmp_path: Path, annotations_dir: Path) -> None:
     pipeline, _, _ = init_model("tiny_ssd_mobilenet_v2", annotations_dir, "m")
     assert init_model("tiny_ssd_mobilenet_v2", annotations_dir, "m")[0] == pipeline  # same: kept
-    with pytest.raises(ConfigError, match="exists and differs.*batch size 2"):
+    with pytest.raises(ConfigError, match="exists and differs.*batch size 2") as e:
         init_model("tiny_ssd_mobilenet_v2", annotations_dir, "m", batch_size=2)
+    assert "pass --overwrite" in str(e.value) and "--force" not in str(e.value)  # init's option
     assert load_pipeline(pipeline).train_config.batch_size == 8
+    edited = pipeline.read_text() + "# my own edit\n"
+    pipeline.write_text(edited)
     init_model("tiny_ssd_mobilenet_v2", annotations_dir, "m", batch_size=2, overwrite=True)
     assert load_pipeline(pipeline).train_config.batch_size == 2
+    kept = list(pipeline.parent.glob("pipeline.config.replaced-*"))
+    assert [k.read_text() for k in kept] == [edited]  # the user's edits survive, beside it
 
 
 def test_bad_inputs_say_what_to_do(tmp_path: Path, annotations_dir: Path) -> None:

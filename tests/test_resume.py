@@ -218,3 +218,54 @@ def test_resume_without_ray_state_refuses_before_starting_ray(tmp_path: Path) ->
     with pytest.raises(ConfigError, match="--overwrite"):
         preflight(settings, None, 40, resume=True)
     assert not ray.is_initialized()
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_resume_with_the_real_od_api(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the driver's process group, as a terminal sends it) while the second
+    trial trains: exit 130, the trial INTERRUPTED at a checkpoint, the closing line with the
+    exact resume command; `sweep resume` then finishes both trials, the interrupted one from
+    its checkpoint. (Real TensorFlow: run by the lead, not on a shared 2-core machine.)"""
+    from sweep.core.experiment import INTERRUPTED
+
+    pipeline = make_workspace(tmp_path)
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    log = open(tmp_path / "run.log", "w")  # noqa: SIM115 - the child writes it
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "sweep.cli", "run", "--space", str(space), "--pipeline",
+         str(pipeline), "--name", "cc", "--num-trials", "2", "--max-concurrent", "1",
+         "--eval-every", "20", "--scheduler", "fifo", "--no-dashboard", "--no-report"],
+        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    exp = Experiment(tmp_path / "experiments" / "cc")
+    try:
+        target = None
+        deadline = time.time() + 1800
+        while time.time() < deadline and driver.poll() is None and target is None:
+            target = next((t for t in exp.trials() if t.status().get("state") == RUNNING
+                           and 20 <= int(t.status().get("reported_step", -1)) < NUM_STEPS), None)
+            time.sleep(0.25)
+        assert target is not None, (tmp_path / "run.log").read_text()[-3000:]
+        os.killpg(driver.pid, signal.SIGINT)
+        rc = driver.wait(timeout=300)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        log.close()
+    out = (tmp_path / "run.log").read_text()
+    assert rc == 130, out[-3000:]
+    assert out.strip().splitlines()[-1].endswith("Continue with: sweep resume cc"), out[-2000:]
+    st = target.status()
+    assert st["state"] == INTERRUPTED, st
+    at = max(_ckpt_numbers(target))
+
+    res = run_cli(["resume", "cc", "--no-dashboard", "--no-report"], tmp_path, timeout=1800)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    assert all(t.status()["state"] == COMPLETED for t in exp.trials())
+    files = metrics.event_files(target.path / "train")
+    assert len(files) == 2, files  # one per attempt: continued, not started anew
+    assert min(_file_steps(files[1])) >= 20 * (at - 1) > 0
+    s = exp.settings()
+    study = optuna.load_study(study_name=s["study_name"], storage=s["storage_url"])
+    assert {t.state for t in study.trials} == {optuna.trial.TrialState.COMPLETE}

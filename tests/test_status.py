@@ -24,7 +24,7 @@ def test_status_rows_come_from_the_event_files(tmp_path: Path) -> None:
                          ("mAP", m.last_eval().get(metrics.MAP))):
             assert r[key] == got or (r[key] != r[key] and got != got)  # NaN (diverged) too
     text = render_status(exp)
-    assert "running or interrupted" in text
+    assert "running, or its driver was killed" in text
     for t in exp.trials():
         assert t.name in text
     assert "diverged" in text
@@ -32,3 +32,25 @@ def test_status_rows_come_from_the_event_files(tmp_path: Path) -> None:
 
 def test_empty_table() -> None:
     assert format_table([]) == "no trials yet"
+
+
+def test_tries_count_restarts_and_an_interrupted_sweep_says_so(tmp_path: Path) -> None:
+    from sweep.core.experiment import write_json
+
+    synth = make_experiment(tmp_path / "exp", finished=False)
+    exp = synth.exp
+    t = exp.trials()[0]
+    t.update_status(attempts=1, restarts=2)  # two process restarts within one start
+    assert {r["trial"]: r for r in trial_rows(exp)}[t.name]["attempts"] == 3
+    write_json(exp.settings_path, {**exp.settings(), "interrupted": "SIGINT"})
+    assert "(interrupted by SIGINT; `sweep resume` continues it)" in render_status(exp)
+
+
+def test_the_report_line_names_only_files_that_exist(tmp_path: Path) -> None:
+    from sweep.cli import report_line
+
+    (tmp_path / "leaderboard.csv").write_text("")
+    assert report_line(tmp_path) == f"report: {tmp_path}/report.html  (leaderboard.csv)"
+    (tmp_path / "best").mkdir()
+    (tmp_path / "best" / "pipeline.config").write_text("")
+    assert report_line(tmp_path).endswith("(leaderboard.csv, best/pipeline.config)")

@@ -4,6 +4,10 @@
         experiment.json         settings of the sweep (what `sweep run` was asked)
         base_pipeline.config    the base config every trial starts from
         space.yaml              the search space, as given
+        driver.lock             host and pid of the one driver running the sweep (sweep.core.lock)
+        stopping.json           why the whole sweep is stopping: {"kind": "interrupted", "signal"}
+                                (sweep.core.interrupt) or {"kind": "budget", "reason"}; a trial
+                                stopped meanwhile is INTERRUPTED, or STOPPED with that reason
         study.db                the Optuna study (SQLite), unless a URL was given
         ray/                    Ray Tune's experiment state
         trials/<trial>/         one OD API model_dir per trial:
@@ -34,7 +38,11 @@ STOPPED = "STOPPED"  # stopped early by the scheduler (or the sweep's budget)
 FAILED = "FAILED"  # see "reason": diverged, killed, out of memory, error
 PENDING = "PENDING"
 PAUSED = "PAUSED"  # PBT paused it to clone another trial into it; it continues
-STATES = (PENDING, RUNNING, PAUSED, COMPLETED, STOPPED, FAILED)
+# The sweep was interrupted (SIGINT/SIGTERM) while it ran: `sweep resume` continues it from its
+# last checkpoint. Not an end: neither a result nor a failure.
+INTERRUPTED = "INTERRUPTED"
+STATES = (PENDING, RUNNING, PAUSED, INTERRUPTED, COMPLETED, STOPPED, FAILED)
+ENDED = (COMPLETED, STOPPED, FAILED)  # final states: a resumed sweep keeps these trials as they are
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -202,11 +210,28 @@ class Experiment:
     def trials_dir(self) -> Path:
         return self.root / "trials"
 
+    @property
+    def stop_path(self) -> Path:
+        return self.root / "stopping.json"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / "driver.lock"
+
     def exists(self) -> bool:
         return self.settings_path.exists()
 
     def settings(self) -> dict[str, Any]:
         data = read_json(self.settings_path)
+        if not isinstance(data, dict) and self.settings_path.is_file():
+            from sweep.core.errors import ConfigError, Problem
+
+            # Damaged (a driver or disk stopped mid-write): say so, never "no experiment".
+            raise ConfigError(Problem(
+                str(self.settings_path), "", "is damaged: not the JSON object of an "
+                "experiment's settings (truncated or overwritten?)", "restore it from a copy "
+                "(the trials under trials/ are untouched and are read again once it is back); "
+                "nothing was changed"))
         if not isinstance(data, dict):
             raise FileNotFoundError(
                 f"{self.settings_path}: no experiment here. "

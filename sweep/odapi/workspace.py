@@ -14,6 +14,8 @@ pipeline.config is never replaced unless asked (``overwrite=True``).
 from __future__ import annotations
 
 import os
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -102,11 +104,14 @@ def init_workspace(
     return _write_model_config(
         root, model_name, render_pipeline_config(template, dataset), overwrite,
         f"template {template!r}, {dataset.num_classes} classes, data in "
-        f"{dataset.annotations_dir}")
+        f"{dataset.annotations_dir}", flag="--force")
 
 
 def _write_model_config(root: Path, model_name: str, rendered: str, overwrite: bool,
-                        what: str) -> Path:
+                        what: str, flag: str = "--overwrite") -> Path:
+    """Write models/<name>/pipeline.config. One that differs is replaced only with ``flag``
+    (the option that asked for it, named in the refusal), and then kept beside it as
+    ``pipeline.config.replaced-<time>``: it may hold the user's own edits."""
     if not model_name or Path(model_name).name != model_name or model_name in (".", ".."):
         raise ValueError(f"`model_name` must be a plain folder name, but got {model_name!r}")
     root = Path(root).absolute()
@@ -121,9 +126,14 @@ def _write_model_config(root: Path, model_name: str, rendered: str, overwrite: b
             return target
         raise ConfigError(Problem(
             str(target), "", f"exists and differs from the config sweep would write ({what})",
-            "pass --force/--overwrite to replace it, or choose another model name",
+            f"pass {flag} to replace it (the old one is kept as "
+            "pipeline.config.replaced-<time>), or choose another model name",
         ))
     _make_dirs(root, target)
+    if target.exists() and target.read_text() != rendered:
+        kept = target.with_name(f"{target.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.copy2(target, kept)
+        print(f"kept the replaced {target.name} as {kept}", flush=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     tmp.write_text(rendered)
     os.replace(tmp, target)

@@ -14,10 +14,12 @@ copy when there is one), else its newest. TensorFlow is imported only when expor
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from sweep.core.errors import ConfigError, Problem
 from sweep.core.experiment import Experiment, TrialDir
 
 INPUT_TYPES = ("image_tensor", "encoded_image_string_tensor", "tf_example")
@@ -95,8 +97,22 @@ def export_trial(exp: Experiment, trial: str | None, out_dir: Path | None = None
 
     out_dir = Path(out_dir) if out_dir is not None else (
         REPORTS_DIR / exp.name / "exported" / plan.trial.name)
+    made = out_dir  # the outermost folder this export creates: removed if it fails
+    while not made.parent.exists() and made.parent != made:
+        made = made.parent
+    created = not made.exists() or (made == out_dir and not any(out_dir.iterdir()))
     out_dir.mkdir(parents=True, exist_ok=True)
-    run_exporter(plan.trial.pipeline_path, plan.checkpoint, out_dir, input_type=input_type)
+    try:
+        run_exporter(plan.trial.pipeline_path, plan.checkpoint, out_dir, input_type=input_type)
+    except Exception as e:  # noqa: BLE001 - TF's errors for a bad checkpoint vary by kind
+        if created:
+            shutil.rmtree(made, ignore_errors=True)
+        words = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise ConfigError(Problem(
+            f"{plan.checkpoint}.index", "", f"trial {plan.trial.name}'s checkpoint cannot be "
+            f"exported ({type(e).__name__}: {words})", "its files may be truncated or from "
+            "another model: export another trial (--trial N), or check the trial's train.log"
+        )) from e
     info = {"experiment": exp.name, "trial": plan.trial.name,
             "checkpoint": str(plan.checkpoint), "checkpoint_step": plan.step,
             "best_step": plan.best_step, "metric": plan.metric, "value": plan.value,

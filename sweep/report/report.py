@@ -597,6 +597,10 @@ def _best_vs_base_diff(g: Gathered, base: str, best: str) -> dict[str, str]:
 def _banner(g: Gathered) -> str:
     if g.finished:
         return ""
+    if g.settings.get("interrupted"):
+        return (f"PARTIAL REPORT: the sweep was interrupted ({g.settings['interrupted']}) with "
+                f"{len(g.df)} of {g.settings.get('num_trials', '?')} trials started; "
+                f"`sweep resume {g.exp.name}` finishes it. Numbers will change.")
     running = int((g.df["state"] == RUNNING).sum()) if not g.df.empty else 0
     return (f"PARTIAL REPORT: the experiment is still running ({running} trial(s) running, "
             f"{len(g.df)} of {g.settings.get('num_trials', '?')} started). Numbers will change; "

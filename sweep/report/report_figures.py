@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from sweep.core.experiment import COMPLETED, FAILED, RUNNING, STOPPED
+from sweep.core.experiment import COMPLETED, FAILED, INTERRUPTED, RUNNING, STOPPED
 from sweep.odapi import metrics as m
 from sweep.report import short_names
 from sweep.report.report_data import LABELS, MIN_TRIALS_FOR_IMPORTANCES, TOP_K, Gathered, public_params
@@ -85,7 +85,8 @@ def mirror_study(g: Gathered, real_study: Any | None = None) -> tuple[Any, dict[
         dists[n] = d if d is not None and all(_contains(d, v) for v in seen) \
             else _infer_distribution(seen)
     states = {COMPLETED: TrialState.COMPLETE, STOPPED: TrialState.PRUNED,
-              FAILED: TrialState.FAIL, RUNNING: TrialState.RUNNING}
+              FAILED: TrialState.FAIL, RUNNING: TrialState.RUNNING,
+              INTERRUPTED: TrialState.RUNNING}  # unfinished: resume continues it
     obj_cols = ["objective"] + [f"objective:{o.tag}" for o in g.objectives[1:]]
     for _, row in g.df.iterrows():
         state = states.get(row["state"])

@@ -28,7 +28,10 @@ def trial_rows(exp: Experiment) -> list[dict[str, Any]]:
             "mAP": last_eval.get(metrics.MAP),
             "eval_step": m.last_eval_step,
             "elapsed_s": elapsed,
-            "attempts": st.get("attempts"),
+            # Tries: the trial's starts (attempts) and its restarts after a failure within
+            # one (restarts; an actor restart counts in both, hence max, not a sum).
+            "attempts": (max(int(st.get("attempts") or 0), 1 + int(st.get("restarts") or 0))
+                         if st.get("attempts") else None),
             "gpus": st.get("cuda_visible_devices") or "-",
             "node": st.get("node_ip") or st.get("node") or "-",
             "reason": st.get("reason") or "",
@@ -87,10 +90,18 @@ def render_status(exp: Experiment) -> str:
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
-    head = (f"experiment {exp.name} ({'finished' if s.get('finished') else 'running or interrupted'})"
+    head = (f"experiment {exp.name} ({_phase(s)})"
             f": {len(rows)}/{s.get('num_trials')} trials | "
             + ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items())))
     return head + "\n" + format_table(rows)
+
+
+def _phase(settings: dict[str, Any]) -> str:
+    if settings.get("finished"):
+        return "finished"
+    if settings.get("interrupted"):
+        return f"interrupted by {settings['interrupted']}; `sweep resume` continues it"
+    return "running, or its driver was killed"
 
 
 def failure_summary(exp: Experiment) -> str | None:

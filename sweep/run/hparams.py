@@ -49,6 +49,7 @@ _STATUS = {
     "STOPPED": api_pb2.STATUS_SUCCESS,  # stopped early by the scheduler: a valid result
     "FAILED": api_pb2.STATUS_FAILURE,
     "RUNNING": api_pb2.STATUS_RUNNING,
+    "INTERRUPTED": api_pb2.STATUS_RUNNING,  # unfinished: `sweep resume` continues it
 }
 
 

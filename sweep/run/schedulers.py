@@ -26,6 +26,57 @@ from sweep.search.space import (
 )
 
 SCHEDULERS = ("fifo", "asha", "median", "pbt", "pb2")
+EARLY_STOPPING = ("asha", "median", "pbt", "pb2")  # decide at evaluations during training
+DEFAULT_EVALUATIONS = 4  # --eval-every 0 under asha/median: evaluate every quarter of num_steps
+
+
+def eval_points(name: str, eval_every: int, max_steps: int) -> tuple[int, str | None]:
+    """The ``--eval-every`` a sweep runs with, and a note when it was chosen for the user.
+
+    A scheduler that stops trials early decides only at evaluations during training: with none
+    (``--eval-every 0`` evaluates at the end only) it would silently never stop one. asha and
+    median then evaluate every quarter of num_steps; an ``--eval-every`` at or past num_steps
+    is refused (ConfigError naming it). fifo takes what it was given."""
+    from sweep.core.errors import ConfigError, Problem
+
+    if name not in EARLY_STOPPING:
+        return eval_every, None
+    if eval_every <= 0 and name in ("asha", "median"):
+        every = max(1, max_steps // DEFAULT_EVALUATIONS)
+        return every, (f"--scheduler {name} stops trials at evaluations during training: "
+                       f"evaluating every {every} steps (a quarter of num_steps {max_steps}); "
+                       "set --eval-every to choose")
+    if eval_every >= max_steps:
+        raise ConfigError(Problem(
+            "command line", "--eval-every", f"{eval_every} is not below num_steps {max_steps}: "
+            f"the only evaluation is the last, so --scheduler {name} could never stop or "
+            "compare trials during training",
+            f"use fewer steps, e.g. --eval-every {max(1, max_steps // DEFAULT_EVALUATIONS)}, or "
+            "--scheduler fifo to train every trial to the end"))
+    return eval_every, None
+
+
+def decision_steps(name: str, max_steps: int, eval_every: int,
+                   perturbation_interval: int = 0) -> list[int]:
+    """The steps at which the scheduler can stop (or, PBT, clone) a trial: its rungs."""
+    from sweep.run.trial import plan_steps
+
+    every, _ = plan_steps(max_steps, eval_every)
+    evals = list(range(every, max_steps, every))  # evaluations before the last
+    if name == "asha":  # milestones grace * 2^k below max_t, decided at the first eval past each
+        out, milestone = [], max(1, min(eval_every or max_steps, max_steps))
+        while milestone < max_steps:
+            at = next((s for s in evals if s >= milestone), None)
+            if at is not None and at not in out:
+                out.append(at)
+            milestone *= 2
+        return out
+    if name == "median":
+        return [s for s in evals if s >= max(1, eval_every)]
+    if name in ("pbt", "pb2"):
+        interval = perturbation_interval or eval_every
+        return [s for s in evals if interval and s % interval == 0]
+    return []
 
 
 def make_scheduler(name: str, *, metric: str, mode: str, max_steps: int, eval_every: int = 0,

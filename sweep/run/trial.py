@@ -24,13 +24,16 @@ from typing import Any
 from sweep.core import errors, gate
 from sweep.core.experiment import (
     COMPLETED,
+    ENDED,
     FAILED,
+    INTERRUPTED,
     PAUSED,
     RUNNING,
     STOPPED,
     Experiment,
     TrialDir,
     evaluated_path,
+    read_json,
     take_checkpoint,
     write_json,
 )
@@ -297,8 +300,15 @@ class TrialRunner:
     def stop(self, state: str = STOPPED, reason: str | None = "stopped early by the scheduler"
              ) -> None:
         """End both processes (within seconds); a running trial is marked ``state``. Under
-        PBT a stop is a pause: the trial continues as a clone of a better one."""
-        if self.spec.perturb and state == STOPPED:
+        PBT a stop is a pause: the trial continues as a clone of a better one. While the
+        sweep is interrupted (sweep.core.interrupt) a stop is an interruption: `sweep resume`
+        continues the trial from its last checkpoint."""
+        stopping = read_json(self.exp.stop_path) if state == STOPPED else None
+        if isinstance(stopping, dict) and stopping.get("kind") == "interrupted":
+            state, reason = INTERRUPTED, interrupted_reason(self.exp)
+        elif isinstance(stopping, dict) and stopping.get("kind") == "budget":
+            reason = f"stopped with the sweep: {stopping.get('reason')}"
+        elif self.spec.perturb and state == STOPPED:
             state, reason = PAUSED, "paused by PBT to continue from a better trial's checkpoint"
         for proc in (self.train_proc, self.eval_proc):
             if proc is not None:
@@ -376,14 +386,8 @@ class TrialRunner:
 
     def _result(self, m: metrics.TrialMetrics, step: int) -> dict[str, Any]:
         """The result of the recorded evaluation at ``step`` (read after it was recorded)."""
-        row = dict(m.eval.get(step, {}))
-        train_row = m.train.get(step) or m.last_train()
         out: dict[str, Any] = {"step": step, "trial_dir": str(self.dir.path),
-                               "wall_time": time.time() - self.started}
-        for tag, key in metrics.RESULT_KEYS.items():
-            source = train_row if tag in metrics.TRAIN_SOURCED else row
-            if tag in source:
-                out[key] = source[tag]
+                               "wall_time": time.time() - self.started, **result_values(m, step)}
         self.reported_step = step
         # The same value Ray ranks by: losses are the training job's, as the seed's table kept
         # them (the eval job writes its own Loss/* too, which must not be mixed in).
@@ -534,6 +538,40 @@ class TrialRunner:
 
     def _final_checkpoint_done(self) -> bool:
         return any(r["step"] >= self.num_steps for r in self.dir.evaluated())
+
+
+def result_values(m: metrics.TrialMetrics, step: int) -> dict[str, Any]:
+    """The metric values of the result at evaluation ``step`` (result keys), as Ray ranks them:
+    losses are the training job's (the eval job writes its own Loss/* too, never mixed in)."""
+    row = dict(m.eval.get(step, {}))
+    train_row = m.train.get(step) or m.last_train()
+    out = {}
+    for tag, key in metrics.RESULT_KEYS.items():
+        source = train_row if tag in metrics.TRAIN_SOURCED else row
+        if tag in source:
+            out[key] = source[tag]
+    return out
+
+
+def last_result(trial: TrialDir) -> dict[str, Any]:
+    """The values of the trial's last evaluation (what its last result reported), or {}."""
+    m = metrics.read_trial(trial.path)
+    return result_values(m, max(m.eval)) if m.eval else {}
+
+
+def interrupted_reason(exp: Experiment) -> str:
+    sig = (read_json(exp.stop_path, {}) or {}).get("signal", "a signal")
+    return (f"the sweep was interrupted ({sig}); `sweep resume {exp.name}` continues it from "
+            "its last checkpoint")
+
+
+def mark_interrupted(trial: TrialDir, exp: Experiment) -> bool:
+    """Record INTERRUPTED for a trial that had not ended (its runner could not say so itself:
+    its actor was killed first); True if it changed."""
+    if trial.status().get("state") in (*ENDED, INTERRUPTED):
+        return False
+    trial.update_status(state=INTERRUPTED, reason=interrupted_reason(exp), ended_at=time.time())
+    return True
 
 
 def mark_failed(trial: TrialDir, reason: str, detail: str) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sweep.core import errors
+from sweep.core import errors, interrupt
 from sweep.core.experiment import Experiment
 from sweep.odapi.metrics import result_key
 from sweep.run import ray_node
@@ -221,6 +221,11 @@ def _searcher_class(exp: Experiment):  # noqa: ANN202
             ot_trial = self._ot_trials.get(trial_id)
             if trial_id in self._completed_trials or ot_trial is None:
                 return super().on_trial_complete(trial_id, result, error)
+            if _told(self._ot_study, ot_trial):
+                # reconcile() recorded it from its folder when the sweep was interrupted; the
+                # resumed run reports the same end again.
+                self._completed_trials.add(trial_id)
+                return None
             failed = (result or {}).get("sweep_failed")
             if error and not failed:  # Ray's own give-up: the folder says why, or it is ours
                 failed = mark_failed(exp.trial(trial_id), errors.ACTOR_DIED, ACTOR_DETAIL)
@@ -245,6 +250,14 @@ def _searcher_class(exp: Experiment):  # noqa: ANN202
     return SweepSearch
 
 
+def _told(study: Any, ot_trial: Any) -> bool:
+    """Whether the study already holds this trial's end."""
+    try:
+        return study._storage.get_trial(ot_trial._trial_id).state.is_finished()
+    except Exception:  # noqa: BLE001 - not knowing means telling, as before
+        return False
+
+
 def _callbacks(settings: SweepSettings, exp: Experiment):  # noqa: ANN202
     from ray.tune import Callback
     from ray.tune.stopper import Stopper
@@ -265,8 +278,12 @@ def _callbacks(settings: SweepSettings, exp: Experiment):  # noqa: ANN202
             self.mode = settings.modes[0]
 
         def setup(self, **info: Any) -> None:
+            from sweep.core import interrupt  # by name: this class is pickled by value
+
             self.t0 = time.time()
             self.done_here = 0
+            # Ray Tune's SIGINT handler is in place now: SIGINT and SIGTERM go through it.
+            interrupt.hand_to_ray(exp.stop_path)
 
         def _count(self, trials: list) -> None:
             self.done = sum(1 for t in trials if t.status in ("TERMINATED", "ERROR"))
@@ -363,6 +380,10 @@ def _callbacks(settings: SweepSettings, exp: Experiment):  # noqa: ANN202
                                f"the last trials' train.log / eval.log under {exp.trials_dir}")
             if settings.step_budget and sum(self.steps.values()) >= settings.step_budget:
                 self.reason = f"the step budget ({settings.step_budget} train steps) is spent"
+                if not exp.stop_path.exists():  # trials stopped from now on say why
+                    from sweep.core.experiment import write_json
+
+                    write_json(exp.stop_path, {"kind": "budget", "reason": self.reason})
 
         def stop_all(self) -> bool:
             return self.reason is not None
@@ -738,51 +759,113 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
             ),
             run_config=run_config,
         )
+    # An interrupt is ours to explain (sweep.core.interrupt, the CLI's closing line): not
+    # Ray's advice to call Tuner.restore.
+    logging.getLogger("ray.tune.tune").addFilter(_no_ray_interrupt_advice)
     # Trial metrics live in the trial folders, not in Ray's result files: silence Ray's
     # "Failed to fetch metrics" warning when it builds the (unused) result grid.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    exp.stop_path.unlink(missing_ok=True)  # a resumed sweep: its trials run again
     grid = tuner.fit()
     errored = len(grid.errors)
-    lost = reconcile(exp, settings.storage_url(), study_name)
+    sig = interrupt.received()
+    lost = reconcile(exp, settings.storage_url(), study_name, interrupted=sig is not None,
+                     keys=[result_key(m) for m in settings.metrics],
+                     budget=None if sig is not None else budget.reason)
     if lost:
         print(f"sweep: {len(lost)} trial(s) were lost with a killed driver before Ray "
               f"recorded them; marked failed: {', '.join(lost)}", file=sys.stderr, flush=True)
-    if budget.reason:
-        print(f"sweep stopped: {budget.reason}", file=sys.stderr, flush=True)
-    return {"errors": errored, "stopped_reason": budget.reason, "dashboard": url}
+    return {"errors": errored, "stopped_reason": budget.reason, "dashboard": url,
+            "interrupted": None if sig is None else interrupt.name(sig)}
+
+
+def _no_ray_interrupt_advice(record: logging.LogRecord) -> bool:
+    text = record.getMessage()
+    return not ("Stop signal received" in text or "has been interrupted" in text)
 
 
 LOST = "lost"  # a trial the driver started but Ray's saved state did not know when resumed
 
 
-def reconcile(exp: Experiment, storage_url: str, study_name: str) -> list[str]:
-    """After ``fit()``: nothing may be left running. A driver killed between Ray suggesting a
-    trial and saving its experiment state leaves an Optuna trial (and maybe a trial folder)
-    that the resumed run does not know and re-suggests; mark those failed, never running."""
+def reconcile(exp: Experiment, storage_url: str, study_name: str, *, interrupted: bool = False,
+              keys: list[str] | None = None, budget: str | None = None) -> list[str]:
+    """After ``fit()``, on every exit path: a trial's folder is the truth, and the Optuna study
+    is brought in line with it (never the other way). Nothing may be left running:
+
+    - a folder still RUNNING/PENDING/PAUSED: INTERRUPTED if the sweep was interrupted (its actor
+      was stopped before it could say so; `sweep resume` continues it), else lost with a killed
+      driver (FAILED); an INTERRUPTED one after an uninterrupted run was not continued by Ray:
+      STOPPED;
+    - an Optuna trial still RUNNING: told what its folder says (COMPLETED: its last values,
+      STOPPED: pruned, FAILED: failed with the reason); an unfinished one stays RUNNING when
+      the sweep was interrupted (the resumed searcher tells it); one a spent ``budget`` never
+      let start fails as "not started: <budget>"; else it was lost with a killed driver.
+
+    Returns the trials lost."""
     import optuna
     from optuna.trial import TrialState
 
-    from sweep.core.experiment import PAUSED, PENDING, RUNNING, STOPPED
+    from sweep.core.experiment import (
+        COMPLETED,
+        FAILED,
+        INTERRUPTED,
+        PAUSED,
+        PENDING,
+        RUNNING,
+        STOPPED,
+    )
+    from sweep.run.trial import last_result, mark_interrupted
 
     lost: list[str] = []
+    for t in exp.trials():
+        state = t.status().get("state")
+        if interrupted and state in (RUNNING, PENDING, PAUSED):
+            mark_interrupted(t, exp)
+        elif state == PAUSED:  # PBT paused it and the sweep ended first
+            t.update_status(state=STOPPED, reason="the sweep ended while PBT had it paused",
+                            ended_at=time.time())
+        elif state == INTERRUPTED and not interrupted:
+            t.update_status(state=STOPPED, reason="interrupted with the sweep, and already "
+                            "ended in Ray's saved state: not continued", ended_at=time.time())
+        elif state in (RUNNING, PENDING):
+            mark_failed(t, LOST, "its process ended without a word (driver or node killed)")
+            lost.append(t.name)
     study = optuna.load_study(study_name=study_name, storage=storage_url)
+    keys = keys or []
     # Only RUNNING trials can be told (public API); a WAITING one is a known point never asked
     # for, harmless: it is no trial of this sweep's and not in its report.
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        name = t.user_attrs.get("ray_trial_id")
+        status = exp.trial(name).status() if name else {}
+        state = status.get("state")
         try:
-            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            if state == COMPLETED:
+                result = last_result(exp.trial(name))
+                values = [result.get(k) for k in keys]
+                if values and all(isinstance(v, int | float) and v == v for v in values):
+                    study.tell(t.number, values=[float(v) for v in values],
+                               skip_if_finished=True)
+                    continue
+                study._storage.set_trial_user_attr(t._trial_id, "failure", "no result")
+                study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            elif state == STOPPED:
+                study._storage.set_trial_user_attr(t._trial_id, "stopped_early", True)
+                study.tell(t.number, state=TrialState.PRUNED, skip_if_finished=True)
+            elif state == FAILED:
+                study._storage.set_trial_user_attr(t._trial_id, "failure",
+                                                   str(status.get("reason") or "failed"))
+                study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            elif budget and not status:
+                study._storage.set_trial_user_attr(t._trial_id, "failure",
+                                                   f"not started: {budget}")
+                study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            elif not interrupted:
+                study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+                label = str(name or f"optuna#{t.number}")
+                if label not in lost:
+                    lost.append(label)
         except (ValueError, RuntimeError) as e:  # another process finished it meanwhile
-            print(f"sweep: could not mark Optuna trial #{t.number} failed: {e}", file=sys.stderr)
-            continue
-        lost.append(str(t.user_attrs.get("ray_trial_id", f"optuna#{t.number}")))
-    for t in exp.trials():
-        if t.status().get("state") == PAUSED:  # PBT paused it and the sweep ended first
-            t.update_status(state=STOPPED, reason="the sweep ended while PBT had it paused",
-                            ended_at=time.time())
-        if t.status().get("state") in (RUNNING, PENDING):
-            mark_failed(t, LOST, "its process ended without a word (driver or node killed)")
-            if t.name not in lost:
-                lost.append(t.name)
+            print(f"sweep: could not record Optuna trial #{t.number}: {e}", file=sys.stderr)
     return lost
 
 

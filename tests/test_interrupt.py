@@ -1,0 +1,300 @@
+"""Interrupts (sweep.core.interrupt) and the one truth about each trial (tune_backend.reconcile)
+with the real Ray Tune and Optuna and the stand-in worker (tests/fake_worker.py).
+
+One sweep (3 trials, one at a time) is interrupted with SIGINT to its process group, as a
+terminal's Ctrl-C, once a trial is COMPLETED and the next has evaluated a checkpoint; then
+`sweep resume` finishes it. Another is stopped with SIGTERM (`ray job stop`, a preemption).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+
+from sweep import cli
+from sweep.core.experiment import COMPLETED, INTERRUPTED, Experiment
+from tests.conftest import REPO, make_workspace, run_cli
+
+NUM_STEPS = 80
+SPACE = f"""\
+parameters:
+  num_steps: {NUM_STEPS}
+  l2_weight: {{loguniform: [1.0e-5, 1.0e-2]}}
+"""
+FAKE = {"SWEEP_WORKER_MODULE": "tests.fake_worker", "FAKE_MODE": "slow", "FAKE_STEP_SLEEP": "1"}
+
+
+def _start(root: Path, pipeline: Path, name: str, address: str) -> tuple[subprocess.Popen, Path]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", **FAKE}
+    log = root / f"{name}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sweep.cli", "run", "--space", str(root / "space.yaml"),
+             "--pipeline", str(pipeline), "--name", name, "--num-trials", "3",
+             "--max-concurrent", "1", "--eval-every", "20", "--scheduler", "fifo",
+             "--no-dashboard", "--no-report", "--address", address],
+            cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, log
+
+
+def _interrupt_when_mid_sweep(root: Path, pipeline: Path, name: str, sig: int,
+                              group: bool, address: str) -> tuple[int, str, float]:
+    """Run a sweep, send ``sig`` once one trial is COMPLETED and another has evaluated a
+    checkpoint short of its last; returns (exit code, output, seconds to exit)."""
+    proc, log = _start(root, pipeline, name, address)
+    exp = Experiment(root / "experiments" / name)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            states = [t.status() for t in exp.trials()]
+            if any(s.get("state") == COMPLETED for s in states) and any(
+                    s.get("state") == "RUNNING" and 20 <= int(s.get("reported_step", -1)) < 60
+                    for s in states):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, log.read_text()[-3000:]
+        t0 = time.time()
+        if group:
+            os.killpg(proc.pid, sig)  # a terminal's Ctrl-C reaches the whole foreground group
+        else:
+            os.kill(proc.pid, sig)
+        rc = proc.wait(timeout=120)
+        return rc, log.read_text(), time.time() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """The SIGINT sweep before and after `sweep resume`, and the SIGTERM sweep."""
+    root = tmp_path_factory.mktemp("interrupt")
+    pipeline = make_workspace(root, n_train=8, n_eval=4)
+    (root / "space.yaml").write_text(SPACE)
+    saved = dict(os.environ)
+    os.environ.update(FAKE)  # Ray's workers (and the trials' jobs) take this environment
+    try:
+        yield from _sweeps(root, pipeline, _start_ray())
+    finally:
+        import ray
+
+        ray.shutdown()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _start_ray() -> str:
+    """One Ray for the module's drivers (they join it with --address): a Ray start is the
+    slow and, on a loaded machine, the fragile part."""
+    import psutil
+    import ray
+
+    for attempt in range(6):
+        before = {c.pid for c in psutil.Process().children()}
+        try:
+            ctx = ray.init(address="local", num_cpus=2, include_dashboard=False,
+                           log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+            return ctx.address_info["gcs_address"]
+        except Exception:  # noqa: BLE001 - "timed out during startup" under load: again
+            ray.shutdown()
+            # A failed start leaves its GCS, monitor and dashboard running: end those (ours).
+            for child in psutil.Process().children():
+                if child.pid not in before:
+                    child.kill()
+            if attempt == 5:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _sweeps(root: Path, pipeline: Path, address: str):  # noqa: ANN202
+    out: dict = {"root": root}
+    rc, text, secs = _interrupt_when_mid_sweep(root, pipeline, "ir", signal.SIGINT, group=True,
+                                               address=address)
+    exp = Experiment(root / "experiments" / "ir")
+    out["int"] = {"rc": rc, "out": text, "secs": secs,
+                  "states": {t.name: t.status() for t in exp.trials()},
+                  "study": _study_states(exp), "status": run_cli(["status", "ir"], root),
+                  "report": run_cli(["report", "ir"], root)}
+    res = run_cli(["resume", "ir", "--no-dashboard", "--no-report", "--address", address], root,
+                  timeout=600)
+    (root / "resume.log").write_text(res.stdout + res.stderr)  # to read after a failure
+    out["resume"] = {"rc": res.returncode, "out": res.stdout + res.stderr,
+                     "states": {t.name: t.status() for t in exp.trials()},
+                     "study": _study_states(exp), "exp": exp}
+    rc, text, secs = _interrupt_when_mid_sweep(root, pipeline, "it", signal.SIGTERM, group=False,
+                                               address=address)
+    out["term"] = {"rc": rc, "out": text,
+                   "states": {t.name: t.status() for t in
+                              Experiment(root / "experiments" / "it").trials()}}
+    # A step budget: trial 1 trains 80 steps, trial 2 is stopped at 20 (100 in all).
+    res = run_cli(["run", "--space", str(root / "space.yaml"), "--pipeline", str(pipeline),
+                   "--name", "ib", "--num-trials", "3", "--max-concurrent", "1",
+                   "--eval-every", "20", "--scheduler", "fifo", "--no-dashboard", "--no-report",
+                   "--step-budget", "100", "--address", address], root, timeout=600)
+    exp = Experiment(root / "experiments" / "ib")
+    out["budget"] = {"rc": res.returncode, "out": res.stdout + res.stderr,
+                     "states": {t.name: t.status() for t in exp.trials()},
+                     "study": _study_states(exp), "exp": exp}
+    yield out
+
+
+def _study_states(exp: Experiment) -> dict[str, str]:
+    s = exp.settings()
+    study = optuna.load_study(study_name=s["study_name"], storage=exp.storage_url())
+    return {t.user_attrs.get("ray_trial_id", f"#{t.number}"): t.state.name for t in study.trials}
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_sweep_says_interrupted_with_the_resume_command(interrupted: dict) -> None:
+    r = interrupted["int"]
+    assert r["rc"] == 130, r["out"][-3000:]
+    last = r["out"].strip().splitlines()[-1]
+    assert last == ("sweep ir interrupted (SIGINT): 1 of 3 trials done, 1 interrupted (they "
+                    "continue from their last checkpoint), 1 not started. Continue with: "
+                    "sweep resume ir"), r["out"][-3000:]
+    assert "finished" not in last and "killed driver" not in r["out"]
+    assert r["secs"] < 60
+
+
+@pytest.mark.slow
+def test_ctrl_c_folder_study_and_status_agree(interrupted: dict) -> None:
+    r = interrupted["int"]
+    states = {name: st["state"] for name, st in r["states"].items()}
+    assert sorted(states.values()) == [COMPLETED, INTERRUPTED], states
+    study = r["study"]
+    for name, state in states.items():
+        # The folder is the truth: the study says the same (an unfinished trial stays RUNNING
+        # for the resumed searcher to finish), never FAIL.
+        assert study[name] == {"COMPLETED": "COMPLETE", "INTERRUPTED": "RUNNING"}[state], study
+    assert "FAIL" not in study.values(), study
+    status = r["status"].stdout
+    assert "interrupted by SIGINT" in status and INTERRUPTED in status, status
+    stopped = next(st for st in r["states"].values() if st["state"] == INTERRUPTED)
+    assert "sweep resume ir" in stopped["reason"]
+    assert r["report"].returncode == 0, r["report"].stderr[-2000:]
+    board = (interrupted["root"] / "reports" / "ir" / "leaderboard.md").read_text()
+    assert "the sweep was interrupted (SIGINT)" in board and INTERRUPTED in board, board
+
+
+@pytest.mark.slow
+def test_resume_after_ctrl_c_finishes_every_trial_from_its_checkpoint(interrupted: dict) -> None:
+    before, after = interrupted["int"], interrupted["resume"]
+    assert after["rc"] == 0, after["out"][-3000:]
+    assert "finished: every trial completed" in after["out"]
+    assert len(after["states"]) == 3
+    assert {st["state"] for st in after["states"].values()} == {COMPLETED}, after["states"]
+    assert set(after["study"].values()) == {"COMPLETE"}, after["study"]
+    exp = after["exp"]
+    for name, st in before["states"].items():
+        rows = exp.trial(name).evaluated()
+        steps = [r["step"] for r in rows]
+        assert steps == sorted(set(steps)), (name, steps)  # nothing trained or evaluated twice
+        if st["state"] == INTERRUPTED:
+            # continued, not restarted: the resumed attempt's restarts are not counted
+            assert after["states"][name]["restarts"] == 0
+            assert after["states"][name]["attempts"] == 2
+
+
+@pytest.mark.slow
+def test_sigterm_is_an_interrupt_with_exit_143(interrupted: dict) -> None:
+    r = interrupted["term"]
+    assert r["rc"] == 143, r["out"][-3000:]
+    assert "interrupted (SIGTERM)" in r["out"].strip().splitlines()[-1]
+    assert INTERRUPTED in {st["state"] for st in r["states"].values()}
+
+
+@pytest.mark.slow
+def test_a_spent_step_budget_stops_the_sweep_as_a_budget(interrupted: dict) -> None:
+    r = interrupted["budget"]
+    assert r["rc"] == 0, r["out"][-3000:]
+    assert "killed driver" not in r["out"] and "interrupted" not in r["out"]
+    assert "\nsweep ib stopped: the step budget (100 train steps) is spent; 2 of 3 trials ran " \
+           "(completed, or stopped early or by the budget)\n" in r["out"], r["out"][-2000:]
+    states = sorted((st["state"], st.get("reason") or "") for st in r["states"].values())
+    assert states[0] == (COMPLETED, ""), states
+    assert states[1][0] == "STOPPED" and "step budget (100 train steps)" in states[1][1], states
+    by_state = {st["state"]: name for name, st in r["states"].items()}
+    study = r["study"]
+    assert study[by_state[COMPLETED]] == "COMPLETE" and study[by_state["STOPPED"]] == "PRUNED"
+    # What the budget never let start is no trial of the sweep's: no folder, failed in the
+    # study as "not started" (never left RUNNING, never "lost").
+    s = r["exp"].settings()
+    for t in optuna.load_study(study_name=s["study_name"], storage=r["exp"].storage_url()).trials:
+        if t.user_attrs.get("ray_trial_id") not in r["states"]:
+            assert t.state.name == "FAIL" and t.user_attrs["failure"].startswith("not started")
+
+
+def test_an_interrupt_before_launch_says_nothing_was_started(tmp_path: Path, monkeypatch,
+                                                             capsys) -> None:  # noqa: ANN001
+    """Ctrl-C during pre-flight: exit 130, no experiment folder, no advice to resume."""
+    from sweep.run import tune_backend
+
+    (tmp_path / "space.yaml").write_text(SPACE)
+    pipeline = make_workspace(tmp_path, n_train=4, n_eval=2)
+
+    def interrupted(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tune_backend, "preflight", interrupted)
+    monkeypatch.chdir(tmp_path)
+    rc = cli.main(["run", "--space", "space.yaml", "--pipeline", str(pipeline), "--name", "pf",
+                   "--no-dashboard"])
+    err = capsys.readouterr().err
+    assert rc == 130
+    assert "nothing was started" in err and "sweep resume" not in err, err
+    assert not (tmp_path / "experiments" / "pf").exists()
+
+
+@pytest.mark.parametrize("interrupted", [True, False])
+def test_reconcile_brings_the_study_in_line_with_the_folders(tmp_path: Path,
+                                                             interrupted: bool) -> None:
+    """The folder is the truth on every exit path: each Optuna trial left RUNNING is told what
+    its folder says; an unfinished one stays RUNNING only when the sweep was interrupted."""
+    from optuna.trial import TrialState
+
+    from sweep.core.experiment import FAILED, RUNNING, STOPPED
+    from sweep.odapi.metrics import MAP, result_key
+    from sweep.run.tune_backend import reconcile
+    from tests.fake_worker import append_event
+
+    exp = Experiment(tmp_path / "exp")
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="r", storage=url, direction="maximize")
+    folders = {"done": COMPLETED, "pruned": STOPPED, "broke": FAILED, "cut": INTERRUPTED,
+               "midway": RUNNING}
+    for name, state in folders.items():
+        t = exp.trial(name)
+        t.path.mkdir(parents=True)
+        t.update_status(state=state, reason="diverged" if state == FAILED else None)
+        study.ask().set_user_attr("ray_trial_id", name)
+    append_event(exp.trial("done").path / "eval", 40, {MAP: 0.5})
+    append_event(exp.trial("done").path / "train", 40, {"Loss/total_loss": 1.0})
+    study.ask().set_user_attr("ray_trial_id", "never_started")  # suggested, no folder yet
+
+    lost = reconcile(exp, url, "r", interrupted=interrupted, keys=[result_key(MAP)])
+
+    got = {t.user_attrs["ray_trial_id"]: t for t in optuna.load_study(study_name="r",
+                                                                      storage=url).trials}
+    assert got["done"].state == TrialState.COMPLETE and got["done"].value == 0.5
+    assert got["pruned"].state == TrialState.PRUNED
+    assert got["broke"].state == TrialState.FAIL and got["broke"].user_attrs["failure"] == "diverged"
+    unfinished = ("cut", "midway", "never_started")
+    states = {exp.trial(n).name: exp.trial(n).status()["state"] for n in folders}
+    if interrupted:
+        assert lost == []
+        assert all(got[n].state == TrialState.RUNNING for n in unfinished)
+        assert states["midway"] == INTERRUPTED and states["cut"] == INTERRUPTED
+    else:
+        assert sorted(lost) == ["midway", "never_started"]
+        assert all(got[n].state == TrialState.FAIL for n in ("midway", "never_started"))
+        assert states["midway"] == FAILED and states["cut"] == STOPPED
+        assert got["cut"].state == TrialState.PRUNED
+    assert states["done"] == COMPLETED and states["broke"] == FAILED
