@@ -206,6 +206,10 @@ RANGES = {
     "--split": Range(0, 1, low_open=True, high_open=True,
                      fix="give the fraction held out for test.record, e.g. 0.1"),
     "--shards": Range(1, fix="use 1 (one file) or more"),
+    "--confirm": Range(0, fix="use 0 (no confirmation) or 2 or more seeds per config"),
+    "--confirm-top": Range(1, fix="use 1 or more"),
+    "--seeds": Range(2, fix="use 2 or more (one seed says nothing about the spread)"),
+    "--top": Range(1, fix="use 1 or more"),
 }
 
 
@@ -319,8 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     cf.add_argument("--seeds", type=int, default=3, help="new seeds per config [%(default)s]")
     cf.add_argument("--top", type=int, default=1,
                     help="the search's top configs to confirm, besides the base [%(default)s]")
-    cf.add_argument("--max-concurrent", type=int, default=0,
-                    help="trials at once (0 = the sweep's own) [%(default)s]")
+    cf.add_argument("--max-concurrent", type=int, default=None,
+                    help="trials at once [the sweep's own]")
     cf.add_argument("--address", help="Ray cluster address (default: embedded local Ray)")
     cf.add_argument("--no-dashboard", action="store_true")
     cf.add_argument("--no-report", action="store_true")
@@ -830,16 +834,12 @@ def _confirm(exp: Any, settings: Any, sp: Any, seeds: int, top: int, url: str | 
 
 
 def cmd_confirm(a: argparse.Namespace) -> int:
-    from sweep.core.errors import Problem
     from sweep.odapi import render
     from sweep.run import tune_backend
     from sweep.run.settings import SweepSettings
     from sweep.search import space
 
     exp = _experiment(a)
-    if a.seeds < 2 or a.top < 1:
-        raise ConfigError(Problem("command line", "--seeds" if a.seeds < 2 else "--top",
-                                  f"must be >= {2 if a.seeds < 2 else 1}", "use e.g. --seeds 3"))
     settings = SweepSettings.from_json(exp.settings())
     settings.storage = exp.root.parent
     settings.address = a.address or settings.address
