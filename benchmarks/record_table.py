@@ -123,6 +123,8 @@ class Extracted:
     configs: dict[str, dict[str, Any]] = field(default_factory=dict)
     left_out: list[dict[str, Any]] = field(default_factory=list)  # trials not COMPLETED
     repeats: dict[str, dict[str, Any]] = field(default_factory=dict)  # per experiment
+    missing: list[str] = field(default_factory=list)  # the space's cells with no curve
+    base_pipeline: str = ""  # the pipeline.config text the cells were rendered from
 
 
 def trial_rows(trial: Any, cid: str, seed: int) -> list[dict[str, Any]]:
@@ -177,7 +179,25 @@ def extract_experiments(experiments: list[tuple[int, Experiment]]) -> Extracted:
             "sampler": settings.get("sampler"), "scheduler": settings.get("scheduler"),
             "eval_every": settings.get("eval_every"), "sweep_seed": settings.get("seed"),
             "space": settings.get("space_source"), "pipeline": settings.get("pipeline")}
+        if not out.base_pipeline and exp.base_pipeline.exists():
+            out.base_pipeline = exp.base_pipeline.read_text()
+        for cid in space_cells(exp):
+            if cid not in out.configs and cid not in out.missing:
+                out.missing.append(cid)
+    out.missing = [c for c in out.missing if c not in out.configs]
     return out
+
+
+def space_cells(exp: Experiment) -> list[str]:
+    """Config ids of the cells the experiment's space names (its ``points:``), as a trial's
+    params.json would hold them: to say which cells a partial table lacks."""
+    from sweep.search.space import BasePoint, load_space, replay
+
+    try:
+        space = load_space(exp.space_path)
+    except Exception:  # noqa: BLE001 - a space this version cannot read: no list, no harm
+        return []
+    return [config_id(replay(space, p)) for p in space.points if not isinstance(p, BasePoint)]
 
 
 def find_repeats(storage: Path, name: str) -> list[tuple[int, Experiment]]:
@@ -203,7 +223,8 @@ def write_table(ex: Extracted, out: Path, *, command: str, note: str = "") -> tu
     cells = {(r["config"], r["seed"]) for r in ex.rows}
     side.write_text(json.dumps({
         "columns": list(COLUMNS), "configs": ex.configs, "repeats": ex.repeats,
-        "left_out": ex.left_out, "cells_x_seeds": len(cells),
+        "left_out": ex.left_out, "cells_x_seeds": len(cells), "missing": ex.missing,
+        "base_pipeline": ex.base_pipeline,
         "made": {**machine(), "command": command, "note": note,
                  "extracted_at": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())},
     }, indent=1, sort_keys=True, default=str) + "\n")
@@ -221,7 +242,7 @@ def extract(a: argparse.Namespace) -> int:
     cells = {(r["config"], r["seed"]) for r in ex.rows}
     print(f"wrote {csv_path} ({len(ex.rows)} rows: {len({c for c, _ in cells})} configs, "
           f"{len(cells)} config x seed curves; {len(ex.left_out)} trial(s) left out, not "
-          f"COMPLETED) and {side.name}")
+          f"COMPLETED; {len(ex.missing)} of the space's cells have no curve yet) and {side.name}")
     for name, r in ex.repeats.items():
         print(f"  {name}: {r['completed_cells']}/{r['num_trials']} cells, "
               f"{'finished' if r['finished'] else 'NOT finished'}")
