@@ -289,6 +289,7 @@ def build(opts: Options, space: SearchSpace, points: list[dict[str, Any]], max_s
     import optuna
 
     from sweep.core.experiment import Experiment
+    from sweep.odapi.metrics import result_key
     from sweep.run import tune_backend
     from sweep.search import samplers
 
@@ -298,7 +299,8 @@ def build(opts: Options, space: SearchSpace, points: list[dict[str, Any]], max_s
                                    sampler=settings.sampler)
     scheduler = tune_backend.make_scheduler(settings, max_steps, space)
     searcher = tune_backend._searcher_class(Experiment(Path(tempfile.gettempdir())))(
-        space=space.define_by_run, metric=opts.metric, mode="max",
+        space=space.define_by_run, metric=result_key(settings.metrics[0]),
+        mode=settings.modes[0],
         points_to_evaluate=points or None,
         sampler=tune_backend.make_sampler(settings, space, len(points)),
         study_name=f"replay-{opts.seed}")
