@@ -133,7 +133,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                "worst": _cell(table, min(qualities, key=qualities.get)),
                "base": _cell(table, base_cell) if base_cell else None,
                "seed_spread_median": _seed_spread(table)},
-        pairs={}, timing={})
+        pairs={}, timing={}, early_vs_final=early_vs_final(table))
     grid_step = max(a.eval_every, table.max_steps // 4)
     for n in a.budgets:
         grid = list(range(0, n * table.max_steps + 1, grid_step))
@@ -176,6 +176,39 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     _headlines(data, default_sampler, default_scheduler)
     data["uptime_after"] = uptime()
     return data
+
+
+def _ranks(xs: list[float]) -> list[float]:
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    r = [0.0] * len(xs)
+    i = 0
+    while i < len(order):  # ties share their mean rank
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            r[order[k]] = (i + j) / 2
+        i = j + 1
+    return r
+
+
+def early_vs_final(table: Table) -> dict[str, float | None]:
+    """Spearman correlation, over the recorded curves, of the mAP a curve shows at step s with
+    its cell's true quality: how much a rung at s can know (ASHA's first rung is at
+    --eval-every). Near 0 or below at a step means a rung there stops future winners."""
+    steps = sorted({s for c in table.curves.values() for s in c.steps})
+    out: dict[str, float | None] = {}
+    for s in steps:
+        pairs = [(c.values["mAP"][c.steps.index(s)], table.true_quality(cid))
+                 for (cid, _), c in table.curves.items()
+                 if s in c.steps and c.values["mAP"][c.steps.index(s)] is not None]
+        if len(pairs) < 3:
+            out[str(s)] = None
+            continue
+        ra, rb = _ranks([p[0] for p in pairs]), _ranks([p[1] for p in pairs])
+        out[str(s)] = (statistics.correlation(ra, rb)
+                       if len(set(ra)) > 1 and len(set(rb)) > 1 else None)
+    return out
 
 
 def _eval_every(table: Table) -> int:
@@ -289,6 +322,12 @@ def markdown(data: dict[str, Any]) -> list[str]:
                       f"[{fmt(cu['lo'], 3)}, {fmt(cu['hi'], 3)}] | {r['trials_stopped']:.1f} |")
         md += ["", f"![true quality vs train steps, {n} trials]({data.get('name', 'search_replay')}"
                    f"_{n}.png)", ""]
+    ev = data.get("early_vs_final") or {}
+    if ev:
+        md += ["How well a curve's mAP at step s ranks its cell's true quality (Spearman over the "
+               "recorded curves; ASHA's rungs sit at --eval-every x 1, 2, 4, 8):", "",
+               "| step | " + " | ".join(ev) + " |", "| --- |" + " ---: |" * len(ev),
+               "| rank corr. | " + " | ".join(fmt(v, 2) for v in ev.values()) + " |", ""]
     slowest = max(data["timing"].items(), key=lambda kv: kv[1]) if data["timing"] else None
     if slowest:
         md += [f"- replay time: slowest pair {slowest[0]}: {data['seeds']} sweeps in "

@@ -136,6 +136,8 @@ def test_replay_benchmark_finds_the_known_best_and_measures_the_winners_curse(
     assert rows["random+asha"]["steps"] < 8 * 200  # ASHA stopped some
     assert (tmp_path / "out" / "t_8.png").stat().st_size > 0
     assert math.isfinite(data["default_vs_random"]["mean"])
+    # every curve here ranks cells at step 50 as at the end: rungs there know all
+    assert all(v == pytest.approx(1.0) for v in data["early_vs_final"].values())
 
 
 def test_a_draw_plays_its_own_cell_and_a_continuous_one_the_nearest_in_log_scale(
