@@ -136,8 +136,10 @@ def test_replay_benchmark_finds_the_known_best_and_measures_the_winners_curse(
     assert rows["random+asha"]["steps"] < 8 * 200  # ASHA stopped some
     assert (tmp_path / "out" / "t_8.png").stat().st_size > 0
     assert math.isfinite(data["default_vs_random"]["mean"])
-    # every curve here ranks cells at step 50 as at the end: rungs there know all
-    assert all(v == pytest.approx(1.0) for v in data["early_vs_final"].values())
+    # every curve here ranks cells at step 50 as at its end: a rung there knows as much as
+    # the end does (only the lucky repeat disagrees with its cell's mean)
+    corr = list(data["early_vs_final"].values())
+    assert len(corr) == 4 and corr[0] > 0.5 and corr == [pytest.approx(corr[0])] * 4
 
 
 def test_a_draw_plays_its_own_cell_and_a_continuous_one_the_nearest_in_log_scale(
