@@ -268,6 +268,7 @@ class Options:
     max_concurrent: int = 2
     eval_every: int = 50
     metric: str = "mAP"
+    grace_period: int = 0  # a what-if: ASHA's first rung / the median rule's grace (0: sweep run's)
 
 
 def settings_for(opts: Options, space_path: Path | None = None) -> Any:
@@ -297,7 +298,8 @@ def build(opts: Options, space: SearchSpace, points: list[dict[str, Any]], max_s
     settings = settings_for(opts, space.path)
     points = samplers.known_points(points, settings.num_trials, space=space,
                                    sampler=settings.sampler)
-    scheduler = tune_backend.make_scheduler(settings, max_steps, space)
+    scheduler = tune_backend.make_scheduler(settings, max_steps, space,
+                                            grace_period=opts.grace_period)
     searcher = tune_backend._searcher_class(Experiment(Path(tempfile.gettempdir())))(
         space=space.define_by_run, metric=result_key(settings.metrics[0]),
         mode=settings.modes[0],

@@ -138,7 +138,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     # are paid once per process, not by the first pair timed.
     t0 = time.time()
     for sampler in a.samplers:
-        simulate(table, space, Options(sampler, a.schedulers[0], 2, eval_every=a.eval_every),
+        simulate(table, space, Options(sampler, "fifo", 2, eval_every=a.eval_every),
                  index=index, points=points)
     data["warmup_s"] = time.time() - t0
     grid_step = max(a.eval_every, table.max_steps // 4)
@@ -146,13 +146,14 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         grid = list(range(0, n * table.max_steps + 1, grid_step))
         traces: dict[str, list[SweepTrace]] = {}
         for sampler in a.samplers:
-            for sched in a.schedulers:
-                key = f"{sampler}+{sched}"
+            for sched_name in a.schedulers:
+                sched, _, grace = sched_name.partition("@")  # asha@200: first rung at 200
+                key = f"{sampler}+{sched_name}"
                 t0 = time.time()
                 traces[key] = [simulate(table, space, Options(
                     sampler, sched, n, seed=s, max_concurrent=a.max_concurrent,
-                    eval_every=a.eval_every), index=index, points=points)
-                    for s in range(a.seeds)]
+                    eval_every=a.eval_every, grace_period=int(grace or 0)), index=index,
+                    points=points) for s in range(a.seeds)]
                 secs = time.time() - t0
                 data["timing"][f"{key}@{n}"] = secs
                 print(f"  {n} trials {key}: {a.seeds} sweeps in {secs:.1f} s", flush=True)
@@ -266,7 +267,7 @@ def _plot(rows: dict[str, Any], grid: list[int], n: int, a: argparse.Namespace) 
     fig, ax = plt.subplots(figsize=(8, 5))
     styles = {"fifo": "-", "asha": "--", "median": ":"}
     for key, r in rows.items():
-        sampler, sched = key.split("+")
+        sched = key.split("+")[1].split("@")[0]
         ax.plot(grid, [math.nan if v is None else v for v in r["curve"]],
                 styles.get(sched, "-."), label=key)
     ax.set_xlabel("train steps spent by the sweep")
@@ -349,7 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--table", type=Path, default=TABLE, help="[%(default)s]")
     p.add_argument("--space", type=Path, default=TABLE_SPACE, help="[%(default)s]")
     p.add_argument("--samplers", default=",".join(SAMPLERS), help="[%(default)s]")
-    p.add_argument("--schedulers", default=",".join(SCHEDULERS), help="[%(default)s]")
+    p.add_argument("--schedulers", default=",".join(SCHEDULERS),
+                   help="`name@G` tries a grace period of G steps (ASHA's first rung, the "
+                        "median rule's start) that `sweep run` does not offer [%(default)s]")
     p.add_argument("--seeds", type=int, default=50, help="[%(default)s]")
     p.add_argument("--budgets", default=",".join(map(str, BUDGETS)), help="[%(default)s]")
     p.add_argument("--max-concurrent", type=int, default=2, help="[%(default)s]")

@@ -201,3 +201,12 @@ def test_replay_builds_the_sampler_and_scheduler_sweep_run_builds(
         assert ([[r[0] for r in b._rungs] for b in sched._brackets]
                 == [[r[0] for r in b._rungs] for b in want_sched._brackets])
     assert searcher.metric == "mAP" and searcher.mode == settings.modes[0]
+
+
+def test_a_grace_period_what_if_moves_ashas_first_rung_and_only_when_asked() -> None:
+    space = load_space(REPO / "search_spaces" / "demo_tiny.yaml")
+    _, default, _ = replay.build(replay.Options("random", "asha", 16), space, [], 600)
+    _, later, _ = replay.build(replay.Options("random", "asha", 16, grace_period=200), space,
+                               [], 600)
+    assert sorted(r[0] for r in default._brackets[0]._rungs) == [50, 100, 200, 400]
+    assert sorted(r[0] for r in later._brackets[0]._rungs) == [200, 400]
