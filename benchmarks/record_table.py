@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# This checkout's sweep package, not an installed one: the replay is of this code.
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from _bench import REPO, machine, sweep_env  # noqa: E402
 

@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# This checkout's sweep package, not an installed one: the replay is of this code.
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from _bench import REPO, RESULTS, fmt, header, start_record, uptime, write_results  # noqa: E402
 from replay import CellIndex, Options, SweepTrace, Table, base_points, load_table, simulate  # noqa: E402
