@@ -102,12 +102,19 @@ def record(a: argparse.Namespace) -> int:
             print(f"{exp.name}: finished, kept", flush=True)
             continue
         if exp.exists():
+            from sweep.run.tune_backend import resumable
+
+            if not resumable(exp.root):
+                print(f"{exp.root}: an unfinished experiment that Ray saved no state of, so "
+                      "it cannot be resumed; look at it, then remove it (or move it away) and "
+                      "run record again", file=sys.stderr)
+                return 2
             cmd = ["resume", exp.name, "--storage", str(a.storage)]
         else:
             cmd = ["run", *record_args(a.space, a.pipeline, name=a.name, k=k, storage=a.storage,
                                        eval_every=a.eval_every, max_concurrent=a.max_concurrent)]
         print(f"{exp.name}: sweep {' '.join(cmd)}", flush=True)
-        code = subprocess.run([sys.executable, "-m", "sweep.cli", *cmd], env=sweep_env(False),
+        code = subprocess.run([sys.executable, "-m", "sweep.cli", *cmd], env=sweep_env(a.fake),
                               check=False).returncode
         if code != 0:
             print(f"{exp.name}: sweep exited {code}; run record again to resume it",
@@ -263,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--eval-every", type=int, default=50, help="[%(default)s]")
     r.add_argument("--max-concurrent", type=int, default=2, help="[%(default)s]")
     r.add_argument("--storage", type=Path, default=Path("experiments"), help="[%(default)s]")
+    r.add_argument("--fake", action="store_true",
+                   help="the stand-in worker (tests/fake_worker.py): to test this script only")
     e = sub.add_parser("extract", help="the experiments' curves -> <out>.csv.gz + <out>.json")
     e.add_argument("--name", default="table", help="[%(default)s]")
     e.add_argument("--storage", type=Path, default=Path("experiments"), help="[%(default)s]")

@@ -210,3 +210,35 @@ def test_a_grace_period_what_if_moves_ashas_first_rung_and_only_when_asked() -> 
                                [], 600)
     assert sorted(r[0] for r in default._brackets[0]._rungs) == [50, 100, 200, 400]
     assert sorted(r[0] for r in later._brackets[0]._rungs) == [200, 400]
+
+
+# ------------------------------------------------- slow: record with the stand-in worker
+
+@pytest.mark.slow
+def test_record_then_extract_then_replay_with_the_stand_in(tmp_path: Path) -> None:
+    from _bench import demo_pipeline
+
+    pipeline = demo_pipeline(tmp_path / "ws", fake=True)
+    space_path = tmp_path / "two.yaml"
+    space_path.write_text(yaml.safe_dump({
+        "parameters": {"num_steps": 40, "l2_weight": {"categorical": [1.0e-4, 1.0e-3]}},
+        "points": [{"l2_weight": 1.0e-4}, {"l2_weight": 1.0e-3}]}))
+    storage = tmp_path / "exps"
+    args = ["record", "--space", str(space_path), "--pipeline", str(pipeline), "--name", "two",
+            "--repeats", "2", "--eval-every", "10", "--storage", str(storage), "--fake"]
+    assert record_table.main(args) == 0
+    assert sorted(p.name for p in storage.iterdir()) == ["two-r0", "two-r1"]
+    runs = {p.name: (p / "experiment.json").stat().st_mtime for p in storage.iterdir()}
+    assert record_table.main(args) == 0  # both finished: kept, not run again
+    assert runs == {p.name: (p / "experiment.json").stat().st_mtime for p in storage.iterdir()}
+
+    out = tmp_path / "data" / "two"
+    assert record_table.main(["extract", "--name", "two", "--storage", str(storage),
+                              "--out", str(out)]) == 0
+    table = replay.load_table(out)
+    assert len(table.configs) == 2 and sorted({k for _, k in table.curves}) == [0, 1]
+    assert all(c.steps == [10, 20, 30, 40] for c in table.curves.values())
+    assert json.loads(out.with_name("two.json").read_text())["missing"] == []
+    trace = replay.simulate(table, load_space(space_path),
+                            replay.Options("random", "asha", 4, eval_every=10))
+    assert len(trace.trials) == 4 and trace.recommended is not None
