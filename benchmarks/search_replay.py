@@ -314,7 +314,8 @@ def markdown(data: dict[str, Any]) -> list[str]:
     c = data["cells"]
     md += [f"- table: {data['table_line']} (`{data['table']}`); space `{data['space']}`",
            f"- cells (true mAP = mean over repeats of the final mAP): best "
-           f"{fmt(c['best']['true_mAP'], 3)} ({c['best']['config']}), base "
+           f"{fmt(c['best']['true_mAP'], 3)} ({c['best']['config']}), base config's "
+           f"{'nearest recorded ' if data['partial'] else ''}cell "
            f"{fmt(c['base']['true_mAP'], 3) if c['base'] else '-'}, worst "
            f"{fmt(c['worst']['true_mAP'], 3)}; median seed-to-seed spread of a cell's final "
            f"mAP {fmt(c['seed_spread_median'], 3)}",
