@@ -321,11 +321,14 @@ def markdown(data: dict[str, Any]) -> list[str]:
            f"mAP {fmt(c['seed_spread_median'], 3)}",
            f"- {data['seeds']} seeds per pair, {data['max_concurrent']} trials at once, eval "
            f"every {data['eval_every']}; default pair {'+'.join(data['default'])}", ""]
-    for n, p in data["pairs"].items():
+    order = [f"{sa}+{sc}" for sa in data["samplers"] for sc in data["schedulers"]]
+    for n in sorted(data["pairs"], key=int):  # a JSON round trip sorts keys as strings
+        p = data["pairs"][n]
         md += [f"## {n} trials (target for (b): {p['target']:.3f} - {WITHIN})", "",
                "| pair | (a) true mAP [95%] | train steps | (b) steps to target (reached) | "
                "(c) curse [95%] | stopped/sweep |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
-        for key, r in p["rows"].items():
+        for key in sorted(p["rows"], key=lambda k: order.index(k) if k in order else len(order)):
+            r = p["rows"][key]
             t, cu = r["true"], r["curse"]
             md.append(f"| {key} | {fmt(t['mean'], 3)} [{fmt(t['lo'], 3)}, {fmt(t['hi'], 3)}] | "
                       f"{r['steps']:.0f} | {fmt(r['steps_to_target_median'])} "
@@ -333,7 +336,8 @@ def markdown(data: dict[str, Any]) -> list[str]:
                       f"[{fmt(cu['lo'], 3)}, {fmt(cu['hi'], 3)}] | {r['trials_stopped']:.1f} |")
         md += ["", f"![true quality vs train steps, {n} trials]({data.get('name', 'search_replay')}"
                    f"_{n}.png)", ""]
-    ev = data.get("early_vs_final") or {}
+    ev = {k: v for k, v in sorted((data.get("early_vs_final") or {}).items(),
+                                  key=lambda kv: int(kv[0]))}
     if ev:
         md += ["How well a curve's mAP at step s ranks its cell's true quality (Spearman over the "
                "recorded curves; ASHA's rungs sit at --eval-every x 1, 2, 4, 8):", "",
