@@ -87,7 +87,8 @@ def record_args(space: Path, pipeline: Path, *, name: str, k: int, storage: Path
     return ["--space", str(space), "--pipeline", str(pipeline), "--name", repeat_name(name, k),
             "--storage", str(storage), "--sampler", sampler, "--scheduler", "fifo",
             "--eval-every", str(eval_every), "--num-trials", str(n),
-            "--max-concurrent", str(max_concurrent), "--seed", str(k), "--no-dashboard"]
+            "--max-concurrent", str(max_concurrent), "--seed", str(k), "--no-dashboard",
+            "--no-report"]  # a table's repeats need no report each (`sweep report` makes one)
 
 
 def _grid_size(space: Any) -> int:
@@ -109,7 +110,7 @@ def record(a: argparse.Namespace) -> int:
                       "it cannot be resumed; look at it, then remove it (or move it away) and "
                       "run record again", file=sys.stderr)
                 return 2
-            cmd = ["resume", exp.name, "--storage", str(a.storage)]
+            cmd = ["resume", exp.name, "--storage", str(a.storage), "--no-report"]
         else:
             cmd = ["run", *record_args(a.space, a.pipeline, name=a.name, k=k, storage=a.storage,
                                        eval_every=a.eval_every, max_concurrent=a.max_concurrent)]
