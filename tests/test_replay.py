@@ -237,7 +237,10 @@ def test_record_then_extract_then_replay_with_the_stand_in(tmp_path: Path) -> No
                               "--out", str(out)]) == 0
     table = replay.load_table(out)
     assert len(table.configs) == 2 and sorted({k for _, k in table.curves}) == [0, 1]
-    assert all(c.steps == [10, 20, 30, 40] for c in table.curves.values())
+    # FIFO does not hold training at an evaluation: the eval job may skip a checkpoint (as
+    # the real table's did), so a curve has some of the steps, always the last
+    assert all(set(c.steps) <= {10, 20, 30, 40} and c.steps[-1] == 40
+               for c in table.curves.values())
     assert json.loads(out.with_name("two.json").read_text())["missing"] == []
     trace = replay.simulate(table, load_space(space_path),
                             replay.Options("random", "asha", 4, eval_every=10))
