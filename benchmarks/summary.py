@@ -2,14 +2,21 @@
 
     .venv/bin/python benchmarks/summary.py [--results benchmarks/results] [--out FILE]
 
-It ends with five lines, one per headline number (``n/a (not run)`` when a benchmark has no
-results file, ``n/a (...)`` when its run gave no number):
+It ends with one line per headline number (``n/a (not run)`` when a benchmark has no
+results file, ``n/a (...)`` when its run gave no number). The real sweeps' lines, then the
+replay's (issue 24: ``search_replay.py`` on the recorded table; ``asha_vs_fifo_train_steps`` is
+now the replay's, at 16 trials with the default sampler, and the real sweeps' ratio keeps its
+own line):
 
     overhead_vs_hand b/a: 0.00
     overhead_vs_limit b/c: 0.00
-    asha_vs_fifo_train_steps: 0.00x fewer
+    asha_vs_fifo_train_steps_real_sweeps: 0.00x fewer
     tpe_vs_random_best_map: +0.000
     control_plane_vs_ray_tune: 0.00x
+    replay_table: 48 configs x 2 seeds, 600 steps, eval every 50
+    replay_seeds: 50
+    asha_vs_fifo_train_steps: 0.00x fewer
+    default_vs_random_best_map: +0.000 [+0.000, +0.000]
 """
 
 from __future__ import annotations
@@ -25,14 +32,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _bench import RESULTS  # noqa: E402
 
+
+def _interval(d: Any) -> str:
+    return f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
+
+
 # (label, results file, key in it, format, goal): in the order of the final lines.
-LINES: list[tuple[str, str, str, Callable[[float], str], str]] = [
+LINES: list[tuple[str, str, str, Callable[[Any], str], str]] = [
     ("overhead_vs_hand b/a", "vs_hand", "b_over_a", lambda v: f"{v:.2f}", "<= 0.8 now, <= 0.5 later"),
     ("overhead_vs_limit b/c", "vs_hand", "b_over_c", lambda v: f"{v:.2f}", "-"),
-    ("asha_vs_fifo_train_steps", "asha_vs_fifo", "steps_ratio_median", lambda v: f"{v:.2f}x fewer",
-     ">= 3x fewer"),
+    ("asha_vs_fifo_train_steps_real_sweeps", "asha_vs_fifo", "steps_ratio_median",
+     lambda v: f"{v:.2f}x fewer", ">= 3x fewer"),
     ("tpe_vs_random_best_map", "search_quality", "tpe_minus_random", lambda v: f"{v:+.3f}", "> 0"),
     ("control_plane_vs_ray_tune", "control_plane", "ratio", lambda v: f"{v:.2f}x", "<= 1.1x"),
+    ("replay_table", "search_replay", "table_line", str, "48 configs x 2 seeds"),
+    ("replay_seeds", "search_replay", "replay_seeds", lambda v: f"{v:.0f}", ">= 50"),
+    ("asha_vs_fifo_train_steps", "search_replay", "asha_vs_fifo_train_steps",
+     lambda v: f"{v:.2f}x fewer", ">= 3x fewer"),
+    ("default_vs_random_best_map", "search_replay", "default_vs_random", _interval,
+     "interval above 0"),
 ]
 
 
@@ -45,13 +63,15 @@ def load(results: Path) -> dict[str, dict[str, Any] | None]:
 
 
 def value_line(label: str, data: dict[str, Any] | None, key: str,
-               show: Callable[[float], str]) -> str:
+               show: Callable[[Any], str]) -> str:
     if data is None:
         return f"{label}: n/a (not run)"
     v = data.get(key)
-    if not isinstance(v, int | float):
+    if isinstance(v, dict) and v.get("mean") is None:
+        v = None  # an interval without a number
+    if not isinstance(v, int | float | str | dict) or isinstance(v, bool):
         return f"{label}: n/a (no result in the last run)"
-    return f"{label}: {show(float(v))}"
+    return f"{label}: {show(v)}"
 
 
 def render(results: Path) -> str:
@@ -66,13 +86,17 @@ def render(results: Path) -> str:
             continue
         md.append(f"| [{name}]({name}.md) | {data.get('machine', {}).get('date_utc', '-')} | "
                   f"{_load(data.get('uptime_before'))} -> {_load(data.get('uptime_after'))} | "
-                  f"{'yes: numbers mean nothing' if data.get('fake') else 'no'} |")
+                  f"{'yes: numbers mean nothing' if data.get('fake') else _partial(data)} |")
     md += ["", "| number | latest | goal |", "| --- | --- | --- |"]
     md += [f"| {label} | {value_line(label, runs[name], key, show).split(': ', 1)[1]} | {goal} |"
            for label, name, key, show, goal in LINES]
-    # The five lines last, so a script (and the lead) can read them.
+    # The headline lines last, so a script (and the lead) can read them.
     md += [""] + [value_line(label, runs[name], key, show) for label, name, key, show, _ in LINES]
     return "\n".join(md) + "\n"
+
+
+def _partial(data: dict[str, Any]) -> str:
+    return "no; PARTIAL table: numbers rank nothing" if data.get("partial") else "no"
 
 
 def _load(uptime: str | None) -> str:

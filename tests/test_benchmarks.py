@@ -26,12 +26,13 @@ from tests.fake_worker import append_event  # noqa: E402
 
 # ----------------------------------------------------------------------------- summary.py
 
-FIVE = ["overhead_vs_hand b/a", "overhead_vs_limit b/c", "asha_vs_fifo_train_steps",
-        "tpe_vs_random_best_map", "control_plane_vs_ray_tune"]
+FIVE = ["overhead_vs_hand b/a", "overhead_vs_limit b/c", "asha_vs_fifo_train_steps_real_sweeps",
+        "tpe_vs_random_best_map", "control_plane_vs_ray_tune", "replay_table", "replay_seeds",
+        "asha_vs_fifo_train_steps", "default_vs_random_best_map"]
 
 
 def _tail(text: str) -> list[str]:
-    return text.rstrip().splitlines()[-5:]
+    return text.rstrip().splitlines()[-len(FIVE):]
 
 
 def test_summary_ends_with_the_five_lines_from_the_latest_results(tmp_path: Path) -> None:
@@ -39,13 +40,21 @@ def test_summary_ends_with_the_five_lines_from_the_latest_results(tmp_path: Path
     (tmp_path / "asha_vs_fifo.json").write_text(json.dumps({"steps_ratio_median": 2.5}))
     (tmp_path / "search_quality.json").write_text(json.dumps({"tpe_minus_random": -0.0123}))
     (tmp_path / "control_plane.json").write_text(json.dumps({"ratio": 1.234}))
+    (tmp_path / "search_replay.json").write_text(json.dumps({
+        "table_line": "48 configs x 2 seeds, 600 steps, eval every 50", "replay_seeds": 50,
+        "asha_vs_fifo_train_steps": 3.14159,
+        "default_vs_random": {"mean": 0.0123, "lo": -0.004, "hi": 0.0301}}))
     assert summary.main(["--results", str(tmp_path)]) == 0
     assert _tail((tmp_path / "summary.md").read_text()) == [
         "overhead_vs_hand b/a: 0.81",
         "overhead_vs_limit b/c: 14.50",
-        "asha_vs_fifo_train_steps: 2.50x fewer",
+        "asha_vs_fifo_train_steps_real_sweeps: 2.50x fewer",
         "tpe_vs_random_best_map: -0.012",
         "control_plane_vs_ray_tune: 1.23x",
+        "replay_table: 48 configs x 2 seeds, 600 steps, eval every 50",
+        "replay_seeds: 50",
+        "asha_vs_fifo_train_steps: 3.14x fewer",
+        "default_vs_random_best_map: +0.012 [-0.004, +0.030]",
     ]
 
 
@@ -56,7 +65,8 @@ def test_summary_says_which_results_are_missing_or_empty(tmp_path: Path) -> None
     tail = _tail(text)
     assert [line.split(":")[0] for line in tail] == FIVE
     assert tail[0] == "overhead_vs_hand b/a: n/a (not run)"
-    assert tail[2] == "asha_vs_fifo_train_steps: n/a (no result in the last run)"
+    assert tail[2] == "asha_vs_fifo_train_steps_real_sweeps: n/a (no result in the last run)"
+    assert tail[-1] == "default_vs_random_best_map: n/a (not run)"
     assert "numbers mean nothing" in text  # a --fake result is flagged as such
 
 

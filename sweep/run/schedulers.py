@@ -81,16 +81,18 @@ def decision_steps(name: str, max_steps: int, eval_every: int,
 
 def make_scheduler(name: str, *, metric: str, mode: str, max_steps: int, eval_every: int = 0,
                    seed: int | None = 0, space: SearchSpace | None = None,
-                   perturbation_interval: int = 0, pbt_sync: bool = False
-                   ):  # noqa: ANN201 - a Ray TrialScheduler
+                   perturbation_interval: int = 0, pbt_sync: bool = False,
+                   grace_period: int = 0):  # noqa: ANN201 - a Ray TrialScheduler
     """The Ray Tune scheduler named by ``--scheduler`` for trials of ``max_steps`` steps that
-    report ``metric`` (a result key) every ``eval_every`` steps (0: at the end only)."""
+    report ``metric`` (a result key) every ``eval_every`` steps (0: at the end only).
+    ``grace_period``: steps before ASHA's first rung or the median rule judges (0: the first
+    evaluation); `sweep run` leaves it 0, the replay benchmark tries others."""
     from ray.tune.schedulers import FIFOScheduler
 
     if name in ("pbt", "pb2"):
         return population_scheduler(space, metric=metric, mode=mode, seed=seed, kind=name,
                                     interval=perturbation_interval or eval_every, synch=pbt_sync)
-    grace = eval_every or max_steps
+    grace = grace_period or eval_every or max_steps
     if name == "asha":
         asha = __getattr__("ProtectedASHAScheduler")
         return asha(time_attr="step", metric=metric, mode=mode, max_t=max_steps,

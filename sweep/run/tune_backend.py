@@ -51,14 +51,17 @@ def make_sampler(settings: SweepSettings, space: Any = None, num_points: int = 0
                                  num_points=num_points)
 
 
-def make_scheduler(settings: SweepSettings, max_steps: int, space: Any = None):  # noqa: ANN201
-    """The sweep's scheduler from its settings (``sweep.run.schedulers`` builds it)."""
+def make_scheduler(settings: SweepSettings, max_steps: int, space: Any = None,
+                   grace_period: int = 0):  # noqa: ANN201
+    """The sweep's scheduler from its settings (``sweep.run.schedulers`` builds it);
+    ``grace_period`` is for the replay benchmark's what-ifs (`sweep run` passes none)."""
     from sweep.run import schedulers
 
     return schedulers.make_scheduler(
         settings.scheduler, metric=result_key(settings.metrics[0]), mode=settings.modes[0],
         max_steps=max_steps, eval_every=settings.eval_every, seed=settings.seed, space=space,
-        perturbation_interval=settings.perturbation_interval, pbt_sync=settings.pbt_sync)
+        perturbation_interval=settings.perturbation_interval, pbt_sync=settings.pbt_sync,
+        grace_period=grace_period)
 
 
 def _trainable_class():  # noqa: ANN202 - a Ray Trainable subclass, built lazily

@@ -46,9 +46,12 @@ def make_sampler(name: str, *, seed: int | None = 0, num_trials: int = 4, max_co
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "qmc":
+        # Scrambled: an unscrambled Sobol sequence ignores the seed, so every sweep drew the
+        # same configs whatever --seed said. One driver samples, so scrambling is safe.
         with warnings.catch_warnings():  # "experimental" since Optuna 3.0
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+            return optuna.samplers.QMCSampler(seed=seed, scramble=True,
+                                              warn_independent_sampling=False)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "grid":

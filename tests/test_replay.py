@@ -1,0 +1,247 @@
+"""Issue 24's table, replay and benchmark (benchmarks/record_table.py, replay.py,
+search_replay.py): extraction from a synthetic experiment, a tiny table with a known best,
+and that the replay builds the sampler and scheduler `sweep run` builds. Fast: Ray's
+scheduler classes are imported, no Ray is started."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import math
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tests.report_fixtures import make_experiment
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import record_table  # noqa: E402
+import replay  # noqa: E402
+import search_replay  # noqa: E402
+
+from sweep.core.experiment import COMPLETED  # noqa: E402
+from sweep.odapi import metrics as m  # noqa: E402
+from sweep.search.space import load_space  # noqa: E402
+
+# ------------------------------------------------------------------------------- extract
+
+
+def test_extract_writes_every_completed_trials_evaluations_as_the_trial_reported_them(
+        tmp_path: Path) -> None:
+    syn = make_experiment(tmp_path / "exps", name="tbl-r0")
+    ex = record_table.extract_experiments(record_table.find_repeats(tmp_path / "exps", "tbl"))
+    csv_path, side = record_table.write_table(ex, tmp_path / "data" / "tbl", command="test")
+
+    rows = list(csv.DictReader(io.StringIO(gzip.decompress(csv_path.read_bytes()).decode())))
+    assert list(rows[0]) == list(record_table.COLUMNS)
+    completed = {n: t for n, t in syn.truth.items() if t.state == COMPLETED}
+    assert completed and len(completed) < len(syn.truth)
+    ids = {record_table.config_id(syn.exp.trial(n).params()): n for n in completed}
+    assert {r["config"] for r in rows} == set(ids)
+    for r in rows:
+        t = syn.truth[ids[r["config"]]]
+        step = int(r["step"])
+        assert r["seed"] == "0"
+        assert float(r["mAP"]) == pytest.approx(t.eval[step][m.MAP], abs=1e-6)
+        assert float(r["AR_100"]) == pytest.approx(t.eval[step][m.AR100], abs=1e-6)
+        # total_loss as the trial reported it: the training job's, not the eval job's
+        assert float(r["total_loss"]) == pytest.approx(t.train[step][m.TOTAL_LOSS], abs=1e-6)
+        assert float(r["seconds"]) > 0
+    for cid, name in ids.items():
+        assert sorted(int(r["step"]) for r in rows if r["config"] == cid) == sorted(
+            syn.truth[name].eval)
+    meta = json.loads(side.read_text())
+    assert set(meta["configs"]) == set(ids)
+    assert {lo["trial"] for lo in meta["left_out"]} == set(syn.truth) - set(completed)
+    assert meta["made"]["command"] == "test" and meta["base_pipeline"]
+    # the replay reads it back: one curve per completed trial, seconds increasing
+    table = replay.load_table(tmp_path / "data" / "tbl")
+    assert set(table.configs) == set(ids) and table.max_steps == 40
+    assert all(c.seconds == sorted(c.seconds) for c in table.curves.values())
+
+
+def test_record_runs_every_point_with_fifo_once_per_repeat_seeded_by_the_repeat() -> None:
+    args = record_table.record_args(REPO / "benchmarks" / "data" / "demo_tiny_table.yaml",
+                                    Path("p.config"), name="t", k=1, storage=Path("e"),
+                                    eval_every=50)
+    opt = dict(zip(args[::2], args[1::2], strict=False))
+    assert opt["--name"] == "t-r1" and opt["--seed"] == "1"
+    assert opt["--sampler"] == "random" and opt["--scheduler"] == "fifo"
+    assert opt["--num-trials"] == "48" and opt["--eval-every"] == "50"
+
+
+# ------------------------------------------------------------------- a tiny known table
+
+LRS = [0.001, 0.01, 0.1]
+BATCHES = [4, 8]
+BEST = {"lr": 0.01, "batch": 8}  # the cell with the best mean final mAP
+
+
+def _tiny_table(tmp_path: Path) -> tuple[Path, Path]:
+    """6 cells x 2 repeats, 200 steps, eval every 50; BEST is best on average, though one
+    other cell's lucky repeat beats it once (so the winner's curse has something to show)."""
+    space = {"parameters": {"num_steps": 200,
+                            "learning_rate": {"categorical": LRS},
+                            "batch_size": {"categorical": BATCHES}}}
+    space_path = tmp_path / "space.yaml"
+    space_path.write_text(yaml.safe_dump(space))
+    rows, configs = [], {}
+    for lr in LRS:
+        for b in BATCHES:
+            params = {"learning_rate": lr, "batch_size": b, "num_steps": 200}
+            cid = record_table.config_id(params)
+            configs[cid] = params
+            final = (0.6 if (lr, b) == (BEST["lr"], BEST["batch"])
+                     else 0.2 + 0.05 * LRS.index(lr) + 0.02 * b / 4)
+            for k in range(2):
+                lucky = 0.5 if (lr, b) == (0.1, 4) and k == 1 else 0.0
+                for step in (50, 100, 150, 200):
+                    v = (final + lucky) * step / 200
+                    rows.append({"config": cid, "seed": k, "step": step, "mAP": round(v, 6),
+                                 "mAP_50": round(v * 1.5, 6), "AR_100": round(v, 6),
+                                 "total_loss": round(1 - v, 6), "seconds": 10.0 + step})
+    ex = record_table.Extracted(rows=rows, configs=configs)
+    record_table.write_table(ex, tmp_path / "tiny", command="test")
+    return tmp_path / "tiny", space_path
+
+
+def test_replay_benchmark_finds_the_known_best_and_measures_the_winners_curse(
+        tmp_path: Path) -> None:
+    table_path, space_path = _tiny_table(tmp_path)
+    a = Namespace(table=table_path, space=space_path, samplers=["random", "tpe"],
+                  schedulers=["fifo", "asha"], seeds=3, budgets=[8], max_concurrent=2,
+                  eval_every=50, name="t", out=tmp_path / "out", partial=False)
+    data = search_replay.run(a)
+    table = replay.load_table(table_path)
+    best = data["cells"]["best"]
+    assert best["params"]["learning_rate"] == BEST["lr"]
+    assert best["params"]["batch_size"] == BEST["batch"]
+    assert best["true_mAP"] == pytest.approx(0.6)
+    rows = data["pairs"]["8"]["rows"]
+    # 8 trials over 6 cells: FIFO runs them all and recommends the lucky run's cell or the
+    # best; its true quality is the table's mean, never the lucky value it saw.
+    for r in rows.values():
+        for v in r["finals"]:
+            assert any(v == pytest.approx(table.true_quality(c)) for c in table.configs)
+    curse = rows["random+fifo"]["curse"]["mean"]
+    assert curse > 0  # the lucky run (0.85 reported) overstates its cell (0.6 mean)
+    assert rows["random+fifo"]["steps"] == 8 * 200
+    assert rows["random+asha"]["steps"] < 8 * 200  # ASHA stopped some
+    assert (tmp_path / "out" / "t_8.png").stat().st_size > 0
+    assert math.isfinite(data["default_vs_random"]["mean"])
+    # every curve here ranks cells at step 50 as at its end: a rung there knows as much as
+    # the end does (only the lucky repeat disagrees with its cell's mean)
+    corr = list(data["early_vs_final"].values())
+    assert len(corr) == 4 and corr[0] > 0.5 and corr == [pytest.approx(corr[0])] * 4
+
+
+def test_a_draw_plays_its_own_cell_and_a_continuous_one_the_nearest_in_log_scale(
+        tmp_path: Path) -> None:
+    table_path, space_path = _tiny_table(tmp_path)
+    table = replay.load_table(table_path)
+    exact = replay.CellIndex(table, load_space(space_path))
+    for cid, params in table.configs.items():
+        assert exact.nearest(params) == cid
+    cont = tmp_path / "cont.yaml"
+    cont.write_text(yaml.safe_dump({"parameters": {
+        "learning_rate": {"loguniform": [0.001, 0.1]}, "batch_size": {"categorical": [4, 8]}}}))
+    near = replay.CellIndex(table, load_space(cont))
+    # 0.004 is nearer 0.01 than 0.001 in log scale (linear would say 0.001)
+    got = table.configs[near.nearest({"learning_rate": 0.004, "batch_size": 8})]
+    assert (got["learning_rate"], got["batch_size"]) == (0.01, 8)
+
+
+def test_the_repeat_a_trial_plays_depends_on_the_sweep_seed_and_trial_only() -> None:
+    picks = [replay.repeat_of(3, i, [0, 1]) for i in range(40)]
+    assert picks == [replay.repeat_of(3, i, [0, 1]) for i in range(40)]
+    assert set(picks) == {0, 1}
+    assert picks != [replay.repeat_of(4, i, [0, 1]) for i in range(40)]
+
+
+# ------------------------------------------------------- the same objects as `sweep run`
+
+
+def _simple(obj: object) -> dict:
+    return {k: v for k, v in vars(obj).items()
+            if isinstance(v, int | float | str | bool | type(None))}
+
+
+@pytest.mark.parametrize(("sampler", "scheduler"), [("tpe", "asha"), ("random", "median"),
+                                                    ("cmaes", "fifo"), ("qmc", "asha")])
+def test_replay_builds_the_sampler_and_scheduler_sweep_run_builds(
+        sampler: str, scheduler: str) -> None:
+    from sweep import cli
+    from sweep.run import tune_backend
+
+    space_path = REPO / "search_spaces" / "demo_tiny.yaml"
+    space = load_space(space_path)
+    a = cli.build_parser().parse_args(
+        ["run", "--space", str(space_path), "--pipeline", "p/pipeline.config", "--sampler",
+         sampler, "--scheduler", scheduler, "--num-trials", "16", "--seed", "3",
+         "--eval-every", "50"])
+    settings = cli._settings(a, space_path, Path("p/pipeline.config"), "x")
+    want_sampler = tune_backend.make_sampler(settings, space, 1)
+    want_sched = tune_backend.make_scheduler(settings, 600, space)
+
+    searcher, sched, _ = replay.build(replay.Options(sampler, scheduler, 16, seed=3), space,
+                                      [{"batch_size": 8}], 600)
+    got_sampler = searcher._sampler
+    assert type(got_sampler) is type(want_sampler)
+    assert _simple(got_sampler) == _simple(want_sampler)
+    assert type(sched) is type(want_sched)
+    assert _simple(sched) == _simple(want_sched)
+    if scheduler == "asha":
+        assert ([[r[0] for r in b._rungs] for b in sched._brackets]
+                == [[r[0] for r in b._rungs] for b in want_sched._brackets])
+    assert searcher.metric == "mAP" and searcher.mode == settings.modes[0]
+
+
+def test_a_grace_period_what_if_moves_ashas_first_rung_and_only_when_asked() -> None:
+    space = load_space(REPO / "search_spaces" / "demo_tiny.yaml")
+    _, default, _ = replay.build(replay.Options("random", "asha", 16), space, [], 600)
+    _, later, _ = replay.build(replay.Options("random", "asha", 16, grace_period=200), space,
+                               [], 600)
+    assert sorted(r[0] for r in default._brackets[0]._rungs) == [50, 100, 200, 400]
+    assert sorted(r[0] for r in later._brackets[0]._rungs) == [200, 400]
+
+
+# ------------------------------------------------- slow: record with the stand-in worker
+
+@pytest.mark.slow
+def test_record_then_extract_then_replay_with_the_stand_in(tmp_path: Path) -> None:
+    from _bench import demo_pipeline
+
+    pipeline = demo_pipeline(tmp_path / "ws", fake=True)
+    space_path = tmp_path / "two.yaml"
+    space_path.write_text(yaml.safe_dump({
+        "parameters": {"num_steps": 40, "l2_weight": {"categorical": [1.0e-4, 1.0e-3]}},
+        "points": [{"l2_weight": 1.0e-4}, {"l2_weight": 1.0e-3}]}))
+    storage = tmp_path / "exps"
+    args = ["record", "--space", str(space_path), "--pipeline", str(pipeline), "--name", "two",
+            "--repeats", "2", "--eval-every", "10", "--storage", str(storage), "--fake"]
+    assert record_table.main(args) == 0
+    assert sorted(p.name for p in storage.iterdir()) == ["two-r0", "two-r1"]
+    runs = {p.name: (p / "experiment.json").stat().st_mtime for p in storage.iterdir()}
+    assert record_table.main(args) == 0  # both finished: kept, not run again
+    assert runs == {p.name: (p / "experiment.json").stat().st_mtime for p in storage.iterdir()}
+
+    out = tmp_path / "data" / "two"
+    assert record_table.main(["extract", "--name", "two", "--storage", str(storage),
+                              "--out", str(out)]) == 0
+    table = replay.load_table(out)
+    assert len(table.configs) == 2 and sorted({k for _, k in table.curves}) == [0, 1]
+    # FIFO does not hold training at an evaluation: the eval job may skip a checkpoint (as
+    # the real table's did), so a curve has some of the steps, always the last
+    assert all(set(c.steps) <= {10, 20, 30, 40} and c.steps[-1] == 40
+               for c in table.curves.values())
+    assert json.loads(out.with_name("two.json").read_text())["missing"] == []
+    trace = replay.simulate(table, load_space(space_path),
+                            replay.Options("random", "asha", 4, eval_every=10))
+    assert len(trace.trials) == 4 and trace.recommended is not None
