@@ -26,7 +26,6 @@ import heapq
 import io
 import json
 import math
-import random
 import tempfile
 import warnings
 from collections.abc import Mapping
@@ -190,10 +189,10 @@ def _scale(dist: Any, values: list[Any]):  # noqa: ANN202 - value -> coordinate
 
 def repeat_of(sweep_seed: int, trial_number: int, repeats: list[int]) -> int:
     """Which recorded repeat trial ``trial_number`` of a sweep seeded ``sweep_seed`` plays: a
-    function of the trial's seed. Until every trial gets a seed drawn from --seed (issue 23),
-    the trial's seed is derived here; switch to the trial's own seed in this one place."""
-    trial_seed = random.Random(sweep_seed * 1_000_003 + trial_number).randrange(2**31)
-    return repeats[trial_seed % len(repeats)]
+    function of the seed `sweep run` gives that trial (sweep.search.marks.trial_seed)."""
+    from sweep.search.marks import trial_seed
+
+    return repeats[trial_seed(sweep_seed, trial_number) % len(repeats)]
 
 
 @dataclass
