@@ -92,13 +92,23 @@ def test_a_confirmed_verdict_picks_the_best_mean_not_the_luckiest_run() -> None:
 
 # ------------------------------------------------------------------------------ slow: stand-in
 
+# Conditional parameters: runs of different branches carry different keys (Ray fills the
+# others' with None, which a confirmation run must not take for values).
 SPACE = """\
 parameters:
   num_steps: 40
   l2_weight: {loguniform: [1.0e-5, 1.0e-2]}
+  learning_rate:
+    choice:
+      cosine_decay_learning_rate:
+        cosine_decay_learning_rate.learning_rate_base: {loguniform: [3.0e-3, 0.1]}
+      constant_learning_rate:
+        constant_learning_rate.learning_rate: {loguniform: [1.0e-3, 0.05]}
 points:
-  - {l2_weight: 1.0e-5}
-  - {l2_weight: 2.0e-5}
+  - {l2_weight: 1.0e-5, learning_rate: constant_learning_rate, constant_learning_rate.learning_rate: 0.01}
+  - l2_weight: 2.0e-5
+    learning_rate: cosine_decay_learning_rate
+    cosine_decay_learning_rate.learning_rate_base: 0.02
   - base
 """
 
@@ -182,6 +192,7 @@ def test_confirmation_runs_are_tagged_trials_that_never_feed_the_sampler(trusted
 
     status = render_status(exp)
     assert status.count("confirm base") == 2 and "confirm " in status
+    assert ": 3/3 trials + 4 confirmation runs |" in status.splitlines()[0]
     board = pd.read_csv(root / "reports" / "trust" / "leaderboard.csv").set_index("trial")
     assert board.loc[[t.name for t in runs], "rank"].isna().all()  # not ranked one by one
 

@@ -90,8 +90,10 @@ def render_status(exp: Experiment) -> str:
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
+    confirming = sum(1 for r in rows if r["role"].startswith("confirm"))
     head = (f"experiment {exp.name} ({_phase(s)})"
-            f": {len(rows)}/{s.get('num_trials')} trials | "
+            f": {len(rows) - confirming}/{s.get('num_trials')} trials"
+            + (f" + {confirming} confirmation runs" if confirming else "") + " | "
             + ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items())))
     return head + "\n" + format_table(rows)
 

@@ -79,8 +79,11 @@ def _trainable_class():  # noqa: ANN202 - a Ray Trainable subclass, built lazily
 
                 config = pbt.active(spec.space, config)
             # A confirmation run has its own name (sweep.run.confirm): confirming again finds
-            # its folder and continues it.
-            name = (marks.confirm_of(config) or {}).get("name") or self.trial_id
+            # its folder and continues it. Ray fills the keys other runs have with None.
+            confirm = marks.confirm_of(config)
+            if confirm:
+                config = {k: v for k, v in config.items() if v is not None}
+            name = (confirm or {}).get("name") or self.trial_id
             self.runner = TrialRunner(spec, name, config, gpu_ids=gpu_ids,
                                       node=ray_node.this_node)
             self.started = False  # Ray restores a checkpoint (load_checkpoint) after setup
