@@ -851,11 +851,15 @@ def cmd_confirm(a: argparse.Namespace) -> int:
     confirm.plan(exp, a.seeds, a.top)  # refuses now, before Ray starts, when nothing can be
     sp = space.load_space(exp.space_path)
     render.load_pipeline(exp.base_pipeline)
+    from sweep.core import lock
+
+    lock.acquire(exp.root)  # one driver per experiment
     try:
         url = tune_backend.init_ray(settings)
         _confirm(exp, settings, sp, a.seeds, a.top, url)
     finally:
         tune_backend.stop_ray()
+        lock.release(exp.root)
     from sweep.report.status import render_status
 
     print(render_status(exp))
