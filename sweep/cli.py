@@ -178,7 +178,7 @@ class Range:
 
 SEED_MAX = 2**32 - 1  # numpy's and Optuna's samplers take seeds below 2**32
 # Every numeric option of every subcommand, by its option string: checked right after parsing,
-# before a command does anything (tests/test_interrupt.py walks the parser: none is missing).
+# before a command does anything (tests/run/test_interrupt.py walks the parser: none is missing).
 RANGES = {
     "--num-trials": Range(1, fix="ask for at least 1 trial"),
     "--max-concurrent": Range(1, fix="use 1 or more"),

@@ -1,5 +1,5 @@
 """Small real annotated datasets on disk, in each format ``sweep data`` reads (used by
-tests/test_convert.py and benchmarks/data_convert.py).
+tests/data/test_convert.py and benchmarks/data_convert.py).
 
 Each image is a plain background with filled rectangles; the rectangles are the boxes, so a
 test can check that every box survived the conversion.

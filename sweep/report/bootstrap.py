@@ -14,7 +14,7 @@ corpus-level metric such as COCO mAP, which is not a mean of per-image scores):
    if it contains 0, the difference is within what another draw of eval images could give.
 
 On the original images (every image once) the accumulation reproduces COCOeval's mAP exactly
-(tests/test_bootstrap.py), so the point estimate is the mAP in the event files.
+(tests/report/test_bootstrap.py), so the point estimate is the mAP in the event files.
 """
 
 from __future__ import annotations

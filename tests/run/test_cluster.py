@@ -196,7 +196,7 @@ def test_sweep_on_two_nodes_survives_losing_one(cluster: Cluster, tmp_path: Path
     assert st["attempts"] == 2 and st["attempt_nodes"] == [cluster.worker_id, cluster.head_id], st
     files = metrics.event_files(victim.path / "train")
     assert len(files) == 2, files
-    from tests.test_resume import _file_steps
+    from tests.run.test_resume import _file_steps
 
     second = _file_steps(files[1])
     assert min(second) >= 20 * (killed_at - 1) > 0 and max(second) == NUM_STEPS, second

@@ -15,7 +15,7 @@ from sweep.core import errors
 from sweep.core.experiment import COMPLETED, FAILED, STOPPED
 from sweep.run.trial import TrialRunner, TrialSpec, plan_steps
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _render(base: Path, params: dict, out: Path) -> int:

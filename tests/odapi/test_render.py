@@ -37,7 +37,7 @@ from sweep.search.space import (
     replay,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SSD = ROOT / "sweep/odapi/templates/ssd_resnet50_v1_fpn_640x640_coco17_tpu-8.config"
 SSD_SPACE = ROOT / "search_spaces/ssd_resnet50_v1_fpn_640x640.yaml"
 DEMO_SPACE = ROOT / "search_spaces/demo_tiny.yaml"

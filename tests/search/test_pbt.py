@@ -291,7 +291,7 @@ def test_a_pbt_sweep_killed_mid_run_resumes_to_its_end(tmp_path: Path) -> None:
     import psutil
 
     from tests.conftest import REPO, make_workspace
-    from tests.test_resume import _kill_tree, _wait_gone
+    from tests.run.test_resume import _kill_tree, _wait_gone
 
     pipeline = make_workspace(tmp_path, n_train=4, n_eval=2)
     (tmp_path / "s.yaml").write_text(SPACE)
@@ -411,7 +411,7 @@ def _source_and_clone(tmp_path: Path) -> tuple:
     """Trial "a" (stand-in worker) trained to its end at step 40, best checkpoint at step 20
     (mode min on mAP, which grows with steps); a runner for trial "b" with PBT's perturbed
     copy of a's values."""
-    from tests.test_trial import _runner, _until_done
+    from tests.run.test_trial import _runner, _until_done
 
     a = _runner(tmp_path, name="a", params={"num_steps": 40, LR: 0.02}, metric_mode="min",
                 perturb=(LR,))
@@ -451,7 +451,7 @@ def test_a_clone_with_nothing_to_continue_from_goes_on_as_itself(tmp_path: Path)
     (nothing left to train; the clone would wait for an evaluation that never comes): no
     clone. b goes on from its own step-20 checkpoint with its own values; the skip is in its
     status."""
-    from tests.test_trial import _runner
+    from tests.run.test_trial import _runner
 
     a, b, until_done = _source_and_clone(tmp_path)
     for f in [*a.dir.path.glob("ckpt-1.*"), *(a.dir.path / "best").glob("ckpt-1.*")]:

@@ -13,7 +13,7 @@ import pytest
 from sweep.core import errors
 from sweep.core.experiment import COMPLETED
 from sweep.run import best
-from tests.test_trial import _runner
+from tests.run.test_trial import _runner
 
 EVAL_KEYS = ("mAP", "mAP_50", "mAP_75", "AR_100")
 

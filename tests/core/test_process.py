@@ -67,7 +67,7 @@ def test_failure_reason(tmp_path: Path, code: str, reason: str) -> None:
 
 def test_a_worker_exits_when_its_parent_dies(tmp_path: Path) -> None:
     """The parent (a Ray actor in real life) is killed -9: the child notices within seconds."""
-    repo = str(Path(__file__).resolve().parent.parent)
+    repo = str(Path(__file__).resolve().parents[2])
     child_pid = tmp_path / "child.pid"
     (tmp_path / "child.py").write_text(
         f"import os, sys, time\nsys.path.insert(0, {repo!r})\n"

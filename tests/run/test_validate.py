@@ -11,7 +11,7 @@ from sweep.data.tfrecord import frame_record
 from sweep.odapi.render import load_pipeline, render, write_pipeline
 from sweep.run.validate import check, count_records, validate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 _TINY = ROOT / "sweep/odapi/templates/tiny_ssd_mobilenet_v2.config"
 TINY = _TINY if _TINY.exists() else Path("/work/shared/reference/tiny_ssd_mobilenet_v2.config")
 

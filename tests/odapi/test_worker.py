@@ -13,7 +13,7 @@ import pytest
 from sweep.core.experiment import EVALUATED, read_evaluated
 from sweep.odapi import worker
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _fake_tf(paths: list[str], existing: set[str]) -> SimpleNamespace:
