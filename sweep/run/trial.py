@@ -461,12 +461,12 @@ class TrialRunner:
         if gate.paused(self.dir.path, m.last_train_step or 0, self.num_steps):
             return None  # idle on purpose: waiting at a rung for the scheduler's decision
         gate_file = self.dir.path / gate.GATE  # opening the gate starts the clock again
-        marks = [proc.started_at, *(ckpt.with_suffix(".index").stat().st_mtime
-                                    for _, ckpt in self.dir.checkpoints()[-1:]),
-                 *([gate_file.stat().st_mtime] if gate_file.exists() else [])]
+        clocks = [proc.started_at, *(ckpt.with_suffix(".index").stat().st_mtime
+                                     for _, ckpt in self.dir.checkpoints()[-1:]),
+                  *([gate_file.stat().st_mtime] if gate_file.exists() else [])]
         if m.train_wall:
-            marks.append(m.train_wall[1])
-        idle = time.time() - max(marks)
+            clocks.append(m.train_wall[1])
+        idle = time.time() - max(clocks)
         if idle < self.spec.stall_s:
             return None
         proc.terminate(grace=3.0)
@@ -492,9 +492,9 @@ class TrialRunner:
         # Its clock starts at the oldest waiting checkpoint (or the job's start) and moves on
         # with each recorded evaluation and each line the job logs (the OD API's eval loop
         # logs every 100 images).
-        marks = [proc.started_at, _mtime(waiting[0].with_suffix(".index")),
-                 _mtime(evaluated_path(self.dir.path)), _mtime(self.dir.eval_log)]
-        idle = time.time() - max(marks)
+        clocks = [proc.started_at, _mtime(waiting[0].with_suffix(".index")),
+                  _mtime(evaluated_path(self.dir.path)), _mtime(self.dir.eval_log)]
+        idle = time.time() - max(clocks)
         if idle < self.spec.stall_s:
             return None
         proc.terminate(grace=3.0)
