@@ -50,6 +50,7 @@ from _bench import REPO, machine, sweep_env  # noqa: E402
 from sweep.core.experiment import COMPLETED, Experiment  # noqa: E402
 from sweep.odapi import metrics as m  # noqa: E402
 from sweep.run import best  # noqa: E402
+from sweep.search.marks import public  # noqa: E402
 
 COLUMNS = ("config", "seed", "step", "mAP", "mAP_50", "AR_100", "total_loss", "seconds")
 # Table column -> the OD API tag it is read from.
@@ -58,7 +59,9 @@ DATA = REPO / "benchmarks" / "data"
 
 
 def config_id(params: dict[str, Any]) -> str:
-    """A stable id of a trial's params (every key, constants and derived included)."""
+    """A stable id of a trial's config: its params (constants and derived included), without
+    the markers (its seed, base and confirmation marks: sweep.search.marks.public)."""
+    params = public(params)
     text = json.dumps({k: params[k] for k in sorted(params)}, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
@@ -176,7 +179,7 @@ def extract_experiments(experiments: list[tuple[int, Experiment]]) -> Extracted:
                 out.left_out.append({"experiment": exp.name, "trial": trial.name, "config": cid,
                                      "state": state, "reason": trial.status().get("reason")})
                 continue
-            out.configs[cid] = params
+            out.configs[cid] = public(params)
             seen[cid] = trial
         for cid, trial in seen.items():
             rows = trial_rows(trial, cid, seed)
