@@ -77,6 +77,9 @@ def seed_training(seed: int | None, deterministic: bool) -> None:
 
     if seed is not None:
         tf.keras.utils.set_random_seed(seed)
+        from sweep.odapi import compat
+
+        compat.seed_legacy_functions()  # the augmentations' graphs too (see compat)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
 

@@ -80,29 +80,35 @@ def test_two_replica_training_under_mirrored_strategy_and_its_checkpoints_evalua
                                        "cosine_decay_learning_rate.warmup_steps": 0})
     write_pipeline(cfg, model_dir / "pipeline.config")
 
-    def job(kind: str, directory: Path, *extra: str) -> subprocess.CompletedProcess:
-        out = subprocess.run(
+    def start(kind: str, directory: Path, *extra: str) -> subprocess.Popen:
+        return subprocess.Popen(
             [sys.executable, "-m", "sweep.odapi.worker", kind, "--pipeline",
              str(model_dir / "pipeline.config"), "--model-dir", str(directory), "--threads", "1",
-             *extra], cwd=tmp_path, capture_output=True, text=True, timeout=900,
+             *extra], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "PYTHONPATH": str(REPO)})
-        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+    def finish(job: subprocess.Popen) -> str:
+        out, err = job.communicate(timeout=900)
+        assert job.returncode == 0, out[-3000:] + err[-3000:]
         return out
 
-    train = job("train", model_dir, "--cpu-replicas", "2", "--checkpoint-every", "5",
-                "--steps-per-iteration", "5", "--keep", "3")
-    assert "train: 2 replica(s) (MirroredStrategy)" in train.stdout
-    fresh = tmp_path / "fresh"  # the same checkpoints, for an eval job that starts at step 10
+    train = finish(start("train", model_dir, "--cpu-replicas", "2", "--checkpoint-every", "5",
+                         "--steps-per-iteration", "5", "--keep", "3"))
+    assert "train: 2 replica(s) (MirroredStrategy)" in train
+    # The same checkpoints, for an eval job that starts at step 10 (steps 0 and 5 marked done).
+    fresh = tmp_path / "fresh"
     shutil.copytree(model_dir, fresh)
-    job("eval", model_dir, "--poll", "0.2")  # warm-up on step 0, then steps 5 and 10
+    for step, ckpt in ((0, "ckpt-1"), (5, "ckpt-2")):
+        append_evaluated(fresh, {"checkpoint": ckpt, "step": step, "metrics": {}})
+    # Both eval jobs at once (one CPU each): the first warms up on step 0, then steps 5 and 10.
+    finish_all = [start("eval", d, "--poll", "0.2") for d in (model_dir, fresh)]
+    for job in finish_all:
+        finish(job)
     rows = read_evaluated(model_dir)
     assert [r["step"] for r in rows] == [0, 5, 10]  # ckpt-1 is train_loop's step-0 checkpoint
+    assert [r["checkpoint"] for r in rows[:2]] == ["ckpt-1", "ckpt-2"]  # as marked in fresh/
     assert (model_dir / f"{rows[-1]['checkpoint']}.index").exists()
     assert "DetectionBoxes_Precision/mAP" in rows[-1]["metrics"]
-
-    for row in rows[:2]:
-        append_evaluated(fresh, {**row, "metrics": {}})
-    job("eval", fresh, "--poll", "0.2")
     (again,) = [r for r in read_evaluated(fresh) if r["metrics"]]
     assert again["step"] == 10
     loss = "Loss/total_loss"
@@ -111,14 +117,12 @@ def test_two_replica_training_under_mirrored_strategy_and_its_checkpoints_evalua
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="--deterministic: TF 2.15's op determinism refuses the OD API's "
-                          "augmentation ops in tf.data ('Random ops require a seed to be set "
-                          "when determinism is enabled'); open in issue 23", strict=False)
 def test_a_seeded_deterministic_trial_repeats_exactly_and_another_seed_does_not(
         tmp_path: Path) -> None:
     """Two train jobs of one config with one seed and --deterministic log the same total_loss
     at every step and evaluate to the same mAP (CPU, tiny template); a third with another seed
-    trains a different curve (initialisation, data order and augmentation follow the seed)."""
+    trains a different curve (initialisation, data order and augmentation follow the seed).
+    The jobs of a stage run at once, as a sweep's trials do (one thread each)."""
     from sweep.odapi import metrics
     from sweep.odapi.render import load_pipeline, render, write_pipeline
     from tests.conftest import make_workspace
@@ -127,23 +131,27 @@ def test_a_seeded_deterministic_trial_repeats_exactly_and_another_seed_does_not(
     cfg = render(load_pipeline(base), {"num_steps": 8, "batch_size": 4,
                                        "cosine_decay_learning_rate.warmup_steps": 0})
 
-    def run(name: str, seed: int, *, evaluate: bool) -> metrics.TrialMetrics:
+    def start(kind: str, name: str, seed: int) -> subprocess.Popen:
         d = tmp_path / name
-        d.mkdir()
-        write_pipeline(cfg, d / "pipeline.config")
-        for kind in ("train", "eval") if evaluate else ("train",):
-            extra = (["--seed", str(seed), "--deterministic", "--checkpoint-every", "8",
-                      "--steps-per-iteration", "2"] if kind == "train" else ["--poll", "0.2"])
-            out = subprocess.run(
-                [sys.executable, "-m", "sweep.odapi.worker", kind, "--pipeline",
-                 str(d / "pipeline.config"), "--model-dir", str(d), "--threads", "1", *extra],
-                cwd=tmp_path, capture_output=True, text=True, timeout=900,
-                env={**os.environ, "PYTHONPATH": str(REPO)})
-            assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-        return metrics.read_trial(d)
+        if kind == "train":
+            d.mkdir()
+            write_pipeline(cfg, d / "pipeline.config")
+        extra = (["--seed", str(seed), "--deterministic", "--checkpoint-every", "8",
+                  "--steps-per-iteration", "2"] if kind == "train" else ["--poll", "0.2"])
+        return subprocess.Popen(
+            [sys.executable, "-m", "sweep.odapi.worker", kind, "--pipeline",
+             str(d / "pipeline.config"), "--model-dir", str(d), "--threads", "1", *extra],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)})
 
-    a, b = run("a", 7, evaluate=True), run("b", 7, evaluate=True)
-    c = run("c", 8, evaluate=False)
+    def stage(jobs: list[subprocess.Popen]) -> None:
+        for job in jobs:
+            out, err = job.communicate(timeout=900)
+            assert job.returncode == 0, out[-3000:] + err[-3000:]
+
+    stage([start("train", n, s) for n, s in (("a", 7), ("b", 7), ("c", 8))])
+    stage([start("eval", n, 0) for n in ("a", "b")])
+    a, b, c = (metrics.read_trial(tmp_path / n) for n in ("a", "b", "c"))
     loss = {name: {s: r[metrics.TOTAL_LOSS] for s, r in tm.train.items() if metrics.TOTAL_LOSS in r}
             for name, tm in (("a", a), ("b", b), ("c", c))}
     assert len(loss["a"]) >= 4 and loss["a"] == loss["b"]  # bit for bit, every logged step
