@@ -67,37 +67,41 @@ def _fake_sweep(tmp_path: Path, name: str, *args: str) -> subprocess.CompletedPr
             del os.environ[k]
 
 
-def test_sweep_keeps_its_study_in_postgresql(postgres_url: str, tmp_path: Path) -> None:
-    out = _fake_sweep(tmp_path, "pg", "--scheduler", "fifo", "--no-report",
-                      "--study-url", postgres_url)
-    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
-    exp = Experiment(tmp_path / "experiments" / "pg")
-    assert exp.settings()["storage_url"] == postgres_url
-    assert not exp.study_db.exists()  # nothing went to the default SQLite file
-    study = optuna.load_study(study_name="pg", storage=postgres_url)
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert sorted(t.user_attrs["ray_trial_id"] for t in done) == sorted(t.name for t in exp.trials())
-
-
 PASSWORD = "pw-Xq7-never-on-disk"
 
 
-def test_a_password_in_the_study_url_reaches_no_file_and_no_output(postgres_url: str,
-                                                                     tmp_path: Path) -> None:
-    # The server trusts local connections, so any password works: what matters is where it goes.
+@pytest.fixture(scope="module")
+def pg_sweep(postgres_url: str, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """One stand-in sweep (ASHA, with its report) whose study URL carries a password; the
+    server trusts local connections, so any password works: what matters is where it goes."""
+    tmp_path = tmp_path_factory.mktemp("pg")
     url = postgres_url.replace("postgres@", f"postgres:{PASSWORD}@")
     out = _fake_sweep(tmp_path, "pw", "--scheduler", "asha", "--eval-every", "10",
                       "--study-url", url)
     status = run_cli(["status", "pw"], tmp_path, timeout=120)
+    return tmp_path, out, status
+
+
+def test_sweep_keeps_its_study_in_postgresql(postgres_url: str, pg_sweep) -> None:  # noqa: ANN001
+    tmp_path, out, _ = pg_sweep
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    exp = Experiment(tmp_path / "experiments" / "pw")
+    assert exp.settings()["storage_url"] == postgres_url  # the same server, no password
+    assert not exp.study_db.exists()  # nothing went to the default SQLite file
+    study = optuna.load_study(study_name="pw", storage=postgres_url)
+    assert len(study.trials) == 2  # the report read it too (no password needed)
+    assert all(t.state.is_finished() for t in study.trials)  # complete, or pruned by ASHA
+    assert sorted(t.user_attrs["ray_trial_id"] for t in study.trials) == sorted(
+        t.name for t in exp.trials())
+
+
+def test_a_password_in_the_study_url_reaches_no_file_and_no_output(pg_sweep) -> None:  # noqa: ANN001
+    tmp_path, out, status = pg_sweep
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     assert PASSWORD not in out.stdout + out.stderr + status.stdout + status.stderr
     exp = Experiment(tmp_path / "experiments" / "pw")
-    assert exp.settings()["storage_url"] == postgres_url  # the same server, no password
     files = [p for d in (exp.root, tmp_path / "reports" / "pw") for p in d.rglob("*") if p.is_file()]
     assert any(p.name == "report.html" for p in files)
     assert any("searcher" in p.name for p in files)  # Ray's pickled searcher is checked too
     leaks = [str(p) for p in files if PASSWORD.encode() in p.read_bytes()]
     assert leaks == []
-    # The study is there and the report read it (no password needed: it came from nowhere).
-    study = optuna.load_study(study_name="pw", storage=postgres_url)
-    assert len(study.trials) == 2
