@@ -32,7 +32,9 @@ case "$cmd" in
     exec .venv/bin/sweep demo "$@" ;;
   test)
     ensure_uv; sync_env --group dev
-    exec .venv/bin/pytest "$@" ;;
+    # Two workers (pytest-xdist): a real TF sweep in one while the other runs the stand-in and
+    # fast tests, which mostly wait. SWEEP_TEST_WORKERS=0 runs everything in this process.
+    exec .venv/bin/pytest -n "${SWEEP_TEST_WORKERS:-2}" --dist loadgroup "$@" ;;
   sweep)
     ensure_uv; sync_env
     exec .venv/bin/sweep "$@" ;;
