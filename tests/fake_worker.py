@@ -5,7 +5,8 @@ state file, eval/evaluated.jsonl, eval/groundtruth.json + eval/detections/ckpt-N
 the same argv, in milliseconds, and waits at the train gate (sweep.core.gate) after a checkpoint as
 the real train job does. mAP scales with the trial's l2_weight (smaller is better) and, with
 FAKE_SCORE_LR=1, its learning rate (up to 0.02), so schedulers see trials differ; FAKE_NOISE=s
-adds seed-drawn training noise (the trial's ``_seed``), and detections are drawn per seed. FAKE_MODE picks a
+adds seed-drawn training noise (the trial's ``_seed``), and detections are drawn per seed
+(on FAKE_EVAL_IMAGES eval images, default 16). FAKE_MODE picks a
 behaviour: ok | nan (loss becomes NaN at step 20) | crash_once (train dies with SIGKILL the
 first time, after its first checkpoint) | crash_always | hang (train never progresses: no
 summary, no checkpoint) | slow (a summary every FAKE_STEP_SLEEP s, default 0.5). As the real
@@ -226,7 +227,7 @@ def evaluate(a: argparse.Namespace) -> None:
             else:
                 append_event(a.model_dir / "eval", step, tags)
             # As the real eval job: the per-image detections behind this evaluation.
-            gt = eval_groundtruth()
+            gt = eval_groundtruth(int(os.environ.get("FAKE_EVAL_IMAGES", "16")))
             write_detections(a.model_dir, f"ckpt-{n}", gt,
                              detections_for(gt, mAP, seed=step + 1000 * seed_of(a.model_dir)))
             with open(log, "a") as f:

@@ -433,7 +433,9 @@ def _verdict(g: Gathered, best_info: dict[str, Any] | None) -> Section:
     chose = label(obj.tag)
     how = "lowest" if obj.mode == "min" else "highest"
     confirmed = g.confirmed()
-    use = (f"Use {best}'s config: best/pipeline.config ("
+    keep_base = bool(confirmed) and base is not None and confirmed.recommended.of == base
+    use = ((f"Keep the base config ({best}): best/pipeline.config is it (" if keep_base else
+            f"Use {best}'s config: best/pipeline.config (")
            + (f"the best mean {label(m.MAP)} over {len(confirmed.recommended.runs)} "
               f"confirmation seeds; the search chose it by {chose}" if confirmed else
               f"chosen by {chose}: {how} {fmt(best_info['value'])} at step "

@@ -215,7 +215,8 @@ def test_the_verdict_rests_on_the_confirmation_means(trusted) -> None:  # noqa: 
     assert "Confirmed over seeds, each scored at its final evaluation (step 40)" in verdict
     assert f"vs the base config {means[base]:.4g}" in verdict
     winner = other if means[other] >= means[base] else base
-    assert verdict.startswith(f"Use {winner}'s config")
+    assert verdict.startswith(f"Keep the base config ({base})" if winner == base
+                              else f"Use {winner}'s config")
     best = json.loads((root / "reports" / "trust" / "best" / "trial.json").read_text())
     assert best["trial"] == winner  # best/ follows the confirmed winner
     # The per-seed strip plot, in the verdict of report.md.
