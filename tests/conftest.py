@@ -58,18 +58,21 @@ points:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """For `pytest -n N` (pytest-xdist, `--dist loadgroup`, as ./run.sh test runs the suite):
     a module's tests stay on one worker, so its module-scoped fixture (one stand-in sweep that
-    many checks read) runs once, and every test of the session's real sweep joins one group
-    for the same reason. Slow modules are handed out first, the longest-running group first, so
-    the fast ones fill the gaps at the end instead of a real sweep starting last."""
+    many checks read) runs once. The real TensorFlow work (the session's real sweep and the
+    tests marked `tf`) is one group: it is CPU-bound, so two of them at once on this 2-core
+    machine gain nothing and overload it; one worker runs them one after another while the
+    other runs the stand-in and fast tests, which mostly wait on processes. Slow groups are
+    handed out first, the real TensorFlow group before all, so no long test starts last."""
     def group(item: pytest.Item) -> str:
-        return "real_sweep" if "real_sweep" in getattr(item, "fixturenames", ()) \
-            else item.nodeid.split("::")[0]
+        if "real_sweep" in getattr(item, "fixturenames", ()) or item.get_closest_marker("tf"):
+            return "real_tf"
+        return item.nodeid.split("::")[0]
 
     slow_groups = {group(i) for i in items if i.get_closest_marker("slow")}
     for item in items:
         item.add_marker(pytest.mark.xdist_group(group(item)))
     order = {g: n for n, g in enumerate(dict.fromkeys(group(i) for i in items))}
-    items.sort(key=lambda i: (group(i) != "real_sweep", group(i) not in slow_groups,
+    items.sort(key=lambda i: (group(i) != "real_tf", group(i) not in slow_groups,
                               order[group(i)]))
 
 @dataclass(frozen=True)

@@ -136,6 +136,7 @@ def test_vs_hand_configurations_pin_steps_and_start_with_the_base(tmp_path: Path
 
 
 @pytest.mark.slow
+@pytest.mark.tf
 def test_hand_training_saves_at_its_last_step(tmp_path: Path) -> None:
     """model_main_tf2 saves every 1000 steps and not at the end: the hand run of a short
     configuration, through the tutorial's real model_main_tf2.py with the benchmark's flags,

@@ -337,6 +337,7 @@ def test_od_api_decoder_reads_every_format(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.tf
 def test_converted_data_feeds_the_od_api_train_and_eval_inputs(tmp_path: Path) -> None:
     """labelImg VOC -> `sweep data voc` -> `sweep init` -> `sweep validate`, all through the
     command line; then the OD API's own input pipelines for training and evaluation

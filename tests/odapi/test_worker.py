@@ -61,6 +61,7 @@ def test_worker_processes_get_the_tf_slim_patch() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.tf
 def test_two_replica_training_under_mirrored_strategy_and_its_checkpoints_evaluate(
         tmp_path: Path) -> None:
     """`--gpus-per-trial 2` trains under MirroredStrategy as model_main_tf2.py does; on this
@@ -117,6 +118,7 @@ def test_two_replica_training_under_mirrored_strategy_and_its_checkpoints_evalua
 
 
 @pytest.mark.slow
+@pytest.mark.tf
 def test_a_seeded_deterministic_trial_repeats_exactly_and_another_seed_does_not(
         tmp_path: Path) -> None:
     """Two train jobs of one config with one seed and --deterministic log the same total_loss

@@ -102,6 +102,7 @@ def _real_checkpoint(pipeline: Path, prefix: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.tf
 def test_export_makes_a_savedmodel_that_detects(tmp_path: Path) -> None:
     se = make_experiment(tmp_path, seed=16)
     best = best_trial(se.exp)

@@ -168,6 +168,7 @@ def _cosine(step: int, base: float, total: int, warmup_lr: float, warmup: int) -
 
 
 @pytest.mark.slow
+@pytest.mark.tf
 def test_real_pbt_clone_resumes_the_source_and_trains_with_the_perturbed_values(
         tmp_path: Path) -> None:
     """A real OD API PBT sweep through Ray (`--scheduler pbt --pbt-sync`): 2 trials of 40 steps,
