@@ -175,28 +175,36 @@ def run_ids(t: TrialDir) -> dict[str, str]:
     return {k: v["run_id"] for k, v in _marks(t).items() if isinstance(v, dict) and v.get("run_id")}
 
 
+Rows = list[tuple[int, dict[str, float], float]]  # (step, {result key: value}, wall time)
+
+
 def trial_rows(t: TrialDir, *, train_after: int, eval_after: int, upto: int | None
-               ) -> tuple[list[tuple[int, dict[str, float]]], int, int]:
+               ) -> tuple[Rows, int, int]:
     """The trial's values to log beyond the marks, by step (train curve and recorded
-    evaluations, steps <= ``upto`` or all when None), and the new marks."""
+    evaluations, steps <= ``upto`` or all when None), each with the wall time it was written
+    (the train summary's, the evaluation's record), and the new marks."""
     m = metrics.read_trial(t.path)
-    evaluated = {int(r["step"]) for r in t.evaluated() if "step" in r}
+    evaluated = {int(r["step"]): float(r.get("time") or 0) for r in t.evaluated() if "step" in r}
     rows: dict[int, dict[str, float]] = {}
+    walls: dict[int, float] = {}
     new_train, new_eval = train_after, eval_after
     for step, tags in m.train.items():
         if step > train_after and (upto is None or step <= upto):
             values = {key: tags[tag] for tag, key in TRAIN_KEYS.items() if tag in tags}
             if values:
                 rows.setdefault(step, {}).update(values)
+                walls[step] = m.train_wall_at.get(step, 0.0)
                 new_train = max(new_train, step)
-    for step in evaluated:
+    for step, wall in evaluated.items():
         tags = m.eval.get(step, {})
         if step > eval_after and (upto is None or step <= upto):
             values = {key: tags[tag] for tag, key in EVAL_KEYS.items() if tag in tags}
             if values:
                 rows.setdefault(step, {}).update(values)
+                walls[step] = max(walls.get(step, 0.0), wall)
             new_eval = max(new_eval, step)
-    return sorted(rows.items()), new_train, new_eval
+    now = time.time()
+    return [(s, rows[s], walls.get(s) or now) for s in sorted(rows)], new_train, new_eval
 
 
 def _public_params(t: TrialDir) -> dict[str, Any]:
@@ -265,11 +273,11 @@ class _MLflow:
                 self.client.update_run(run_id, status="RUNNING")
             self.reopened.add(run_id)
 
-    def log(self, run_id: str, rows: list[tuple[int, dict[str, float]]]) -> None:
+    def log(self, run_id: str, rows: Rows) -> None:
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for step, values in rows for k, v in values.items()]
+        items = [Metric(k, float(v), int(wall * 1000), step)
+                 for step, values, wall in rows for k, v in values.items()]
         for i in range(0, len(items), 1000):  # MLflow's limit per batch
             self.client.log_batch(run_id, metrics=items[i:i + 1000])
 
@@ -321,7 +329,7 @@ class _Wandb:
         return wandb.init(
             entity=self.entity, project=self.project, id=run_id, resume="allow" if run_id else None,
             name=name, group=self.exp.name, job_type=job_type, config=config, tags=tags,
-            dir=str(self.exp.root), reinit="create_new",
+            dir=str(self.exp.root), reinit="create_new", mode=_wandb_mode(),  # as checked
             settings=wandb.Settings(console="off", x_disable_stats=True, silent=True,
                                     init_timeout=60))
 
@@ -352,9 +360,9 @@ class _Wandb:
     def reopen(self, run_id: str, t: TrialDir) -> None:
         self._open(run_id, t)
 
-    def log(self, run_id: str, rows: list[tuple[int, dict[str, float]]]) -> None:
+    def log(self, run_id: str, rows: Rows) -> None:
         run = self.runs[run_id]
-        for step, values in rows:  # W&B needs steps in order: rows are sorted
+        for step, values, _ in rows:  # W&B needs steps in order: rows are sorted (its own clock)
             run.log(values, step=step)
 
     def end(self, run_id: str, state: str, reason: str | None) -> None:

@@ -1,7 +1,8 @@
 """Experiment trackers (sweep.run.trackers): `sweep run --mlflow URI --wandb PROJECT`.
 
-Fast: an unreachable MLflow URI, and W&B online without a login, are refused before anything
-is launched (no folder, no Ray), naming the option, the URI and the fix.
+Fast: what a trial's folder gives a run, in step order. Slow without Ray (they import MLflow,
+W&B, Ray: seconds): an unreachable MLflow URI is refused at once, naming the option, the URI and
+the fix, and `sweep run` with it launches nothing; W&B online without a login is refused.
 
 Slow (stand-in worker, in the Ray shared with tests/search/test_search.py's fixture, one real
 MLflow tracking server on 127.0.0.1 with an SQLite store, W&B offline): one sweep logged to both
@@ -47,9 +48,12 @@ def _free_port() -> int:
 
 # ------------------------------------------------------------------------------ fast
 
+@pytest.mark.slow  # no Ray, but importing MLflow's client takes seconds (tens when loaded)
 def test_an_unreachable_mlflow_is_refused_at_once_naming_the_option_and_uri() -> None:
     uri = f"http://127.0.0.1:{_free_port()}"
     settings = SweepSettings(name="s", space=Path("s.yaml"), pipeline=Path("p.config"), mlflow=uri)
+    import mlflow.tracking  # noqa: F401 - its import (seconds) is not the check's time
+
     t0 = time.time()
     with pytest.raises(errors.ConfigError) as e:
         trackers.check(settings)
@@ -59,6 +63,7 @@ def test_an_unreachable_mlflow_is_refused_at_once_naming_the_option_and_uri() ->
     assert time.time() - t0 < 30
 
 
+@pytest.mark.slow  # no Ray starts, but `sweep run` imports it (seconds)
 def test_sweep_run_with_an_unreachable_mlflow_launches_nothing(tmp_path: Path, capsys,  # noqa: ANN001
                                                                monkeypatch) -> None:  # noqa: ANN001
     from tests.conftest import make_workspace
@@ -77,6 +82,7 @@ def test_sweep_run_with_an_unreachable_mlflow_launches_nothing(tmp_path: Path, c
     assert not (tmp_path / "experiments").exists()  # nothing was started or written
 
 
+@pytest.mark.slow  # importing wandb takes seconds
 def test_wandb_online_without_a_login_is_refused(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "online")
@@ -85,11 +91,39 @@ def test_wandb_online_without_a_login_is_refused(tmp_path: Path, monkeypatch) ->
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path))
     settings = SweepSettings(name="s", space=Path("s.yaml"), pipeline=Path("p.config"),
                              wandb="team/proj")
-    with pytest.raises(errors.ConfigError) as e:
-        trackers.check(settings)
-    assert "--wandb" in str(e.value) and "WANDB_MODE=offline" in str(e.value), str(e.value)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    trackers.check(settings)  # offline has nothing to reach
+    import wandb
+
+    try:
+        with pytest.raises(errors.ConfigError) as e:
+            trackers.check(settings)
+        assert "--wandb" in str(e.value) and "WANDB_MODE=offline" in str(e.value), str(e.value)
+        monkeypatch.setenv("WANDB_MODE", "offline")
+        trackers.check(settings)  # offline has nothing to reach
+    finally:
+        wandb.teardown()  # W&B keeps the settings it read (online, this HOME) for the process
+
+
+def test_a_trials_rows_come_in_step_order_up_to_its_last_evaluation(tmp_path: Path) -> None:
+    """While a trial runs, the training curve is sent up to its last recorded evaluation only
+    (W&B drops a step below one it has; training runs ahead of evaluation), the rest once it
+    ended; each row carries the time it was written, and the marks move past what was sent."""
+    from tests.fake_worker import append_event
+
+    t = TrialDir(tmp_path / "t")
+    for step in (10, 20, 30, 40):  # values exact in float32, as event files hold them
+        append_event(t.path / "train", step, {metrics.TOTAL_LOSS: 1.0 / (step // 10)})
+    append_event(t.path / "eval", 20, {metrics.MAP: 0.5, metrics.AR100: 0.25})
+    append_event(t.path / "eval", 40, {metrics.MAP: 0.7})  # written, not yet recorded
+    recorded = time.time() + 5  # the eval job records an evaluation after training wrote the step
+    (t.path / "eval" / "evaluated.jsonl").write_text(
+        json.dumps({"checkpoint": "ckpt-1", "step": 20, "time": recorded}) + "\n")
+    rows, train, evals = trackers.trial_rows(t, train_after=-1, eval_after=-1, upto=20)
+    assert [(s, v) for s, v, _ in rows] == [(10, {"total_loss": 1.0}),
+                                            (20, {"total_loss": 0.5, "mAP": 0.5, "AR_100": 0.25})]
+    assert rows[1][2] == recorded and 1e9 < rows[0][2] < recorded and (train, evals) == (20, 20)
+    rows, train, evals = trackers.trial_rows(t, train_after=20, eval_after=20, upto=None)
+    assert [s for s, _, _ in rows] == [30, 40] and "mAP" not in rows[1][1]  # 40: not recorded
+    assert (train, evals) == (40, 20)
 
 
 # ------------------------------------------------------------------------------ slow
@@ -145,8 +179,10 @@ def server(shared_ray) -> Iterator[Server]:  # noqa: ANN001, F811
 def tracked(shared_ray, server: Server) -> Iterator[tuple[Experiment, str]]:  # noqa: ANN001, F811
     """One sweep logged to MLflow and W&B (offline), with its report."""
     root, pipeline = shared_ray
-    saved = {k: os.environ.get(k) for k in ("WANDB_MODE", "WANDB_SILENT")}
-    os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true")
+    saved = {k: os.environ.get(k) for k in ("WANDB_MODE", "WANDB_SILENT", "WANDB_DATA_DIR")}
+    # W&B stages offline artifacts in its data folder (~/.local/share/wandb): the test's own.
+    os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true",
+                      WANDB_DATA_DIR=str(root / "wandb-data"))
     try:
         exp = _sweep(root, pipeline, "trk", "--num-trials", "3", "--mlflow", server.uri,
                      "--wandb", "sweep-tests", report=True)
@@ -311,6 +347,7 @@ def test_an_interrupted_sweep_resumes_into_the_same_runs(shared_ray, server: Ser
     (root / "resume.yaml").write_text(RESUME_SPACE)
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DATA_DIR", str(root / "wandb-data"))
     monkeypatch.chdir(root)
     exp = Experiment(root / "experiments" / "rsm")
     fired: dict[str, dict] = {}
