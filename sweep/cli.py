@@ -125,6 +125,11 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
                    " each new experiment gets a new study in it). Keep the password off the command"
                    " line: set PGPASSWORD, or the whole URL in $SWEEP_STUDY_URL; it is never"
                    " written to disk [$SWEEP_STUDY_URL, else a sqlite file in the experiment]")
+    from sweep.run import trackers  # no mlflow/wandb import: the help text and env names only
+
+    t = p.add_argument_group("experiment trackers")
+    t.add_argument("--mlflow", metavar="URI", help=trackers.option_help("mlflow"))
+    t.add_argument("--wandb", metavar="PROJECT", help=trackers.option_help("wandb"))
     r = p.add_argument_group("resources")
     r.add_argument("--cpus-per-trial", type=float, default=1.0, help="[%(default)s]")
     r.add_argument("--gpus-per-trial", type=float, default=0.0,
@@ -409,6 +414,7 @@ def _add_data_commands(sub: Any) -> None:
 
 def _settings(a: argparse.Namespace, space: Path, pipeline: Path, default_name: str) -> Any:
     from sweep.core.study_url import cli_url
+    from sweep.run import trackers
     from sweep.run.settings import DEFAULT_MODES, SweepSettings, metric_tag
 
     tags = [metric_tag(m) for m in (a.metrics or ["mAP"])]
@@ -427,6 +433,7 @@ def _settings(a: argparse.Namespace, space: Path, pipeline: Path, default_name: 
         graph_optimizer=a.graph_optimizer,
         perturbation_interval=a.perturbation_interval, pbt_sync=a.pbt_sync,
         address=a.address, study_url=cli_url(a.study_url), dashboard=not a.no_dashboard,
+        mlflow=trackers.from_env(a.mlflow, "mlflow"), wandb=trackers.from_env(a.wandb, "wandb"),
         dashboard_host=a.dashboard_host, declare_gpus=a.declare_gpus,
         model_name=pipeline.parent.name)
 
@@ -660,17 +667,30 @@ def _checked_run(settings: Any, *, overwrite: bool, report: bool, resume: bool,
     if summary["interrupted"]:
         from sweep.core import interrupt
 
+        _publish(settings, exp, None, None, finished=False)
         print(f"no report: the sweep was interrupted (`sweep report {exp.name}` writes one of "
               "the trials so far)")
         print(interrupted_line(exp), file=sys.stderr)
         return interrupt.exit_code()
+    out = verdict = None
     if report:
         from sweep.report import report as report_mod
 
         out = report_mod.write_report(exp)
-        print((out / report_mod.VERDICT_FILE).read_text().rstrip())
+        verdict = (out / report_mod.VERDICT_FILE).read_text().rstrip()
+        print(verdict)
         print(report_line(out))
+    _publish(settings, exp, out, verdict, finished=True)
     return _exit(exp, summary["stopped_reason"])
+
+
+def _publish(settings: Any, exp: Any, report: Path | None, verdict: str | None, *,
+             finished: bool) -> None:
+    """The experiment trackers' parent run: the report and best config, then ended."""
+    from sweep.run import trackers
+
+    if trackers.enabled(settings):
+        trackers.for_experiment(settings, exp.root).publish(report, verdict, finished=finished)
 
 
 def report_line(out: Path) -> str:
@@ -965,6 +985,9 @@ def main(argv: list[str] | None = None) -> int:
         return _main(a)
     finally:
         interrupt.restore(previous)
+        from sweep.run import trackers
+
+        trackers.close_all()  # this command's tracker runs end with it
 
 
 def _main(a: argparse.Namespace) -> int:

@@ -22,6 +22,8 @@ RAY_MODULES = {"sweep.run.tune_backend", "sweep.run.schedulers", "sweep.run.ray_
 # TensorFlow (and the OD API's TF code, beyond its protobuf messages): the jobs and export.
 TF_MODULES = {"sweep.odapi.worker", "sweep.odapi.compat", "sweep.odapi.detections",
               "sweep.report.export"}
+# The experiment trackers (optional extras): MLflow and W&B clients.
+TRACKER_MODULES = {"sweep.run.trackers"}
 
 
 def module_name(path: Path, root: Path = PACKAGE) -> str:
@@ -143,9 +145,16 @@ def test_tensorflow_is_imported_only_by_the_jobs_and_export_and_lazily() -> None
     assert not any(tf.values()) and not any(odapi.values()), "TensorFlow at module level"
 
 
+def test_mlflow_and_wandb_are_imported_only_by_the_trackers_and_lazily() -> None:
+    found = {**uses(IMPORTS, "mlflow"), **uses(IMPORTS, "wandb")}
+    assert set(found) <= TRACKER_MODULES, sorted(set(found) - TRACKER_MODULES)
+    assert not any(found.values()), "a tracker imported at module level"
+
+
 def test_the_command_line_starts_without_ray_or_tensorflow() -> None:
     code = ("import sys, sweep.cli\n"
-            "print(sorted(m for m in ('ray', 'tensorflow') if m in sys.modules))")
+            "sweep.cli.build_parser()\n"
+            "print(sorted(m for m in ('ray', 'tensorflow', 'mlflow', 'wandb') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=PACKAGE.parent).stdout
     assert out.strip() == "[]"
@@ -168,6 +177,6 @@ def test_the_checks_catch_a_circle_an_upward_import_and_a_stray_ray(tmp_path: Pa
     assert uses(imports, "ray") == {"sweep.run.b": False}
 
 
-@pytest.mark.parametrize("mod", sorted(RAY_MODULES | TF_MODULES))
+@pytest.mark.parametrize("mod", sorted(RAY_MODULES | TF_MODULES | TRACKER_MODULES))
 def test_every_named_module_exists(mod: str) -> None:
     assert mod in IMPORTS

@@ -86,6 +86,8 @@ class SweepSettings:
     address: str | None = None
     study_url: str | None = None  # any SQLAlchemy URL; default sqlite in the experiment folder
     study_name: str = ""  # a new study per experiment (sweep.search.study.new_study_name); default name
+    mlflow: str | None = None  # MLflow tracking URI (sweep.run.trackers)
+    wandb: str | None = None  # W&B [entity/]project (sweep.run.trackers)
     dashboard: bool = True
     dashboard_host: str = "127.0.0.1"
     declare_gpus: int | None = None  # GPUs to declare to an embedded Ray (tests GPU placement on CPU)

@@ -22,7 +22,7 @@ from typing import Any
 from sweep.core import errors, interrupt
 from sweep.core.experiment import Experiment
 from sweep.odapi.metrics import result_key
-from sweep.run import ray_node
+from sweep.run import ray_node, trackers
 from sweep.run.settings import SweepSettings
 from sweep.run.trial import TrialRunner, TrialSpec, mark_failed
 from sweep.search import marks, samplers
@@ -398,6 +398,41 @@ def _callbacks(settings: SweepSettings, exp: Experiment):  # noqa: ANN202
     return Progress(), budget
 
 
+def _tracking_callbacks(settings: SweepSettings, exp: Experiment) -> list:
+    """The experiment trackers' callback (sweep.run.trackers), if --mlflow or --wandb: each
+    trial event syncs that trial's run with its folder, in this driver."""
+    if not trackers.enabled(settings):
+        return []
+    from ray.tune import Callback
+
+    root = exp.root
+
+    class Tracking(Callback):
+        """Pickled with Ray's state and restored on resume: it holds the settings only; the
+        trackers (clients, open runs) are this process's (trackers.for_experiment)."""
+
+        def _sync(self, trial) -> None:  # noqa: ANN001
+            from sweep.run import trackers  # by name: this class is pickled by value
+            from sweep.search import marks
+
+            name = (marks.confirm_of(trial.config) or {}).get("name") or trial.trial_id
+            trackers.for_experiment(settings, root).sync(name)
+
+        def on_trial_start(self, iteration, trials, trial, **info):  # noqa: ANN001
+            self._sync(trial)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001
+            self._sync(trial)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+            self._sync(trial)
+
+        def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
+            self._sync(trial)
+
+    return [Tracking()]
+
+
 def _short(config: dict) -> str:
     # Last path component, unless two keys share it (learning_rate vs <schedule>.learning_rate).
     last = [k.split(".")[-1] for k in config]
@@ -440,6 +475,8 @@ def preflight(settings: SweepSettings, space: Any, max_steps: int, *,
         plan.scheduler = make_scheduler(settings, max_steps, space)
     if resume or settings.study_url:
         plan.storage = open_study_storage(settings, resume=resume)
+    trackers.check(settings, where=str(Experiment(settings.experiment_root).settings_path)
+                   if resume else "command line")
     return plan
 
 
@@ -673,7 +710,8 @@ def run_confirmations(settings: SweepSettings, space: Any, configs: list[dict[st
             num_samples=len(configs), trial_dirname_creator=lambda t: t.trial_id,
             reuse_actors=REUSE_ACTORS),
         run_config=tune.RunConfig(
-            name="ray-confirm", storage_path=str(exp.root), verbose=0, callbacks=[progress],
+            name="ray-confirm", storage_path=str(exp.root), verbose=0,
+            callbacks=[progress, *_tracking_callbacks(settings, exp)],
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=0,
                                                     checkpoint_at_end=False)))
@@ -685,6 +723,8 @@ def run_confirmations(settings: SweepSettings, space: Any, configs: list[dict[st
         t = exp.trial(c[marks.CONFIRM]["name"])
         if t.status().get("state") in ("RUNNING", "PENDING"):
             mark_failed(t, LOST, "its process ended without a word (driver or node killed)")
+    if trackers.enabled(settings):
+        trackers.for_experiment(settings, exp.root).finish()
     return {"errors": len(grid.errors)}
 
 
@@ -707,6 +747,8 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
     if url:
         print(f"Ray dashboard: {url}", flush=True)
     print(f"TensorBoard:   tensorboard --logdir {exp.root}", flush=True)
+    for line in trackers.describe(settings):
+        print(line, flush=True)
     try:
         from sweep.run import hparams
 
@@ -717,7 +759,8 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
     run_config = tune.RunConfig(
         name="ray", storage_path=str(exp.root), verbose=0,
         callbacks=[progress] + ([_pbt_study_recorder(settings, exp, space)]
-                                if settings.population_based else []),
+                                if settings.population_based else [])
+        + _tracking_callbacks(settings, exp),
         stop=budget,
         # Ray restarts a trial whose actor died; the runner counts those restarts and its
         # own process restarts against the same --max-failures (TrialSpec.run_id).
@@ -781,6 +824,8 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
     if lost:
         print(f"sweep: {len(lost)} trial(s) were lost with a killed driver before Ray "
               f"recorded them; marked failed: {', '.join(lost)}", file=sys.stderr, flush=True)
+    if trackers.enabled(settings):  # every run in line with its folder's final word
+        trackers.for_experiment(settings, exp.root).finish(wait=sig is None)
     return {"errors": errored, "stopped_reason": budget.reason, "dashboard": url,
             "interrupted": None if sig is None else interrupt.name(sig)}
 

@@ -194,8 +194,15 @@ def shared_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
     # Ray's workers (and the trial jobs they start) take the environment of ray.init.
     os.environ.update(SWEEP_WORKER_MODULE="tests.fake_worker", FAKE_MODE="ok",
                       PYTHONPATH=str(REPO))
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    for attempt in range(3):  # a loaded machine: "timed out during startup" (as init_ray)
+        try:
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+            break
+        except Exception as e:  # noqa: BLE001 - Ray raises a bare Exception for this
+            ray.shutdown()
+            if "timed out during startup" not in str(e) or attempt == 2:
+                raise
     try:
         yield root, pipeline
     finally:
