@@ -341,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "e.g. ssd_resnet50_v1_fpn_640x640: no checkpoint, trains from scratch)")
     n.add_argument("--annotations", type=Path, required=True, metavar="DIR",
                    help="what `sweep data` wrote: label_map.pbtxt, train.record, test.record")
+    n.add_argument("--label-map", type=Path, metavar="FILE",
+                   help="your own label_map.pbtxt (ids from 1, as the records' class ids) "
+                   "[--annotations DIR/label_map.pbtxt]")
     n.add_argument("--name", required=True, help="model folder name under models/")
     n.add_argument("--batch-size", type=int, default=8, help="[%(default)s]")
     n.add_argument("--workspace", type=Path,
@@ -923,7 +926,7 @@ def cmd_init(a: argparse.Namespace) -> int:
 
     pipeline, source, data = init_model(a.pretrained, a.annotations, a.name,
                                         batch_size=a.batch_size, root=a.workspace,
-                                        overwrite=a.overwrite)
+                                        overwrite=a.overwrite, label_map=a.label_map)
     print(f"pipeline.config: {pipeline}  (from {source.config})")
     print(f"data: {data.num_classes} classes, {data.n_train} train / {data.n_eval} test examples")
     print(f"fine_tune_checkpoint: {source.checkpoint}" if source.checkpoint else
