@@ -128,6 +128,7 @@ class TrialRunner:
         self.best_value: float | None = None
         self.watch = metrics.TrialWatch(self.dir.path)
         self._failed_at_start: tuple[str, str] | None = None  # (reason, detail) for next_result
+        self._ended: dict[str, Any] | None = None  # the folder's end, replayed (start())
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -139,6 +140,15 @@ class TrialRunner:
         d = self.dir
         d.path.mkdir(parents=True, exist_ok=True)
         status = d.status()
+        if status.get("state") in ENDED and d.pipeline_path.exists():
+            # Ray restored (or restarted) a trial whose folder says it ended: its saved state
+            # predates the end (a driver killed within Ray's save interval, an actor lost
+            # after the last word). The folder is the truth: report that end again, start
+            # no job, change nothing in the folder.
+            self.params = d.params()
+            self.num_steps = _num_steps(d.pipeline_path)
+            self._ended = status
+            return
         try:
             if not d.pipeline_path.exists():
                 write_json(d.params_path, self.params)
@@ -341,6 +351,8 @@ class TrialRunner:
         deadline = None if timeout is None else time.time() + timeout
         if self._failed_at_start is not None:
             return self._fail(*self._failed_at_start)
+        if self._ended is not None:
+            return self._replay_end(self._ended)
         self._open_gate()  # Ray asks for the next result: the scheduler let this trial go on
         while True:
             # Divergence first: a NaN loss can also crash a job, and a crash would be retried.
@@ -403,6 +415,21 @@ class TrialRunner:
                           trained_steps=self._trained_steps())
         self.dir.update_status(**fields)
         _hparams_result(self, out, COMPLETED if done else None)
+        return out
+
+    def _replay_end(self, status: dict[str, Any]) -> dict[str, Any]:
+        """The result that ends a trial whose folder already ended (start()), as its runner
+        said it then: the last evaluation (trained to the end or not), or the failure."""
+        out: dict[str, Any] = {"done": True, "trial_dir": str(self.dir.path),
+                               "wall_time": float(status.get("elapsed") or 0.0)}
+        if status.get("state") == FAILED:
+            return {**out, "sweep_failed": str(status.get("reason") or errors.CRASHED)}
+        m = metrics.read_trial(self.dir.path)
+        step = int(status.get("reported_step", -1))
+        if step in m.eval:
+            out.update(step=step, **result_values(m, step))
+        out["trained_to_end"] = status.get("state") == COMPLETED
+        self.reported_step = step
         return out
 
     def _keep_best(self, step: int, value: float | None) -> None:
