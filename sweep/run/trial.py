@@ -46,6 +46,8 @@ from sweep.search import marks
 # cheap signs of news: the eval job appended an evaluation, or a job exited. A result then goes
 # to Ray within this, not up to a poll later; a stat and two waitpids cost nothing here.
 WAKE_S = 0.05
+# After an interrupt a runner waits this long for Ray to end its actor (Ray allows ~10 s).
+INTERRUPT_WAIT_S = 300.0
 
 @dataclass(frozen=True)
 class TrialSpec:
@@ -129,6 +131,7 @@ class TrialRunner:
         self.watch = metrics.TrialWatch(self.dir.path)
         self._failed_at_start: tuple[str, str] | None = None  # (reason, detail) for next_result
         self._ended: dict[str, Any] | None = None  # the folder's end, replayed (start())
+        self._began = time.time()  # a stop file older than this runner is not about it
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -355,6 +358,8 @@ class TrialRunner:
             return self._replay_end(self._ended)
         self._open_gate()  # Ray asks for the next result: the scheduler let this trial go on
         while True:
+            if self._sweep_interrupted():
+                self._interrupted_wait()
             # Divergence first: a NaN loss can also crash a job, and a crash would be retried.
             m = self.watch.read()
             loss = m.last_train().get(metrics.TOTAL_LOSS)
@@ -379,6 +384,25 @@ class TrialRunner:
             if deadline is not None and time.time() > deadline:
                 raise TimeoutError(f"no evaluation of {self.dir.name} within {timeout}s")
             self._sleep_until_news(self.spec.poll)
+
+    def _sweep_interrupted(self) -> bool:
+        """The driver was interrupted (sweep.core.interrupt wrote the stop file) since this
+        runner began."""
+        stopping = read_json(self.exp.stop_path)
+        return (isinstance(stopping, dict) and stopping.get("kind") == "interrupted"
+                and float(stopping.get("at") or 0) >= self._began)
+
+    def _interrupted_wait(self) -> None:
+        """Stop the jobs at once and record INTERRUPTED (the last checkpoint is where `sweep
+        resume` goes on), then report nothing more: Ray's stop of this actor waits behind this
+        call and ends it within seconds. No result may reach Ray now: an evaluation that
+        lands meanwhile, or the trial's end, is recorded in the folder and reported on resume."""
+        self.stop()
+        limit = time.time() + INTERRUPT_WAIT_S
+        while time.time() < limit:
+            time.sleep(0.5)
+        raise RuntimeError(f"the sweep was interrupted, and Ray did not end trial "
+                           f"{self.dir.name}'s actor within {INTERRUPT_WAIT_S:.0f} s")
 
     def _sleep_until_news(self, timeout: float) -> None:
         """Sleep up to ``timeout`` s; wake early when ``eval/evaluated.jsonl`` changes (the eval

@@ -348,3 +348,34 @@ def test_a_restored_trial_whose_folder_ended_replays_its_end_and_changes_nothing
         assert out["mAP"] == pytest.approx(0.4 if mode == "completed" else first["mAP"])
     again.stop()  # Ray's cleanup after the result
     assert {p: p.read_bytes() for p in sorted(r.dir.path.rglob("*")) if p.is_file()} == files
+
+
+def test_an_interrupted_sweep_stops_the_trial_at_once_and_reports_nothing_more(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver's interrupt (the stop file) reaches a runner waiting for its next result:
+    its jobs end at once and it says INTERRUPTED; no result reaches Ray (Ray ends the actor).
+    A stop file older than the runner (an earlier run's) changes nothing."""
+    from sweep.core.experiment import INTERRUPTED, write_json
+    from sweep.run import trial
+
+    monkeypatch.setattr(trial, "INTERRUPT_WAIT_S", 1.0)
+    stale = _runner(tmp_path, name="old")
+    write_json(stale.exp.stop_path, {"kind": "interrupted", "signal": "SIGINT",
+                                     "at": time.time() - 60})
+    stale.start()
+    assert _until_done(stale)[-1]["done"] and stale.dir.status()["state"] == COMPLETED
+
+    r = _runner(tmp_path, "slow", env={"FAKE_STEP_SLEEP": "1"})
+    r.start()
+    assert r.next_result(timeout=30)["step"] == 20
+    pids = (r.train_proc.pid, r.eval_proc.pid)
+    write_json(r.exp.stop_path, {"kind": "interrupted", "signal": "SIGINT", "at": time.time()})
+    t0 = time.time()
+    with pytest.raises(RuntimeError, match="interrupted"):
+        r.next_result(timeout=30)
+    assert time.time() - t0 < 10
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    st = r.dir.status()
+    assert st["state"] == INTERRUPTED and st["reported_step"] == 20, st
