@@ -371,7 +371,7 @@ def test_an_interrupted_sweep_stops_the_trial_at_once_and_reports_nothing_more(
     pids = (r.train_proc.pid, r.eval_proc.pid)
     write_json(r.exp.stop_path, {"kind": "interrupted", "signal": "SIGINT", "at": time.time()})
     t0 = time.time()
-    with pytest.raises(RuntimeError, match="interrupted"):
+    with pytest.raises(RuntimeError, match="stopping"):
         r.next_result(timeout=30)
     assert time.time() - t0 < 10
     for pid in pids:
