@@ -784,6 +784,11 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
     # "Failed to fetch metrics" warning when it builds the (unused) result grid.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     exp.stop_path.unlink(missing_ok=True)  # a resumed sweep: its trials run again
+    if resume:
+        # The last driver may have died before its own reconcile (kill -9, a lost node): the
+        # folders are the truth before Ray and the searcher go on from their saved state.
+        reconcile(exp, settings.storage_url(), study_name, interrupted=True,
+                  keys=[result_key(m) for m in settings.metrics])
     grid = tuner.fit()
     errored = len(grid.errors)
     sig = interrupt.received()

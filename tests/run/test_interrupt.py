@@ -350,3 +350,48 @@ def test_reconcile_brings_the_study_in_line_with_the_folders(tmp_path: Path, how
         assert states["midway"] == FAILED and states["cut"] == STOPPED
         assert got["cut"].state == TrialState.PRUNED
     assert states["done"] == COMPLETED and states["broke"] == FAILED
+
+
+def test_a_resume_brings_the_study_in_line_with_the_folders_before_ray_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A driver killed before its own reconcile leaves Optuna trials RUNNING whose folders
+    ended: `sweep resume` tells the study what the folders say before Ray's restored searcher
+    runs (fit() is a stand-in here: no Ray starts)."""
+    from ray import tune
+
+    from sweep.core.experiment import RUNNING, STOPPED
+    from sweep.odapi.metrics import MAP
+    from sweep.run import tune_backend
+    from sweep.run.settings import SweepSettings
+    from sweep.search.space import load_space
+    from tests.fake_worker import append_event
+
+    (tmp_path / "space.yaml").write_text(SPACE)
+    settings = SweepSettings(name="k", space=tmp_path / "space.yaml", pipeline=tmp_path / "p",
+                             storage=tmp_path)
+    exp = Experiment(tmp_path / "k")
+    exp.root.mkdir()
+    study = optuna.create_study(study_name="k", storage=settings.storage_url(),
+                                direction="maximize")
+    for name, state in {"done": COMPLETED, "cut": STOPPED, "midway": RUNNING}.items():
+        t = exp.trial(name)
+        t.path.mkdir(parents=True)
+        t.update_status(state=state)
+        study.ask().set_user_attr("ray_trial_id", name)
+    append_event(exp.trial("done").path / "eval", 80, {MAP: 0.5})
+    append_event(exp.trial("done").path / "train", 80, {"Loss/total_loss": 1.0})
+    seen: dict = {}
+
+    class Restored:
+        def fit(self):  # noqa: ANN202 - what Ray's restored searcher starts from
+            seen.update({t.user_attrs["ray_trial_id"]: t.state.name for t in optuna.load_study(
+                study_name="k", storage=settings.storage_url()).trials})
+            seen["midway folder"] = exp.trial("midway").status()["state"]
+            return type("Grid", (), {"errors": []})()
+
+    monkeypatch.setattr(tune.Tuner, "restore", lambda *a, **k: Restored())
+    tune_backend.run_sweep(settings, load_space(tmp_path / "space.yaml"), [], NUM_STEPS,
+                           plan=tune_backend.Plan(), url=None, resume=True)
+    # The unfinished one: INTERRUPTED in its folder, RUNNING in the study (the run continues it).
+    assert seen == {"done": "COMPLETE", "cut": "PRUNED", "midway": "RUNNING",
+                    "midway folder": INTERRUPTED}, seen
