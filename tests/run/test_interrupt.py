@@ -142,8 +142,9 @@ def _sweeps(root: Path, pipeline: Path, address: str) -> dict:
                            address, _one_midway)
         # A step budget: trial 1 trains 80 steps, trial 2 is stopped at 20 (100 in all).
         steps = pool.submit(_budget_sweep, root, pipeline, "ib", address, "--step-budget", "100")
-        # A time budget of 0.75 min: spent while some trial (8 s each) trains.
-        clock = pool.submit(_budget_sweep, root, pipeline, "ic", address, "--time-budget", "0.75",
+        # A time budget of 1.5 min: spent while some trial (8 s each) trains (under load, the
+        # first trial starts up to a minute after the budget's clock does).
+        clock = pool.submit(_budget_sweep, root, pipeline, "ic", address, "--time-budget", "1.5",
                             "--num-trials", "30")
         out["int"] = _interrupt_when(root, pipeline, "ir", signal.SIGINT, True, address,
                                      _one_done_and_one_midway)
@@ -259,11 +260,11 @@ def test_a_spent_time_budget_stops_the_sweep_as_a_budget(interrupted: dict) -> N
     assert r["rc"] == 0, r["out"][-3000:]
     assert "killed driver" not in r["out"] and "lost" not in r["out"], r["out"][-3000:]
     last = r["out"].strip().splitlines()[-1]
-    assert last.startswith("sweep ic stopped: the time budget (0.75 min) is spent; ") and \
+    assert last.startswith("sweep ic stopped: the time budget (1.5 min) is spent; ") and \
         last.endswith(" of 30 trials ran (completed, or stopped early or by the budget)"), last
     states = [(st["state"], st.get("reason") or "") for st in r["states"].values()]
     stopped = [reason for state, reason in states if state == "STOPPED"]
-    assert len(stopped) == 1 and "the time budget (0.75 min) is spent" in stopped[0], states
+    assert len(stopped) == 1 and "the time budget (1.5 min) is spent" in stopped[0], states
     assert {state for state, _ in states} <= {COMPLETED, "STOPPED"}, states
     study = r["study"]
     for name, st in r["states"].items():
@@ -395,3 +396,25 @@ def test_a_resume_brings_the_study_in_line_with_the_folders_before_ray_goes_on(
     # The unfinished one: INTERRUPTED in its folder, RUNNING in the study (the run continues it).
     assert seen == {"done": "COMPLETE", "cut": "PRUNED", "midway": "RUNNING",
                     "midway folder": INTERRUPTED}, seen
+
+
+def test_the_time_budget_is_the_budget_stoppers_over_all_runs(tmp_path: Path) -> None:
+    """--time-budget stops the sweep as a budget (its stop file makes each running trial say
+    why), counting the wall time of the sweep's earlier runs (experiment.json)."""
+    from sweep.core.experiment import read_json, write_json
+    from sweep.run.settings import SweepSettings
+    from sweep.run.tune_backend import _callbacks
+
+    settings = SweepSettings(name="tb", space=tmp_path / "s.yaml", pipeline=tmp_path / "p",
+                             storage=tmp_path, time_budget_s=60.0)
+    exp = Experiment(tmp_path / "tb")
+    exp.root.mkdir()
+    write_json(exp.settings_path, {"name": "tb", "wall_time_s": 20.0})
+    _, budget = _callbacks(settings, exp)
+    assert not budget.stop_all() and not exp.stop_path.exists()  # 40 s of 60 are left
+    write_json(exp.settings_path, {"name": "tb", "wall_time_s": 60.0})  # a resumed sweep's
+    _, budget = _callbacks(settings, exp)
+    assert budget.stop_all()
+    assert budget.reason == "the time budget (1 min) is spent"
+    assert read_json(exp.stop_path)["kind"] == "budget"
+    assert read_json(exp.stop_path)["reason"] == budget.reason
