@@ -346,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "e.g. ssd_resnet50_v1_fpn_640x640: no checkpoint, trains from scratch)")
     n.add_argument("--annotations", type=Path, required=True, metavar="DIR",
                    help="what `sweep data` wrote: label_map.pbtxt, train.record, test.record")
+    n.add_argument("--label-map", type=Path, metavar="FILE",
+                   help="your own label_map.pbtxt (ids from 1, as the records' class ids) "
+                   "[--annotations DIR/label_map.pbtxt]")
     n.add_argument("--name", required=True, help="model folder name under models/")
     n.add_argument("--batch-size", type=int, default=8, help="[%(default)s]")
     n.add_argument("--workspace", type=Path,
@@ -641,6 +644,7 @@ def _checked_run(settings: Any, *, overwrite: bool, report: bool, resume: bool,
         else:
             lock.acquire(exp.root)
             locked = exp.root
+            _rebuild_damaged(exp)
             url = tune_backend.init_ray(settings)
             print(f"experiment {exp.name}: {exp.root}", flush=True)
             t0 = time.time()
@@ -800,10 +804,23 @@ def _experiment(a: argparse.Namespace) -> Any:
     return find_experiment(a.experiment, a.storage)
 
 
+def warn_damaged(a: argparse.Namespace, exp: Any) -> list[tuple[Path, str, str]]:
+    """Name each of the experiment's records that is there but cannot be read, and what the
+    user can do (sweep.core.experiment.damaged); the command goes on with what it can read."""
+    from sweep.core.experiment import damaged
+
+    found = damaged(exp)
+    for path, problem, fix in found:
+        print(f"sweep {a.command}: warning: {path}: {problem}. Fix: {fix}", file=sys.stderr)
+    return found
+
+
 def cmd_status(a: argparse.Namespace) -> int:
     from sweep.report.status import render_status
 
     exp = _experiment(a)
+    exp.settings()  # damaged: an error naming it
+    warn_damaged(a, exp)
     while True:
         print(render_status(exp), flush=True)
         if not a.watch or exp.settings().get("finished"):
@@ -815,7 +832,10 @@ def cmd_status(a: argparse.Namespace) -> int:
 def cmd_report(a: argparse.Namespace) -> int:
     from sweep.report import report
 
-    out = report.write_report(_experiment(a), a.out, fine_tune_from_best=a.fine_tune_from_best)
+    exp = _experiment(a)
+    exp.settings()  # damaged: an error naming it
+    warn_damaged(a, exp)
+    out = report.write_report(exp, a.out, fine_tune_from_best=a.fine_tune_from_best)
     print(f"report: {out}")
     return 0
 
@@ -823,7 +843,10 @@ def cmd_report(a: argparse.Namespace) -> int:
 def cmd_export(a: argparse.Namespace) -> int:
     from sweep.report import export
 
-    out = export.export_trial(_experiment(a), a.trial, a.out, input_type=a.input_type)
+    exp = _experiment(a)
+    exp.settings()  # damaged: an error naming it
+    warn_damaged(a, exp)
+    out = export.export_trial(exp, a.trial, a.out, input_type=a.input_type)
     print(f"SavedModel: {out}")
     return 0
 
@@ -917,7 +940,33 @@ def cmd_resume(a: argparse.Namespace) -> int:
         settings.address = a.address
     if a.no_dashboard:
         settings.dashboard = False
+    _refuse_damaged(exp)
     return _run(settings, overwrite=False, report=not a.no_report, resume=True)
+
+
+def _refuse_damaged(exp: Any) -> None:
+    """A resume needs the study and Ray's state: damaged, it is refused, naming the file."""
+    from sweep.core.errors import Problem
+    from sweep.core.experiment import damaged
+
+    fatal = [Problem(str(path), "", problem, fix) for path, problem, fix in damaged(exp)
+             if path.name != "status.json"]
+    if fatal:
+        raise ConfigError(fatal)
+
+
+def _rebuild_damaged(exp: Any) -> None:
+    """When a resume is about to start: each damaged status.json is rebuilt from its trial's
+    folder (the damaged file kept beside it), so the runner and Ray see the trial's truth."""
+    from sweep.core.experiment import damaged
+    from sweep.run.trial import rebuild_status
+
+    for path, _, _ in damaged(exp):
+        if path.name != "status.json":
+            continue
+        status, kept = rebuild_status(exp.trial(path.parent.name))
+        print(f"sweep resume: {path} was damaged: rebuilt from the trial's folder as "
+              f"{status['state']} (the damaged file is kept as {kept.name})", file=sys.stderr)
 
 
 def cmd_data(a: argparse.Namespace) -> int:
@@ -943,7 +992,7 @@ def cmd_init(a: argparse.Namespace) -> int:
 
     pipeline, source, data = init_model(a.pretrained, a.annotations, a.name,
                                         batch_size=a.batch_size, root=a.workspace,
-                                        overwrite=a.overwrite)
+                                        overwrite=a.overwrite, label_map=a.label_map)
     print(f"pipeline.config: {pipeline}  (from {source.config})")
     print(f"data: {data.num_classes} classes, {data.n_train} train / {data.n_eval} test examples")
     print(f"fine_tune_checkpoint: {source.checkpoint}" if source.checkpoint else

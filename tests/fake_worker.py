@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report_fixtures import _scalar_value, detections_for, eval_groundtruth  # noqa: E402
 
 from sweep.core import gate  # noqa: E402
+from sweep.core.process import watch_parent  # noqa: E402
 from sweep.odapi.detections import write_detections  # noqa: E402
 
 
@@ -249,7 +250,10 @@ def main() -> None:
     p.add_argument("--steps-per-iteration", type=int, default=10)
     p.add_argument("--timeout", type=float, default=0.0)
     p.add_argument("--keep", type=int, default=3)
+    p.add_argument("--parent-pid", type=int, default=0)
     a, _ = p.parse_known_args()
+    if a.parent_pid:  # as the real worker: an orphaned job ends (its actor or driver died)
+        watch_parent(a.parent_pid)
     (a.model_dir / "eval").mkdir(parents=True, exist_ok=True)
     print(f"fake {a.job} CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')} "
           f"TF_FORCE_GPU_ALLOW_GROWTH={os.environ.get('TF_FORCE_GPU_ALLOW_GROWTH')} "

@@ -5,6 +5,7 @@ traceback; nothing the user had is changed. Fast: Ray's start is replaced by a t
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import stat
 from pathlib import Path
@@ -631,3 +632,81 @@ def test_resume_of_incomplete_settings(tmp_path: Path, no_ray: list,
     refused(["resume", "n", "--storage", str(tmp_path / "exps")], capsys, "experiment.json",
             "incomplete")
     assert not no_ray
+
+
+# --- damaged state: every command names the file and what to do; nothing is overwritten ------
+
+def _damage(exp: Experiment, what: str) -> Path:
+    """Truncate one of the experiment's records as a full disk or a killed write would."""
+    if what == "status":
+        path = exp.trials()[1].status_path
+        path.write_text(path.read_text()[:15])
+    elif what == "study":
+        path = exp.study_db
+        path.write_bytes(path.read_bytes()[:600])
+    else:
+        exp.ray_dir.mkdir(exist_ok=True)
+        path = exp.ray_dir / "experiment_state-2026-12-01_10-00-00.json"
+        path.write_text('{"trial_data": [["{\\"trial_id')
+        (exp.ray_dir / "tuner.pkl").write_bytes(b"\x80\x04" * 20)
+    return path
+
+
+@pytest.mark.parametrize("what", ["status", "study", "ray"])
+def test_status_and_report_name_a_damaged_file_and_go_on(what: str, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    from tests.report_fixtures import make_experiment
+
+    exp = make_experiment(tmp_path / "exps", name="x").exp
+    path = _damage(exp, what)
+    before = snapshot(exp.root)
+    # The report (seconds) where it matters: it must not open a damaged study.
+    commands = [["status", "x"]] + ([["report", "x", "--out", str(tmp_path / "r")]]
+                                   if what == "study" else [])
+    for argv in commands:
+        assert cli.main([*argv, "--storage", str(tmp_path / "exps")]) == 0, argv
+        err = capsys.readouterr().err
+        assert f"warning: {path}: " in err and "Fix: " in err, (argv, err)
+        assert "Traceback" not in err
+    assert snapshot(exp.root) == before  # read, never written (the study least of all)
+    if what == "study":
+        assert "report is from the trials' folders only" in (tmp_path / "r" / "report.md"
+                                                             ).read_text()
+
+
+@pytest.mark.parametrize(("what", "words"), [
+    ("study", "Optuna study database cannot be read"),
+    ("ray", "not Ray Tune's experiment state")])
+def test_resume_refuses_damaged_state_it_cannot_rebuild(what: str, words: str, tmp_path: Path,
+                                                        workspace: Path, no_ray: list,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    exp = _experiment(tmp_path, workspace)
+    import optuna
+
+    optuna.create_study(study_name="n", storage=f"sqlite:///{exp.study_db}")
+    path = _damage(exp, what)
+    before = snapshot(tmp_path)
+    refused(["resume", "n", "--storage", str(tmp_path / "exps")], capsys, str(path), words,
+            "Fix:")
+    assert snapshot(tmp_path) == before and not no_ray
+
+
+def test_a_damaged_trial_status_is_rebuilt_from_its_folder(tmp_path: Path) -> None:
+    from sweep.core.experiment import COMPLETED, INTERRUPTED, read_json
+    from sweep.run.trial import rebuild_status
+    from tests.report_fixtures import make_experiment
+
+    exp = make_experiment(tmp_path / "exps", name="x", finished=False).exp
+    states = {t.name: t.status()["state"] for t in exp.trials()}
+    for t in exp.trials():
+        # The synthetic trials evaluate to step 40 of their rendered config's num_steps.
+        t.pipeline_path.write_text(re.sub(r"num_steps: \d+", "num_steps: 40",
+                                          t.pipeline_path.read_text()))
+        if states[t.name] in (COMPLETED, "RUNNING", "FAILED"):
+            original = t.status_path.read_text()
+            t.status_path.write_text(original[:15])
+            status, kept = rebuild_status(t)
+            assert kept.read_text() == original[:15]  # kept beside it, as it was
+            assert read_json(t.status_path) == status and status["rebuilt_from"] == kept.name
+            expected = {"RUNNING": INTERRUPTED}.get(states[t.name], states[t.name])
+            assert status["state"] == expected, (t.name, states[t.name], status)

@@ -5,8 +5,8 @@
         base_pipeline.config    the base config every trial starts from
         space.yaml              the search space, as given
         driver.lock             host and pid of the one driver running the sweep (sweep.core.lock)
-        stopping.json           why the whole sweep is stopping: {"kind": "interrupted", "signal"}
-                                (sweep.core.interrupt) or {"kind": "budget", "reason"}; a trial
+        stopping.json           why the whole sweep is stopping: {"kind": "interrupted", "signal", "at"}
+                                (sweep.core.interrupt) or {"kind": "budget", "reason", "at"}; a trial
                                 stopped meanwhile is INTERRUPTED, or STOPPED with that reason
         study.db                the Optuna study (SQLite), unless a URL was given
         ray/                    Ray Tune's experiment state
@@ -283,6 +283,69 @@ def trust_problem(exp: Experiment) -> tuple[str, str] | None:
                     f" (mode {st.st_mode & 0o777:o}); resuming runs the code its pickled Ray "
                     "state names, so someone else could have put code there",
                     f"if you trust its contents: chmod -R go-w '{exp.root}', then resume")
+    return None
+
+
+def study_file_problem(path: Path) -> str | None:
+    """What is wrong with an experiment's SQLite study file, or None. Read-only (opening a
+    damaged or empty file with SQLAlchemy would write Optuna's tables into it)."""
+    import contextlib
+    import sqlite3
+
+    try:
+        with path.open("rb") as f:
+            header = f.read(16)
+        if header != b"SQLite format 3\x00":
+            return "is not an SQLite database"
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            tables = {r[0] for r in db.execute("select name from sqlite_master")}
+            if "studies" not in tables:
+                return "holds no Optuna study"
+            db.execute("select count(*) from trials").fetchone()
+    except (OSError, sqlite3.Error) as e:
+        return f"cannot be read ({e})"
+    return None
+
+
+def damaged(exp: Experiment) -> list[tuple[Path, str, str]]:
+    """``(file, problem, what the user can do)`` for each of the experiment's records that is
+    there but cannot be read: a trial's status.json, the study file (the default SQLite one),
+    Ray Tune's saved state. experiment.json is Experiment.settings()'s (an error: nothing
+    can be read without it). Read-only."""
+    out: list[tuple[Path, str, str]] = []
+    for t in exp.trials():
+        if t.status_path.is_file() and not isinstance(read_json(t.status_path), dict):
+            out.append((t.status_path, "is damaged: not a trial status (truncated?); the trial "
+                        "is shown as PENDING", "`sweep resume` rebuilds it from the trial's "
+                        "folder (the damaged file is kept beside it); or restore it from a copy"))
+    storage = (read_json(exp.settings_path, {}) or {}).get("storage_url")
+    if exp.study_db.exists() and (not storage or str(storage).endswith(str(exp.study_db))):
+        problem = study_file_problem(exp.study_db)
+        if problem:
+            out.append((exp.study_db, f"the sweep's Optuna study database {problem}",
+                        "restore study.db from a copy: the trials' folders are intact and "
+                        "`sweep status`/`report` read them, but `sweep resume` needs the study"))
+    problem = ray_state_problem(exp.ray_dir)
+    if problem:
+        out.append((problem[0], problem[1], "`sweep resume` cannot continue without Ray Tune's "
+                    "state: restore the ray/ folder from a copy, or start anew with `sweep run "
+                    f"... --name {exp.name} --overwrite`; `sweep status`/`report` read the "
+                    "trials' folders as they are"))
+    return out
+
+
+def ray_state_problem(ray_dir: Path) -> tuple[Path, str] | None:
+    """``(file, problem)`` if Ray Tune's saved state in ``ray_dir`` is there but damaged:
+    its newest experiment state not JSON, or its pickled tuner empty (no state at all is not
+    damage: Ray saved none yet)."""
+    states = sorted(ray_dir.glob("experiment_state-*.json"), key=lambda f: f.stat().st_mtime)
+    if states:
+        data = read_json(states[-1])
+        if not isinstance(data, dict) or "trial_data" not in data:
+            return states[-1], "is damaged: not Ray Tune's experiment state (truncated?)"
+    tuner = ray_dir / "tuner.pkl"
+    if states and (not tuner.is_file() or tuner.stat().st_size < 16):
+        return tuner, "is missing or truncated (Ray Tune's pickled tuner)"
     return None
 
 

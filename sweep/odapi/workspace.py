@@ -165,12 +165,19 @@ def _split_records(annotations_dir: Path, base: str) -> tuple[str, int] | None:
                                   "convert the data again (sweep data ... --overwrite)")) from e
 
 
-def dataset_in(annotations_dir: Path) -> DatasetInfo:
-    """What ``sweep data`` wrote to ``annotations_dir`` (label map, train and test records)."""
+def dataset_in(annotations_dir: Path, label_map: Path | None = None) -> DatasetInfo:
+    """What ``sweep data`` wrote to ``annotations_dir`` (label map, train and test records);
+    ``label_map``: the user's own label map instead of ``annotations_dir/label_map.pbtxt``."""
     from sweep.data.label_map import read_label_map
 
     annotations_dir = Path(annotations_dir).absolute()
-    ids = read_label_map(annotations_dir / LABEL_MAP)
+    label_map_path = Path(label_map).absolute() if label_map else annotations_dir / LABEL_MAP
+    if label_map is None and not label_map_path.exists():
+        raise ConfigError(Problem(str(annotations_dir), "", f"no {LABEL_MAP} here",
+                                  "convert your data with `sweep data voc|csv|gtsrb ... --out "
+                                  f"{annotations_dir}` (it writes one), or pass your own with "
+                                  "--label-map FILE"))
+    ids = read_label_map(label_map_path)
     splits = {}
     for base in (TRAIN_RECORD, EVAL_RECORD):
         found = _split_records(annotations_dir, base)
@@ -185,7 +192,7 @@ def dataset_in(annotations_dir: Path) -> DatasetInfo:
         names[i - 1] = name
     (train, n_train), (test, n_test) = splits[TRAIN_RECORD], splits[EVAL_RECORD]
     return DatasetInfo(annotations_dir=annotations_dir,
-                       label_map_path=annotations_dir / LABEL_MAP,
+                       label_map_path=label_map_path,
                        train_record=Path(train), eval_record=Path(test),
                        class_names=tuple(names), n_train=n_train, n_eval=n_test, image_size=0)
 
@@ -223,19 +230,20 @@ def model_source(pretrained: str | Path) -> ModelSource:
 
 
 def init_model(pretrained: str | Path, annotations_dir: Path, name: str, *,
-               batch_size: int = 8, root: Path | None = None,
-               overwrite: bool = False) -> tuple[Path, ModelSource, DatasetInfo]:
+               batch_size: int = 8, root: Path | None = None, overwrite: bool = False,
+               label_map: Path | None = None) -> tuple[Path, ModelSource, DatasetInfo]:
     """Write ``<root>/models/<name>/pipeline.config`` for the data in ``annotations_dir``.
 
     From the pre-trained model's own config: num_classes, label map and record paths, batch
     size, ``fine_tune_checkpoint`` (type ``detection``) when the model has a checkpoint (else
     none: training starts from scratch) and ``use_bfloat16: false`` (bfloat16 is for TPUs).
-    ``root`` defaults to the folder holding ``annotations_dir`` (the tutorial's layout).
+    ``root`` defaults to the folder holding ``annotations_dir`` (the tutorial's layout);
+    ``label_map`` replaces ``annotations_dir/label_map.pbtxt``.
     """
     if batch_size < 1:
         raise ValueError(f"`batch_size >= 1` must hold, but got batch_size={batch_size!r}")
     source = model_source(pretrained)
-    dataset = dataset_in(annotations_dir)
+    dataset = dataset_in(annotations_dir, label_map)
     config = _parse(source.config.read_text(), str(source.config))
     _configure(config, dataset, str(source.config))
     train = config.train_config

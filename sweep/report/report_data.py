@@ -333,6 +333,13 @@ def _load_study(g: Gathered) -> Any | None:
         if not db.exists():  # loading would create an empty database
             g.notes.append(f"No Optuna study yet ({db} does not exist).")
             return None
+        from sweep.core.experiment import study_file_problem
+
+        problem = study_file_problem(db)
+        if problem:  # loading could write Optuna's tables into it
+            g.notes.append(f"The Optuna study {db} {problem}: restore it from a copy (this "
+                           "report is from the trials' folders only).")
+            return None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name = g.settings.get("study_name")
     try:

@@ -46,6 +46,9 @@ from sweep.search import marks
 # cheap signs of news: the eval job appended an evaluation, or a job exited. A result then goes
 # to Ray within this, not up to a poll later; a stat and two waitpids cost nothing here.
 WAKE_S = 0.05
+# When the sweep stops (interrupt, budget) a runner waits this long for Ray to end its actor
+# (Ray allows ~10 s).
+INTERRUPT_WAIT_S = 300.0
 
 @dataclass(frozen=True)
 class TrialSpec:
@@ -128,6 +131,8 @@ class TrialRunner:
         self.best_value: float | None = None
         self.watch = metrics.TrialWatch(self.dir.path)
         self._failed_at_start: tuple[str, str] | None = None  # (reason, detail) for next_result
+        self._ended: dict[str, Any] | None = None  # the folder's end, replayed (start())
+        self._began = time.time()  # a stop file older than this runner is not about it
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -139,6 +144,15 @@ class TrialRunner:
         d = self.dir
         d.path.mkdir(parents=True, exist_ok=True)
         status = d.status()
+        if status.get("state") in ENDED and d.pipeline_path.exists():
+            # Ray restored (or restarted) a trial whose folder says it ended: its saved state
+            # predates the end (a driver killed within Ray's save interval, an actor lost
+            # after the last word). The folder is the truth: report that end again, start
+            # no job, change nothing in the folder.
+            self.params = d.params()
+            self.num_steps = _num_steps(d.pipeline_path)
+            self._ended = status
+            return
         try:
             if not d.pipeline_path.exists():
                 write_json(d.params_path, self.params)
@@ -341,8 +355,12 @@ class TrialRunner:
         deadline = None if timeout is None else time.time() + timeout
         if self._failed_at_start is not None:
             return self._fail(*self._failed_at_start)
+        if self._ended is not None:
+            return self._replay_end(self._ended)
         self._open_gate()  # Ray asks for the next result: the scheduler let this trial go on
         while True:
+            if self._sweep_stopping():
+                self._stopped_wait()
             # Divergence first: a NaN loss can also crash a job, and a crash would be retried.
             m = self.watch.read()
             loss = m.last_train().get(metrics.TOTAL_LOSS)
@@ -367,6 +385,25 @@ class TrialRunner:
             if deadline is not None and time.time() > deadline:
                 raise TimeoutError(f"no evaluation of {self.dir.name} within {timeout}s")
             self._sleep_until_news(self.spec.poll)
+
+    def _sweep_stopping(self) -> bool:
+        """The whole sweep is stopping since this runner began: the driver was interrupted
+        (sweep.core.interrupt) or a budget is spent (the stop file says which)."""
+        stopping = read_json(self.exp.stop_path)
+        return (isinstance(stopping, dict) and stopping.get("kind") in ("interrupted", "budget")
+                and float(stopping.get("at") or 0) >= self._began)
+
+    def _stopped_wait(self) -> None:
+        """Stop the jobs at once and record why (``stop()``: INTERRUPTED, the last checkpoint
+        being where `sweep resume` goes on, or STOPPED by the budget), then report nothing
+        more: Ray's stop of this actor waits behind this call and ends it within seconds. An
+        evaluation that lands meanwhile is in the folder (a resume reports it)."""
+        self.stop()
+        limit = time.time() + INTERRUPT_WAIT_S
+        while time.time() < limit:
+            time.sleep(0.5)
+        raise RuntimeError(f"the sweep is stopping, and Ray did not end trial "
+                           f"{self.dir.name}'s actor within {INTERRUPT_WAIT_S:.0f} s")
 
     def _sleep_until_news(self, timeout: float) -> None:
         """Sleep up to ``timeout`` s; wake early when ``eval/evaluated.jsonl`` changes (the eval
@@ -403,6 +440,21 @@ class TrialRunner:
                           trained_steps=self._trained_steps())
         self.dir.update_status(**fields)
         _hparams_result(self, out, COMPLETED if done else None)
+        return out
+
+    def _replay_end(self, status: dict[str, Any]) -> dict[str, Any]:
+        """The result that ends a trial whose folder already ended (start()), as its runner
+        said it then: the last evaluation (trained to the end or not), or the failure."""
+        out: dict[str, Any] = {"done": True, "trial_dir": str(self.dir.path),
+                               "wall_time": float(status.get("elapsed") or 0.0)}
+        if status.get("state") == FAILED:
+            return {**out, "sweep_failed": str(status.get("reason") or errors.CRASHED)}
+        m = metrics.read_trial(self.dir.path)
+        step = int(status.get("reported_step", -1))
+        if step in m.eval:
+            out.update(step=step, **result_values(m, step))
+        out["trained_to_end"] = status.get("state") == COMPLETED
+        self.reported_step = step
         return out
 
     def _keep_best(self, step: int, value: float | None) -> None:
@@ -572,6 +624,38 @@ def mark_interrupted(trial: TrialDir, exp: Experiment) -> bool:
         return False
     trial.update_status(state=INTERRUPTED, reason=interrupted_reason(exp), ended_at=time.time())
     return True
+
+
+def rebuild_status(trial: TrialDir) -> tuple[dict[str, Any], Path]:
+    """A damaged status.json rebuilt from what the trial's folder holds (its evaluations,
+    train events, train.log); the damaged file is kept beside it as
+    ``status.json.damaged-<time>``. COMPLETED if its last step was evaluated, FAILED
+    (diverged) if its loss is not finite, else INTERRUPTED: a resume continues it from its last
+    checkpoint. Returns the new status and where the damaged file went."""
+    num_steps = _num_steps(trial.pipeline_path) if trial.pipeline_path.exists() else 0
+    steps = [int(r["step"]) for r in trial.evaluated() if "step" in r]
+    last = max(steps, default=-1)
+    m = metrics.read_trial(trial.path)
+    loss = m.last_train().get(metrics.TOTAL_LOSS)
+    if loss is not None and not math.isfinite(loss):
+        state, reason = FAILED, errors.DIVERGED
+    elif num_steps and last >= num_steps:
+        state, reason = COMPLETED, None
+    else:
+        state, reason = INTERRUPTED, ("rebuilt from the trial's folder (its status.json was "
+                                      "damaged); `sweep resume` continues it from its last "
+                                      "checkpoint")
+    attempts = (trial.train_log.read_text(errors="replace").count("start train")
+                if trial.train_log.exists() else 0)
+    kept = trial.status_path.with_name(
+        f"{trial.status_path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(trial.status_path, kept)
+    status = {"state": state, "reason": reason, "num_steps": num_steps, "reported_step": last,
+              "last_step": max(last, int(m.last_train_step or 0)), "attempts": attempts,
+              "restarts": 0, "created_at": trial.path.stat().st_mtime, "ended_at": time.time(),
+              "rebuilt_from": kept.name}
+    write_json(trial.status_path, status)
+    return status, kept
 
 
 def mark_failed(trial: TrialDir, reason: str, detail: str) -> str:

@@ -340,18 +340,32 @@ def _callbacks(settings: SweepSettings, exp: Experiment):  # noqa: ANN202
             self._line(f"{trial.trial_id} FAILED: {reason} (see {exp.trial(trial.trial_id).path})")
 
     class Budget(Stopper):
-        """Stops the sweep after N consecutive failed trials or a total train-step budget."""
+        """Stops the sweep after N consecutive failed trials, a total train-step budget or
+        its time budget (the sweep's wall time over all its runs, experiment.json's
+        ``wall_time_s`` holding the earlier ones). A spent budget writes the experiment's
+        stop file, so each trial stopped with it says why (TrialRunner.stop)."""
 
         def __init__(self) -> None:
             self.streak = 0
             self.steps: dict[str, int] = {}
             self.reason: str | None = None
             self.pid = os.getpid()
+            self.deadline = self._deadline()
+
+        @staticmethod
+        def _deadline() -> float | None:
+            if not settings.time_budget_s:
+                return None
+            from sweep.core.experiment import read_json
+
+            earlier = (read_json(exp.settings_path, {}) or {}).get("wall_time_s") or 0
+            return time.time() + settings.time_budget_s - float(earlier)
 
         def _seed(self) -> None:
             """Tune.restore (a new driver process) reuses this object as pickled at the start:
             take what the trial folders say (steps trained, failures in a row) first."""
             self.pid = os.getpid()
+            self.deadline = self._deadline()
             for t in exp.trials():
                 st = t.status()
                 if st.get("last_step") is not None:
@@ -385,13 +399,23 @@ def _callbacks(settings: SweepSettings, exp: Experiment):  # noqa: ANN202
                 self.reason = (f"{self.streak} trials failed in a row; the sweep stops. Look at "
                                f"the last trials' train.log / eval.log under {exp.trials_dir}")
             if settings.step_budget and sum(self.steps.values()) >= settings.step_budget:
-                self.reason = f"the step budget ({settings.step_budget} train steps) is spent"
-                if not exp.stop_path.exists():  # trials stopped from now on say why
-                    from sweep.core.experiment import write_json
+                self._spent(f"the step budget ({settings.step_budget} train steps) is spent")
+            if self.deadline is not None and time.time() >= self.deadline:
+                self._spent(f"the time budget ({settings.time_budget_s / 60:g} min) is spent")
 
-                    write_json(exp.stop_path, {"kind": "budget", "reason": self.reason})
+        def _spent(self, reason: str) -> None:
+            self.reason = self.reason or reason
+            if not exp.stop_path.exists():  # trials stopped from now on say why
+                from sweep.core.experiment import write_json
+
+                write_json(exp.stop_path, {"kind": "budget", "reason": self.reason,
+                                           "at": time.time()})
 
         def stop_all(self) -> bool:
+            # Ray asks every loop, results or not: the time budget is checked here too.
+            if self.pid != os.getpid():
+                self._seed()
+            self._check()
             return self.reason is not None
 
     budget = Budget()
@@ -514,28 +538,15 @@ def open_study_storage(settings: SweepSettings, *, resume: bool) -> Any:
 
 
 def _check_study_file(settings: SweepSettings, path: Path) -> None:
-    """Read-only look at a resumed experiment's study.db: opening a damaged or empty file
-    with SQLAlchemy would write Optuna's tables into it."""
-    import sqlite3
+    """Read-only look at a resumed experiment's study.db (sweep.core.experiment)."""
+    from sweep.core.experiment import study_file_problem
 
-    problem = None
-    try:
-        with path.open("rb") as f:
-            header = f.read(16)
-        if header != b"SQLite format 3\x00":
-            problem = "is not an SQLite database"
-        else:
-            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-                tables = {r[0] for r in db.execute("select name from sqlite_master")}
-            if "studies" not in tables:
-                problem = "holds no Optuna study"
-    except (OSError, sqlite3.Error) as e:
-        problem = f"cannot be read ({e})"
+    problem = study_file_problem(path)
     if problem:
         raise errors.ConfigError(errors.Problem(
-            str(settings.experiment_root), "study.db", f"the sweep's Optuna study database "
-            f"{problem}", "restore study.db from a copy, or start anew with "
-            f"`sweep run ... --name {settings.name} --overwrite`"))
+            str(path), "", f"the sweep's Optuna study database {problem}", "restore study.db "
+            f"from a copy, or start anew with `sweep run ... --name {settings.name} "
+            "--overwrite`; nothing was changed"))
 
 
 def _safe_url(url: str) -> str:
@@ -799,7 +810,8 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
                 # PBT's population generator limits concurrency itself.
                 max_concurrent_trials=(None if settings.population_based
                                        else settings.max_concurrent),
-                time_budget_s=settings.time_budget_s,
+                # --time-budget is the Budget stopper's (a budget, with its message and
+                # trial state), not Ray's time_budget_s (a stop like the scheduler's).
                 trial_dirname_creator=lambda t: t.trial_id,
                 # The next trial takes over a finished trial's Ray actor (reset_config) instead
                 # of a new actor process per trial. Not under PBT, whose exploit would reset a
@@ -815,6 +827,11 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
     # "Failed to fetch metrics" warning when it builds the (unused) result grid.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     exp.stop_path.unlink(missing_ok=True)  # a resumed sweep: its trials run again
+    if resume:
+        # The last driver may have died before its own reconcile (kill -9, a lost node): the
+        # folders are the truth before Ray and the searcher go on from their saved state.
+        reconcile(exp, settings.storage_url(), study_name, interrupted=True,
+                  keys=[result_key(m) for m in settings.metrics])
     grid = tuner.fit()
     errored = len(grid.errors)
     sig = interrupt.received()
@@ -845,8 +862,8 @@ def reconcile(exp: Experiment, storage_url: str, study_name: str, *, interrupted
 
     - a folder still RUNNING/PENDING/PAUSED: INTERRUPTED if the sweep was interrupted (its actor
       was stopped before it could say so; `sweep resume` continues it), else lost with a killed
-      driver (FAILED); an INTERRUPTED one after an uninterrupted run was not continued by Ray:
-      STOPPED;
+      driver (FAILED), or stopped by the sweep's spent ``budget`` (STOPPED); an INTERRUPTED one
+      after an uninterrupted run was not continued by Ray: STOPPED;
     - an Optuna trial still RUNNING: told what its folder says (COMPLETED: its last values,
       STOPPED: pruned, FAILED: failed with the reason); an unfinished one stays RUNNING when
       the sweep was interrupted (the resumed searcher tells it); one a spent ``budget`` never
@@ -878,6 +895,11 @@ def reconcile(exp: Experiment, storage_url: str, study_name: str, *, interrupted
         elif state == INTERRUPTED and not interrupted:
             t.update_status(state=STOPPED, reason="interrupted with the sweep, and already "
                             "ended in Ray's saved state: not continued", ended_at=time.time())
+        elif state in (RUNNING, PENDING) and budget:
+            # Ray ended its actor when the budget stopped the sweep, before its runner could
+            # say so (still starting its jobs): stopped by the budget, not lost.
+            t.update_status(state=STOPPED, reason=f"stopped with the sweep: {budget}",
+                            ended_at=time.time())
         elif state in (RUNNING, PENDING):
             mark_failed(t, LOST, "its process ended without a word (driver or node killed)")
             lost.append(t.name)
@@ -887,7 +909,7 @@ def reconcile(exp: Experiment, storage_url: str, study_name: str, *, interrupted
     # for, harmless: it is no trial of this sweep's and not in its report.
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         name = t.user_attrs.get("ray_trial_id")
-        status = exp.trial(name).status() if name else {}
+        status = exp.trial(name).status() if name and exp.trial(name).path.is_dir() else {}
         state = status.get("state")
         try:
             if state == COMPLETED:

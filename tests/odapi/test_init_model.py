@@ -97,3 +97,24 @@ def test_cli_init(tmp_path: Path, annotations_dir: Path, capsys: pytest.CaptureF
     (annotations_dir / "train.record-00001-of-00002").write_bytes(b"garbage, not a record")
     assert main([*args, "--overwrite"]) == 2
     assert "train.record-00001-of-00002: not a readable TFRecord" in capsys.readouterr().err
+
+
+def test_init_takes_the_users_own_label_map(tmp_path: Path, annotations_dir: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    """The records without label_map.pbtxt beside them: init says to pass --label-map (an
+    option it has), and takes one from elsewhere; the config points at that file."""
+    own = tmp_path / "mine" / "classes.pbtxt"
+    own.parent.mkdir()
+    shutil.move(annotations_dir / "label_map.pbtxt", own)
+    args = ["init", "--pretrained", "tiny_ssd_mobilenet_v2", "--annotations",
+            str(annotations_dir), "--name", "m"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "no label_map.pbtxt here" in err and "--label-map FILE" in err, err
+    assert not (annotations_dir.parent / "models").exists()  # a refusal writes nothing
+    assert main([*args, "--label-map", str(own)]) == 0, capsys.readouterr().err
+    cfg = load_pipeline(annotations_dir.parent / "models" / "m" / "pipeline.config")
+    assert cfg.train_input_reader.label_map_path == str(own)
+    assert cfg.eval_input_reader[0].label_map_path == str(own)
+    assert main([*args, "--label-map", str(tmp_path / "nowhere.pbtxt"), "--overwrite"]) == 2
+    assert "nowhere.pbtxt: cannot read the label map" in capsys.readouterr().err

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
@@ -32,32 +32,30 @@ parameters:
 FAKE = {"SWEEP_WORKER_MODULE": "tests.fake_worker", "FAKE_MODE": "slow", "FAKE_STEP_SLEEP": "1"}
 
 
-def _start(root: Path, pipeline: Path, name: str, address: str) -> tuple[subprocess.Popen, Path]:
+def _start(root: Path, pipeline: Path, name: str, address: str, *extra: str,
+           num_trials: int = 3) -> tuple[subprocess.Popen, Path]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", **FAKE}
     log = root / f"{name}.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "sweep.cli", "run", "--space", str(root / "space.yaml"),
-             "--pipeline", str(pipeline), "--name", name, "--num-trials", "3",
+             "--pipeline", str(pipeline), "--name", name, "--num-trials", str(num_trials),
              "--max-concurrent", "1", "--eval-every", "20", "--scheduler", "fifo",
-             "--no-dashboard", "--no-report", "--address", address],
+             "--no-dashboard", "--no-report", "--address", address, *extra],
             cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     return proc, log
 
 
-def _interrupt_when_mid_sweep(root: Path, pipeline: Path, name: str, sig: int,
-                              group: bool, address: str) -> tuple[int, str, float]:
-    """Run a sweep, send ``sig`` once one trial is COMPLETED and another has evaluated a
-    checkpoint short of its last; returns (exit code, output, seconds to exit)."""
+def _interrupt_when(root: Path, pipeline: Path, name: str, sig: int, group: bool,
+                    address: str, ready: Callable[[list[dict]], bool]) -> dict:
+    """Run a sweep, send ``sig`` once ``ready(the trials' statuses)``; returns the exit code,
+    the output and the seconds from the signal to the exit."""
     proc, log = _start(root, pipeline, name, address)
     exp = Experiment(root / "experiments" / name)
     try:
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:
-            states = [t.status() for t in exp.trials()]
-            if any(s.get("state") == COMPLETED for s in states) and any(
-                    s.get("state") == "RUNNING" and 20 <= int(s.get("reported_step", -1)) < 60
-                    for s in states):
+            if ready([t.status() for t in exp.trials()]):
                 break
             time.sleep(0.2)
         assert proc.poll() is None, log.read_text()[-3000:]
@@ -67,22 +65,34 @@ def _interrupt_when_mid_sweep(root: Path, pipeline: Path, name: str, sig: int,
         else:
             os.kill(proc.pid, sig)
         rc = proc.wait(timeout=120)
-        return rc, log.read_text(), time.time() - t0
+        return {"rc": rc, "out": log.read_text(), "secs": time.time() - t0}
     finally:
         if proc.poll() is None:
             proc.kill()
 
 
+def _one_done_and_one_midway(states: list[dict]) -> bool:
+    return any(s.get("state") == COMPLETED for s in states) and any(
+        s.get("state") == "RUNNING" and 20 <= int(s.get("reported_step", -1)) < 60
+        for s in states)
+
+
+def _one_midway(states: list[dict]) -> bool:
+    return any(s.get("state") == "RUNNING" and int(s.get("reported_step", -1)) >= 20
+               for s in states)
+
+
 @pytest.fixture(scope="module")
 def interrupted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """The SIGINT sweep before and after `sweep resume`, and the SIGTERM sweep."""
+    """The SIGINT sweep before and after `sweep resume`, the SIGTERM sweep and the two budget
+    sweeps, run side by side on one Ray (the stand-in's trials mostly sleep)."""
     root = tmp_path_factory.mktemp("interrupt")
     pipeline = make_workspace(root, n_train=8, n_eval=4)
     (root / "space.yaml").write_text(SPACE)
     saved = dict(os.environ)
     os.environ.update(FAKE)  # Ray's workers (and the trials' jobs) take this environment
     try:
-        yield from _sweeps(root, pipeline, _start_ray())
+        yield _sweeps(root, pipeline, _start_ray())
     finally:
         import ray
 
@@ -93,14 +103,15 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 def _start_ray() -> str:
     """One Ray for the module's drivers (they join it with --address): a Ray start is the
-    slow and, on a loaded machine, the fragile part."""
+    slow and, on a loaded machine, the fragile part. Four CPUs: one trial of each sweep at
+    once (the stand-in's trials sleep)."""
     import psutil
     import ray
 
     for attempt in range(6):
         before = {c.pid for c in psutil.Process().children()}
         try:
-            ctx = ray.init(address="local", num_cpus=2, include_dashboard=False,
+            ctx = ray.init(address="local", num_cpus=4, include_dashboard=False,
                            log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
             return ctx.address_info["gcs_address"]
         except Exception:  # noqa: BLE001 - "timed out during startup" under load: again
@@ -114,36 +125,45 @@ def _start_ray() -> str:
     raise AssertionError("unreachable")
 
 
-def _sweeps(root: Path, pipeline: Path, address: str):  # noqa: ANN202
+def _budget_sweep(root: Path, pipeline: Path, name: str, address: str, *budget: str) -> dict:
+    proc, log = _start(root, pipeline, name, address, *budget)
+    rc = proc.wait(timeout=600)
+    exp = Experiment(root / "experiments" / name)
+    return {"rc": rc, "out": log.read_text(), "exp": exp, "study": _study_states(exp),
+            "states": {t.name: t.status() for t in exp.trials()}}
+
+
+def _sweeps(root: Path, pipeline: Path, address: str) -> dict:
+    from concurrent.futures import ThreadPoolExecutor
+
     out: dict = {"root": root}
-    rc, text, secs = _interrupt_when_mid_sweep(root, pipeline, "ir", signal.SIGINT, group=True,
-                                               address=address)
-    exp = Experiment(root / "experiments" / "ir")
-    out["int"] = {"rc": rc, "out": text, "secs": secs,
-                  "states": {t.name: t.status() for t in exp.trials()},
-                  "study": _study_states(exp), "status": run_cli(["status", "ir"], root),
-                  "report": run_cli(["report", "ir"], root)}
-    res = run_cli(["resume", "ir", "--no-dashboard", "--no-report", "--address", address], root,
-                  timeout=600)
-    (root / "resume.log").write_text(res.stdout + res.stderr)  # to read after a failure
-    out["resume"] = {"rc": res.returncode, "out": res.stdout + res.stderr,
-                     "states": {t.name: t.status() for t in exp.trials()},
-                     "study": _study_states(exp), "exp": exp}
-    rc, text, secs = _interrupt_when_mid_sweep(root, pipeline, "it", signal.SIGTERM, group=False,
-                                               address=address)
-    out["term"] = {"rc": rc, "out": text,
-                   "states": {t.name: t.status() for t in
-                              Experiment(root / "experiments" / "it").trials()}}
-    # A step budget: trial 1 trains 80 steps, trial 2 is stopped at 20 (100 in all).
-    res = run_cli(["run", "--space", str(root / "space.yaml"), "--pipeline", str(pipeline),
-                   "--name", "ib", "--num-trials", "3", "--max-concurrent", "1",
-                   "--eval-every", "20", "--scheduler", "fifo", "--no-dashboard", "--no-report",
-                   "--step-budget", "100", "--address", address], root, timeout=600)
-    exp = Experiment(root / "experiments" / "ib")
-    out["budget"] = {"rc": res.returncode, "out": res.stdout + res.stderr,
-                     "states": {t.name: t.status() for t in exp.trials()},
-                     "study": _study_states(exp), "exp": exp}
-    yield out
+    with ThreadPoolExecutor(4) as pool:
+        term = pool.submit(_interrupt_when, root, pipeline, "it", signal.SIGTERM, False,
+                           address, _one_midway)
+        # A step budget: trial 1 trains 80 steps, trial 2 is stopped at 20 (100 in all).
+        steps = pool.submit(_budget_sweep, root, pipeline, "ib", address, "--step-budget", "100")
+        # A time budget of 2.5 min: spent while some trial (8 s each) trains (under load 10, a
+        # first trial started 1.3 min after the budget's clock did).
+        clock = pool.submit(_budget_sweep, root, pipeline, "ic", address, "--time-budget", "2.5",
+                            "--num-trials", "30")
+        out["int"] = _interrupt_when(root, pipeline, "ir", signal.SIGINT, True, address,
+                                     _one_done_and_one_midway)
+        exp = Experiment(root / "experiments" / "ir")
+        out["int"].update(states={t.name: t.status() for t in exp.trials()},
+                          study=_study_states(exp), status=run_cli(["status", "ir"], root),
+                          report=run_cli(["report", "ir"], root))
+        res = run_cli(["resume", "ir", "--no-dashboard", "--no-report", "--address", address],
+                      root, timeout=600)
+        (root / "resume.log").write_text(res.stdout + res.stderr)  # to read after a failure
+        out["resume"] = {"rc": res.returncode, "out": res.stdout + res.stderr,
+                         "states": {t.name: t.status() for t in exp.trials()},
+                         "study": _study_states(exp), "exp": exp}
+        out["term"] = term.result()
+        out["term"]["states"] = {t.name: t.status() for t in
+                                 Experiment(root / "experiments" / "it").trials()}
+        out["budget"] = steps.result()
+        out["clock"] = clock.result()
+    return out
 
 
 def _study_states(exp: Experiment) -> dict[str, str]:
@@ -232,6 +252,29 @@ def test_a_spent_step_budget_stops_the_sweep_as_a_budget(interrupted: dict) -> N
             assert t.state.name == "FAIL" and t.user_attrs["failure"].startswith("not started")
 
 
+@pytest.mark.slow
+def test_a_spent_time_budget_stops_the_sweep_as_a_budget(interrupted: dict) -> None:
+    """--time-budget as the step budget: its own closing line and trial state (not "stopped
+    early by the scheduler", not "lost"); the trials it never let start are no trials."""
+    r = interrupted["clock"]
+    assert r["rc"] == 0, r["out"][-3000:]
+    assert "killed driver" not in r["out"] and "lost" not in r["out"], r["out"][-3000:]
+    last = r["out"].strip().splitlines()[-1]
+    assert last.startswith("sweep ic stopped: the time budget (2.5 min) is spent; ") and \
+        last.endswith(" of 30 trials ran (completed, or stopped early or by the budget)"), last
+    states = [(st["state"], st.get("reason") or "") for st in r["states"].values()]
+    stopped = [reason for state, reason in states if state == "STOPPED"]
+    assert len(stopped) == 1 and "the time budget (2.5 min) is spent" in stopped[0], states
+    assert {state for state, _ in states} <= {COMPLETED, "STOPPED"}, states
+    study = r["study"]
+    for name, st in r["states"].items():
+        assert study[name] == {COMPLETED: "COMPLETE", "STOPPED": "PRUNED"}[st["state"]], study
+    s = r["exp"].settings()
+    for t in optuna.load_study(study_name=s["study_name"], storage=r["exp"].storage_url()).trials:
+        if t.user_attrs.get("ray_trial_id") not in r["states"]:
+            assert t.state.name == "FAIL" and t.user_attrs["failure"].startswith("not started")
+
+
 def test_an_interrupt_before_launch_says_nothing_was_started(tmp_path: Path, monkeypatch,
                                                              capsys) -> None:  # noqa: ANN001
     """Ctrl-C during pre-flight: exit 130, no experiment folder, no advice to resume."""
@@ -253,11 +296,13 @@ def test_an_interrupt_before_launch_says_nothing_was_started(tmp_path: Path, mon
     assert not (tmp_path / "experiments" / "pf").exists()
 
 
-@pytest.mark.parametrize("interrupted", [True, False])
-def test_reconcile_brings_the_study_in_line_with_the_folders(tmp_path: Path,
-                                                             interrupted: bool) -> None:
+@pytest.mark.parametrize("how", ["interrupted", "killed", "budget"])
+def test_reconcile_brings_the_study_in_line_with_the_folders(tmp_path: Path, how: str) -> None:
     """The folder is the truth on every exit path: each Optuna trial left RUNNING is told what
-    its folder says; an unfinished one stays RUNNING only when the sweep was interrupted."""
+    its folder says; an unfinished one stays RUNNING only when the sweep was interrupted, and
+    is stopped by a spent budget (not lost)."""
+    interrupted = how == "interrupted"
+    budget = "the time budget (1 min) is spent" if how == "budget" else None
     from optuna.trial import TrialState
 
     from sweep.core.experiment import FAILED, RUNNING, STOPPED
@@ -279,7 +324,8 @@ def test_reconcile_brings_the_study_in_line_with_the_folders(tmp_path: Path,
     append_event(exp.trial("done").path / "train", 40, {"Loss/total_loss": 1.0})
     study.ask().set_user_attr("ray_trial_id", "never_started")  # suggested, no folder yet
 
-    lost = reconcile(exp, url, "r", interrupted=interrupted, keys=[result_key(MAP)])
+    lost = reconcile(exp, url, "r", interrupted=interrupted, keys=[result_key(MAP)],
+                     budget=budget)
 
     got = {t.user_attrs["ray_trial_id"]: t for t in optuna.load_study(study_name="r",
                                                                       storage=url).trials}
@@ -292,9 +338,83 @@ def test_reconcile_brings_the_study_in_line_with_the_folders(tmp_path: Path,
         assert lost == []
         assert all(got[n].state == TrialState.RUNNING for n in unfinished)
         assert states["midway"] == INTERRUPTED and states["cut"] == INTERRUPTED
+    elif budget:
+        assert lost == []
+        assert states["midway"] == STOPPED and states["cut"] == STOPPED
+        assert exp.trial("midway").status()["reason"] == f"stopped with the sweep: {budget}"
+        assert got["midway"].state == got["cut"].state == TrialState.PRUNED
+        assert got["never_started"].state == TrialState.FAIL
+        assert got["never_started"].user_attrs["failure"] == f"not started: {budget}"
     else:
         assert sorted(lost) == ["midway", "never_started"]
         assert all(got[n].state == TrialState.FAIL for n in ("midway", "never_started"))
         assert states["midway"] == FAILED and states["cut"] == STOPPED
         assert got["cut"].state == TrialState.PRUNED
     assert states["done"] == COMPLETED and states["broke"] == FAILED
+
+
+def test_a_resume_brings_the_study_in_line_with_the_folders_before_ray_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A driver killed before its own reconcile leaves Optuna trials RUNNING whose folders
+    ended: `sweep resume` tells the study what the folders say before Ray's restored searcher
+    runs (fit() is a stand-in here: no Ray starts)."""
+    from ray import tune
+
+    from sweep.core.experiment import RUNNING, STOPPED
+    from sweep.odapi.metrics import MAP
+    from sweep.run import tune_backend
+    from sweep.run.settings import SweepSettings
+    from sweep.search.space import load_space
+    from tests.fake_worker import append_event
+
+    (tmp_path / "space.yaml").write_text(SPACE)
+    settings = SweepSettings(name="k", space=tmp_path / "space.yaml", pipeline=tmp_path / "p",
+                             storage=tmp_path)
+    exp = Experiment(tmp_path / "k")
+    exp.root.mkdir()
+    study = optuna.create_study(study_name="k", storage=settings.storage_url(),
+                                direction="maximize")
+    for name, state in {"done": COMPLETED, "cut": STOPPED, "midway": RUNNING}.items():
+        t = exp.trial(name)
+        t.path.mkdir(parents=True)
+        t.update_status(state=state)
+        study.ask().set_user_attr("ray_trial_id", name)
+    append_event(exp.trial("done").path / "eval", 80, {MAP: 0.5})
+    append_event(exp.trial("done").path / "train", 80, {"Loss/total_loss": 1.0})
+    seen: dict = {}
+
+    class Restored:
+        def fit(self):  # noqa: ANN202 - what Ray's restored searcher starts from
+            seen.update({t.user_attrs["ray_trial_id"]: t.state.name for t in optuna.load_study(
+                study_name="k", storage=settings.storage_url()).trials})
+            seen["midway folder"] = exp.trial("midway").status()["state"]
+            return type("Grid", (), {"errors": []})()
+
+    monkeypatch.setattr(tune.Tuner, "restore", lambda *a, **k: Restored())
+    tune_backend.run_sweep(settings, load_space(tmp_path / "space.yaml"), [], NUM_STEPS,
+                           plan=tune_backend.Plan(), url=None, resume=True)
+    # The unfinished one: INTERRUPTED in its folder, RUNNING in the study (the run continues it).
+    assert seen == {"done": "COMPLETE", "cut": "PRUNED", "midway": "RUNNING",
+                    "midway folder": INTERRUPTED}, seen
+
+
+def test_the_time_budget_is_the_budget_stoppers_over_all_runs(tmp_path: Path) -> None:
+    """--time-budget stops the sweep as a budget (its stop file makes each running trial say
+    why), counting the wall time of the sweep's earlier runs (experiment.json)."""
+    from sweep.core.experiment import read_json, write_json
+    from sweep.run.settings import SweepSettings
+    from sweep.run.tune_backend import _callbacks
+
+    settings = SweepSettings(name="tb", space=tmp_path / "s.yaml", pipeline=tmp_path / "p",
+                             storage=tmp_path, time_budget_s=60.0)
+    exp = Experiment(tmp_path / "tb")
+    exp.root.mkdir()
+    write_json(exp.settings_path, {"name": "tb", "wall_time_s": 20.0})
+    _, budget = _callbacks(settings, exp)
+    assert not budget.stop_all() and not exp.stop_path.exists()  # 40 s of 60 are left
+    write_json(exp.settings_path, {"name": "tb", "wall_time_s": 60.0})  # a resumed sweep's
+    _, budget = _callbacks(settings, exp)
+    assert budget.stop_all()
+    assert budget.reason == "the time budget (1 min) is spent"
+    assert read_json(exp.stop_path)["kind"] == "budget"
+    assert read_json(exp.stop_path)["reason"] == budget.reason

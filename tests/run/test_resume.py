@@ -1,7 +1,8 @@
-"""`sweep resume` after the driver was killed with SIGKILL (slow: real OD API, Ray, Optuna).
+"""`sweep resume` after the driver was stopped: killed with SIGKILL (stand-in worker: it is about
+our processes, Ray and Optuna, not TensorFlow), or interrupted with Ctrl-C (real OD API).
 
-One run: `sweep run` (3 trials, one at a time) is killed -9 once the first trial is COMPLETED
-and the second is mid-training with a checkpoint past step 0; then `sweep resume` finishes it.
+kill -9: `sweep run` (3 trials, one at a time) is killed once the first trial is COMPLETED and
+the second is mid-training with a checkpoint; then `sweep resume` finishes it.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ import psutil
 import pytest
 
 from sweep.core import errors
-from sweep.core.experiment import COMPLETED, FAILED, RUNNING, Experiment, TrialDir
+from sweep.core.experiment import COMPLETED, RUNNING, Experiment, TrialDir
 from sweep.odapi import metrics
 from tests.conftest import REPO, make_workspace, run_cli
 
-NUM_STEPS = 60  # checkpoints every 20 steps: a window of 40 steps to kill the driver in
+NUM_STEPS = 60  # checkpoints every 20 steps
 SPACE = f"""\
 description: resume test (tiny SSD MobileNet, {NUM_STEPS} steps)
 parameters:
@@ -43,14 +44,10 @@ points:
     cosine_decay_learning_rate.warmup_learning_rate: 0.001
     cosine_decay_learning_rate.warmup_steps: 0
     l2_weight: 0.0004
-  # The trial that starts after the resume diverges at once: the sweep's third trial is
-  # still sampled from the restored searcher, at little cost.
-  - learning_rate: cosine_decay_learning_rate
-    cosine_decay_learning_rate.learning_rate_base: 1.0e+6
-    cosine_decay_learning_rate.warmup_learning_rate: 1.0e+5
-    cosine_decay_learning_rate.warmup_steps: 0
-    l2_weight: 0.0004
 """
+# The stand-in worker (tests/fake_worker.py): 10 steps per FAKE_STEP_SLEEP s, so a trial trains
+# 60 steps in 18 s: longer than Ray's experiment-state save interval (10 s), as a real trial is.
+FAKE = {"SWEEP_WORKER_MODULE": "tests.fake_worker", "FAKE_MODE": "slow", "FAKE_STEP_SLEEP": "3"}
 
 
 def _ckpt_numbers(t: TrialDir) -> list[int]:
@@ -96,10 +93,31 @@ def _kill_tree(pids: list[int]) -> None:
             pass
 
 
+def _ray_saved(exp: Experiment) -> dict[str, str]:
+    """Ray Tune's saved state of each trial (its newest experiment_state file): what a resumed
+    run restores."""
+    import json
+
+    files = sorted(exp.ray_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    try:
+        data = json.loads(files[-1].read_text()) if files else {}
+    except (OSError, ValueError):
+        return {}  # being rewritten
+    return {t["trial_id"]: t["status"] for t in (json.loads(row[0])
+                                               for row in data.get("trial_data", []))}
+
+
+def _ckpt_step(t: TrialDir, number: int) -> int:
+    """The step of the stand-in's checkpoint ``number`` (its index file holds the step)."""
+    return int((t.path / f"ckpt-{number}.index").read_text())
+
+
 @pytest.mark.slow
-def test_resume_after_kill_9(tmp_path: Path) -> None:
+def test_resume_after_kill_9(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     t_start = time.time()
-    pipeline = make_workspace(tmp_path)
+    for k, v in FAKE.items():  # the driver, its Ray and `sweep resume` take this environment
+        monkeypatch.setenv(k, v)
+    pipeline = make_workspace(tmp_path, n_train=8, n_eval=4)
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
     log = open(tmp_path / "run.log", "w")  # noqa: SIM115 - the child writes it
@@ -112,46 +130,44 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
     exp = Experiment(tmp_path / "experiments" / "rs")
     descendants: list[int] = []
     try:
-        # 1. Wait for: one trial COMPLETED, another RUNNING with a checkpoint past step 0 (ckpt-1
-        #    is step 0, ckpt-k is step 20*(k-1)) but not the last one (ckpt-4 = step 60).
+        # 1. Wait for: one trial COMPLETED, another RUNNING with a checkpoint (the stand-in's
+        #    ckpt-k is step 20k) short of its last one, both as such in Ray's saved state (Ray
+        #    saves it every 10 s: a trial started since is lost with the driver, see
+        #    tune_backend.reconcile; one ended since is reported again, TrialRunner.start).
         done = interrupted = None
-        deadline = time.time() + 1800
+        deadline = time.time() + 300
         while time.time() < deadline and driver.poll() is None:
             trials = exp.trials()
             done = next((t for t in trials if t.status().get("state") == COMPLETED), None)
             interrupted = next(
                 (t for t in trials if t.status().get("state") == RUNNING
-                 and _ckpt_numbers(t) and 2 <= max(_ckpt_numbers(t)) < NUM_STEPS // 20 + 1), None)
-            if done and interrupted:
+                 and _ckpt_numbers(t) and max(_ckpt_numbers(t)) < NUM_STEPS // 20), None)
+            saved = _ray_saved(exp)
+            if done and interrupted and saved.get(done.name) == "TERMINATED" \
+                    and saved.get(interrupted.name) == "RUNNING":
                 break
-            time.sleep(0.25)
+            time.sleep(0.1)
         assert done and interrupted, (driver.poll(), (tmp_path / "run.log").read_text()[-3000:])
         descendants = [p.pid for p in psutil.Process(driver.pid).children(recursive=True)]
         os.kill(driver.pid, signal.SIGKILL)  # kill -9: no cleanup, no final state save
         driver.wait(timeout=30)
-        t_killed = time.time()
-        killed_at_ckpt = max(_ckpt_numbers(interrupted))
+        killed_at = _ckpt_step(interrupted, max(_ckpt_numbers(interrupted)))
         st = interrupted.status()
         done_before = _snapshot(done.path)
-        print(f"killed the driver at {t_killed - t_start:.0f}s; {done.name} done, "
-              f"{interrupted.name} at ckpt-{killed_at_ckpt}")
 
-        # 2. The orphaned OD API jobs watch their parent (the Ray actor) and end by themselves;
-        #    the actor ends with the embedded Ray, which ends with its driver.
+        # 2. The orphaned train/eval jobs watch their parent (the Ray actor) and end by
+        #    themselves; the actor ends with the embedded Ray, which ends with its driver.
         jobs = [int(st[k]) for k in ("train_pid", "eval_pid") if st.get(k)]
         assert len(jobs) == 2, st
-        assert _wait_gone(jobs + [int(st["pid"])], 90) == [], "train/eval/actor outlived the driver"
-        lingering = _wait_gone(descendants, 30)
+        assert _wait_gone(jobs + [int(st["pid"])], 60) == [], "train/eval/actor outlived the driver"
+        lingering = _wait_gone(descendants, 10)
         _kill_tree(lingering)  # Ray's own processes, if any outlived their driver
 
         # 3. Resume.
-        t0 = time.time()
-        res = run_cli(["resume", "rs", "--no-dashboard", "--no-report"], tmp_path, timeout=1200)
-        resume_s = time.time() - t0
+        res = run_cli(["resume", "rs", "--no-dashboard", "--no-report"], tmp_path, timeout=600)
         (tmp_path / "resume.log").write_text(res.stdout + res.stderr)
-        # The third point diverges by design: the sweep ends, with "some trials failed".
-        assert res.returncode == errors.EXIT_TRIALS_FAILED, (res.stdout + res.stderr)[-4000:]
-        print(f"resume took {resume_s:.0f}s; lingering Ray processes after kill: {lingering}")
+        assert res.returncode == errors.EXIT_OK, (res.stdout + res.stderr)[-4000:]
+        print(f"lingering Ray processes after kill: {lingering}")
     finally:
         if driver.poll() is None:
             driver.kill()
@@ -159,7 +175,8 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
         _kill_tree([p for p in descendants if psutil.pid_exists(p)])
 
     out = res.stdout + res.stderr
-    assert "3/3 trials done" in out, out[-3000:]
+    assert "3/3 trials done" in out and "sweep rs finished: every trial completed" in out, \
+        out[-3000:]
 
     # Finished trials are untouched: not re-run, same files, same eval events.
     assert _snapshot(done.path) == done_before
@@ -172,11 +189,13 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
     files = metrics.event_files(interrupted.path / "train")
     assert len(files) == 2, files  # one per attempt
     first, second = (_file_steps(f) for f in files)
-    assert min(first) < 20 and min(second) >= 20 * (killed_at_ckpt - 1) > 0, (first, second)
+    assert min(first) < 20 and min(second) > killed_at > 0, (killed_at, first, second)
     assert max(second) == NUM_STEPS
     m = metrics.read_trial(interrupted.path)
     assert max(m.eval) == NUM_STEPS
-    assert (interrupted.train_log.read_text().count("start train")) == 2
+    steps = [r["step"] for r in interrupted.evaluated()]
+    assert steps == sorted(set(steps)), steps  # nothing evaluated twice
+    assert interrupted.train_log.read_text().count("start train") == 2
 
     # Exactly num_trials trials, each once: folders, Ray trials and Optuna trials agree.
     trials = exp.trials()
@@ -185,22 +204,19 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
         t.name for t in trials)
     params = [tuple(sorted(t.params().items())) for t in trials]
     assert len(set(params)) == 3
-    third = next(t for t in trials if t.name not in (done.name, interrupted.name))
-    assert third.status()["state"] == FAILED and third.status()["reason"] == "diverged"
+    assert {t.status()["state"] for t in trials} == {COMPLETED}
 
     s = exp.settings()
-    study = optuna.load_study(study_name=s["study_name"], storage=s["storage_url"])
+    study = optuna.load_study(study_name=s["study_name"], storage=exp.storage_url())
     assert len(study.trials) == 3, [(t.number, t.state, t.user_attrs) for t in study.trials]
     by_ray = {t.user_attrs.get("ray_trial_id"): t for t in study.trials}
     assert set(by_ray) == {t.name for t in trials}
-    expected = {COMPLETED: optuna.trial.TrialState.COMPLETE, FAILED: optuna.trial.TrialState.FAIL}
-    for t in trials:
-        assert by_ray[t.name].state == expected[t.status()["state"]], t.name
+    assert {t.state for t in study.trials} == {optuna.trial.TrialState.COMPLETE}
     assert by_ray[interrupted.name].value == pytest.approx(m.eval[NUM_STEPS][metrics.MAP])
 
     status = run_cli(["status", "rs"], tmp_path, timeout=120)
     assert status.returncode == 0 and "finished" in status.stdout
-    print(f"test_resume wall time {time.time() - t_start:.0f}s")
+    print(f"test_resume_after_kill_9 wall time {time.time() - t_start:.0f}s")
 
 
 def test_resume_without_ray_state_refuses_before_starting_ray(tmp_path: Path) -> None:
@@ -221,14 +237,15 @@ def test_resume_without_ray_state_refuses_before_starting_ray(tmp_path: Path) ->
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="failed in its first full-suite run (2026-12-01): the Ctrl-C reached "
-                          "the first trial mid-run and the test's later checks did not hold; "
-                          "open in issue 26", strict=False)
 def test_ctrl_c_then_resume_with_the_real_od_api(tmp_path: Path) -> None:
-    """Ctrl-C (SIGINT to the driver's process group, as a terminal sends it) while the second
-    trial trains: exit 130, the trial INTERRUPTED at a checkpoint, the closing line with the
-    exact resume command; `sweep resume` then finishes both trials, the interrupted one from
-    its checkpoint. (Real TensorFlow: run by the lead, not on a shared 2-core machine.)"""
+    """Ctrl-C (SIGINT to the driver's process group, as a terminal sends it) while the first
+    trial's train job is between checkpoints: exit 130, the trial INTERRUPTED at its last
+    checkpoint, the closing line with the exact resume command; `sweep resume` then finishes
+    both trials, the interrupted one continued from that checkpoint (real TensorFlow).
+
+    The moment is read from the train job's checkpoints, not from the evaluations Ray saw: the
+    eval job runs minutes behind the tiny model's training, so "step 20 reported" can mean the
+    train job already finished (its first full-suite run: nothing was left to continue)."""
     from sweep.core.experiment import INTERRUPTED
 
     pipeline = make_workspace(tmp_path)
@@ -243,11 +260,12 @@ def test_ctrl_c_then_resume_with_the_real_od_api(tmp_path: Path) -> None:
         cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     exp = Experiment(tmp_path / "experiments" / "cc")
     try:
+        # ckpt-1 is step 0, ckpt-2 step 20: the train job is then 40 steps from its end.
         target = None
         deadline = time.time() + 1800
         while time.time() < deadline and driver.poll() is None and target is None:
             target = next((t for t in exp.trials() if t.status().get("state") == RUNNING
-                           and 20 <= int(t.status().get("reported_step", -1)) < NUM_STEPS), None)
+                           and _ckpt_numbers(t) and max(_ckpt_numbers(t)) == 2), None)
             time.sleep(0.25)
         assert target is not None, (tmp_path / "run.log").read_text()[-3000:]
         os.killpg(driver.pid, signal.SIGINT)
@@ -258,17 +276,33 @@ def test_ctrl_c_then_resume_with_the_real_od_api(tmp_path: Path) -> None:
         log.close()
     out = (tmp_path / "run.log").read_text()
     assert rc == 130, out[-3000:]
-    assert out.strip().splitlines()[-1].endswith("Continue with: sweep resume cc"), out[-2000:]
+    assert out.strip().splitlines()[-1] == (
+        "sweep cc interrupted (SIGINT): 0 of 2 trials done, 1 interrupted (they continue from "
+        "their last checkpoint), 1 not started. Continue with: sweep resume cc"), out[-2000:]
     st = target.status()
     assert st["state"] == INTERRUPTED, st
     at = max(_ckpt_numbers(target))
+    assert 20 * (at - 1) < NUM_STEPS, f"the interrupt came after training ended: {st}"
+    evaluated_before = [r["step"] for r in target.evaluated()]
 
     res = run_cli(["resume", "cc", "--no-dashboard", "--no-report"], tmp_path, timeout=1800)
+    (tmp_path / "resume.log").write_text(res.stdout + res.stderr)
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
-    assert all(t.status()["state"] == COMPLETED for t in exp.trials())
+    assert "sweep cc finished: every trial completed" in res.stdout, res.stdout[-2000:]
+    trials = exp.trials()
+    assert len(trials) == 2 and all(t.status()["state"] == COMPLETED for t in trials)
+    st = target.status()
+    assert st["attempts"] == 2 and st["restarts"] == 0, st
+    # Continued from its checkpoint, not started anew: one event file per attempt, the second
+    # from past the checkpoint's step to the last step.
     files = metrics.event_files(target.path / "train")
-    assert len(files) == 2, files  # one per attempt: continued, not started anew
-    assert min(_file_steps(files[1])) >= 20 * (at - 1) > 0
+    assert len(files) == 2, files
+    first, second = (_file_steps(f) for f in files)
+    assert min(first) < 20 and second, (first, second)
+    assert min(second) > 20 * (at - 1) > 0 and max(second) == NUM_STEPS, (at, first, second)
+    steps = [r["step"] for r in target.evaluated()]
+    assert steps[:len(evaluated_before)] == evaluated_before
+    assert steps == sorted(set(steps)) and steps[-1] == NUM_STEPS, steps  # none twice
     s = exp.settings()
     study = optuna.load_study(study_name=s["study_name"], storage=s["storage_url"])
-    assert {t.state for t in study.trials} == {optuna.trial.TrialState.COMPLETE}
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2

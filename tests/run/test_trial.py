@@ -150,7 +150,7 @@ def test_stop_ends_both_processes_within_seconds_and_marks_stopped(tmp_path: Pat
 def test_a_restarted_trial_keeps_its_first_parameters(tmp_path: Path) -> None:
     r = _runner(tmp_path, params={"lr": 0.1})
     r.start()
-    r.stop()
+    r.stop_processes()  # its actor lost mid-run (status RUNNING): Ray restores the trial
     again = _runner(tmp_path, params={"lr": 0.5})  # what a restored actor would be given
     again.start()
     try:
@@ -318,3 +318,64 @@ def test_a_waiting_trial_wakes_on_an_evaluation_or_a_job_exit_not_a_poll_later(
     t0 = time.time()
     r._sleep_until_news(60.0)
     assert time.time() - t0 < 30.0 and not r.eval_proc.alive()
+
+
+@pytest.mark.parametrize("mode", ["completed", "stopped", "failed"])
+def test_a_restored_trial_whose_folder_ended_replays_its_end_and_changes_nothing(
+        tmp_path: Path, mode: str) -> None:
+    """Ray's saved state can predate a trial's end (a driver killed within Ray's save
+    interval): the resumed run starts it again. The folder is the truth: no job starts, the
+    folder is untouched, and the result says what the folder says."""
+    r = _runner(tmp_path, {"failed": "nan", "stopped": "slow"}.get(mode, "ok"),
+                env={"FAKE_STEP_SLEEP": "1"})
+    r.start()
+    first = r.next_result(timeout=30)
+    if mode == "stopped":
+        r.stop()
+    elif mode == "completed":
+        _until_done(r)
+    files = {p: p.read_bytes() for p in sorted(r.dir.path.rglob("*")) if p.is_file()}
+    again = _runner(tmp_path, "ok", run_id="resumed")
+    again.start()
+    assert again.train_proc is None and again.eval_proc is None
+    out = again.next_result(timeout=5)
+    assert out["done"] is True
+    if mode == "failed":
+        assert out["sweep_failed"] == errors.DIVERGED
+    else:
+        assert out["trained_to_end"] is (mode == "completed")
+        assert out["step"] == (40 if mode == "completed" else first["step"])
+        assert out["mAP"] == pytest.approx(0.4 if mode == "completed" else first["mAP"])
+    again.stop()  # Ray's cleanup after the result
+    assert {p: p.read_bytes() for p in sorted(r.dir.path.rglob("*")) if p.is_file()} == files
+
+
+def test_an_interrupted_sweep_stops_the_trial_at_once_and_reports_nothing_more(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver's interrupt (the stop file) reaches a runner waiting for its next result:
+    its jobs end at once and it says INTERRUPTED; no result reaches Ray (Ray ends the actor).
+    A stop file older than the runner (an earlier run's) changes nothing."""
+    from sweep.core.experiment import INTERRUPTED, write_json
+    from sweep.run import trial
+
+    monkeypatch.setattr(trial, "INTERRUPT_WAIT_S", 1.0)
+    stale = _runner(tmp_path, name="old")
+    write_json(stale.exp.stop_path, {"kind": "interrupted", "signal": "SIGINT",
+                                     "at": time.time() - 60})
+    stale.start()
+    assert _until_done(stale)[-1]["done"] and stale.dir.status()["state"] == COMPLETED
+
+    r = _runner(tmp_path, "slow", env={"FAKE_STEP_SLEEP": "1"})
+    r.start()
+    assert r.next_result(timeout=30)["step"] == 20
+    pids = (r.train_proc.pid, r.eval_proc.pid)
+    write_json(r.exp.stop_path, {"kind": "interrupted", "signal": "SIGINT", "at": time.time()})
+    t0 = time.time()
+    with pytest.raises(RuntimeError, match="stopping"):
+        r.next_result(timeout=30)
+    assert time.time() - t0 < 10
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    st = r.dir.status()
+    assert st["state"] == INTERRUPTED and st["reported_step"] == 20, st
