@@ -237,11 +237,14 @@ def test_resume_without_ray_state_refuses_before_starting_ray(tmp_path: Path) ->
 
 
 @pytest.mark.slow
+@pytest.mark.tf
 def test_ctrl_c_then_resume_with_the_real_od_api(tmp_path: Path) -> None:
     """Ctrl-C (SIGINT to the driver's process group, as a terminal sends it) while the first
     trial's train job is between checkpoints: exit 130, the trial INTERRUPTED at its last
     checkpoint, the closing line with the exact resume command; `sweep resume` then finishes
-    both trials, the interrupted one continued from that checkpoint (real TensorFlow).
+    the trial, continued from that checkpoint (real TensorFlow). One trial: that finished
+    trials are kept and unstarted ones run on resume is the stand-in tests' (test_interrupt.py,
+    and the kill -9 test above), at seconds instead of a real trial's minutes.
 
     The moment is read from the train job's checkpoints, not from the evaluations Ray saw: the
     eval job runs minutes behind the tiny model's training, so "step 20 reported" can mean the
@@ -255,7 +258,7 @@ def test_ctrl_c_then_resume_with_the_real_od_api(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     driver = subprocess.Popen(
         [sys.executable, "-m", "sweep.cli", "run", "--space", str(space), "--pipeline",
-         str(pipeline), "--name", "cc", "--num-trials", "2", "--max-concurrent", "1",
+         str(pipeline), "--name", "cc", "--num-trials", "1", "--max-concurrent", "1",
          "--eval-every", "20", "--scheduler", "fifo", "--no-dashboard", "--no-report"],
         cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     exp = Experiment(tmp_path / "experiments" / "cc")
@@ -276,9 +279,10 @@ def test_ctrl_c_then_resume_with_the_real_od_api(tmp_path: Path) -> None:
         log.close()
     out = (tmp_path / "run.log").read_text()
     assert rc == 130, out[-3000:]
-    assert out.strip().splitlines()[-1] == (
-        "sweep cc interrupted (SIGINT): 0 of 2 trials done, 1 interrupted (they continue from "
-        "their last checkpoint), 1 not started. Continue with: sweep resume cc"), out[-2000:]
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("sweep cc interrupted (SIGINT): 0 of 1 trials done, 1 interrupted "
+                           "(they continue from their last checkpoint)"), out[-2000:]
+    assert last.endswith("Continue with: sweep resume cc"), out[-2000:]
     st = target.status()
     assert st["state"] == INTERRUPTED, st
     at = max(_ckpt_numbers(target))
@@ -290,7 +294,7 @@ def test_ctrl_c_then_resume_with_the_real_od_api(tmp_path: Path) -> None:
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     assert "sweep cc finished: every trial completed" in res.stdout, res.stdout[-2000:]
     trials = exp.trials()
-    assert len(trials) == 2 and all(t.status()["state"] == COMPLETED for t in trials)
+    assert len(trials) == 1 and trials[0].status()["state"] == COMPLETED
     st = target.status()
     assert st["attempts"] == 2 and st["restarts"] == 0, st
     # Continued from its checkpoint, not started anew: one event file per attempt, the second
@@ -305,4 +309,4 @@ def test_ctrl_c_then_resume_with_the_real_od_api(tmp_path: Path) -> None:
     assert steps == sorted(set(steps)) and steps[-1] == NUM_STEPS, steps  # none twice
     s = exp.settings()
     study = optuna.load_study(study_name=s["study_name"], storage=s["storage_url"])
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE]
