@@ -621,6 +621,11 @@ def _checked_run(settings: Any, *, overwrite: bool, report: bool, resume: bool,
 
     # Everything that can be refused is refused before Ray starts and before a folder exists.
     plan = tune_backend.preflight(settings, sp, steps, resume=resume)
+    from sweep.run import ray_job
+
+    grace = ray_job.stop_grace_warning()
+    if grace:
+        print(f"sweep: warning: {grace}", file=sys.stderr, flush=True)
     from sweep.core import lock
 
     locked = None  # one driver per experiment: the lock is taken before Ray starts

@@ -13,6 +13,7 @@ nodes are stopped by their process ids, never with `ray stop` (that stops every 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -98,13 +99,20 @@ def _ray_start(args: list[str], env: dict[str, str]) -> None:
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
+@contextlib.contextmanager
+def local_cluster(*, pythonpath: bool = True) -> Iterator[Cluster]:
+    """A head and a second node on 127.0.0.1, 1 CPU each, with the dashboard (and so the Ray
+    Jobs API); stopped by their processes when the block ends. ``pythonpath``: the nodes' Ray
+    workers import this checkout (as an installed package would be); without it, only what a
+    job's working directory brings."""
     port, dash = _free_port(), _free_port()
     # Token authentication for every process of this cluster (head, worker, the sweep's driver),
     # with a token of its own: no dependence on ~/.ray/auth_token.
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
-           "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO)}
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("PYTHONPATH", None)
+    if pythonpath:
+        env["PYTHONPATH"] = str(REPO)
     # Short paths: Ray's Unix sockets live under the temp dir (at most 107 bytes).
     short = Path(tempfile.mkdtemp(prefix="sweep-rc-", dir="/tmp"))
     c = Cluster(address=f"127.0.0.1:{port}", dashboard=f"http://127.0.0.1:{dash}", env=env,
@@ -129,6 +137,12 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         _kill_node(c.worker_dir)
         _kill_node(c.head_dir)
         shutil.rmtree(short, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    with local_cluster() as c:
+        yield c
 
 
 def _status_code(url: str) -> int:
