@@ -830,6 +830,8 @@ def cmd_export(a: argparse.Namespace) -> int:
     print(f"  {'model':<14} {'size MB':>8} {'mAP':>7}  path")
     for label, m in (("SavedModel", r.saved_model), (f"TFLite {r.quantize}", r.tflite)):
         print(f"  {label:<14} {m.size_bytes / 1e6:>8.2f} {m.map:>7.4f}  {m.path}")
+    if r.eval_job_map is not None:
+        print(f"  (the sweep's eval job scored this checkpoint {r.eval_job_map:.4f})")
     return 0
 
 

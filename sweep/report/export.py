@@ -172,6 +172,7 @@ class TfliteExport:
     eval_images: int
     saved_model: ModelScore
     tflite: ModelScore
+    eval_job_map: float | None = None  # the eval job's mAP of this checkpoint, if the metric
 
 
 def tflite_file(out_dir: Path, quantize: str) -> Path:
@@ -290,7 +291,8 @@ def _tflite_and_scores(cfg: Any, plan: ExportPlan, out_dir: Path, quantize: str,
                                   categories)
     return TfliteExport(plan.trial.name, quantize, len(examples),
                         ModelScore(saved, _size(saved), saved_map),
-                        ModelScore(model, _size(model), lite.map))
+                        ModelScore(model, _size(model), lite.map),
+                        plan.value if plan.metric == "DetectionBoxes_Precision/mAP" else None)
 
 
 def run_exporter(pipeline: Path, checkpoint: Path, out_dir: Path, *,
