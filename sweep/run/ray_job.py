@@ -66,5 +66,5 @@ def stop_grace_warning() -> str | None:
         return None
     return (f"`ray job stop` will kill this sweep {grace:g} s after asking it to stop "
             f"({STOP_WAIT_ENV}={raw}), which may be before its trials have stopped at their "
-            f"checkpoints (they would stay RUNNING; `sweep resume` still works). Submit with "
+            f"checkpoints and Ray Tune has saved its state. Submit with "
             f"--runtime-env-json '{{\"env_vars\": {{\"{STOP_WAIT_ENV}\": \"{STOP_GRACE_S}\"}}}}'")
