@@ -74,9 +74,10 @@ points:
   - l2_weight: 0.0004
   - l2_weight: 0.0001
 """
-# The stand-in worker, a step every 0.5 s; a stop grace long enough for a clean stop (the docs').
+# The stand-in worker, 10 steps every 2 s (a trial trains for 12 s); a stop grace long enough
+# for a clean stop (the docs').
 JOB_ENV_VARS = {"SWEEP_WORKER_MODULE": "tests.fake_worker", "FAKE_MODE": "slow",
-                "FAKE_STEP_SLEEP": "0.5", ray_job.STOP_WAIT_ENV: str(ray_job.STOP_GRACE_S)}
+                "FAKE_STEP_SLEEP": "2", ray_job.STOP_WAIT_ENV: str(ray_job.STOP_GRACE_S)}
 
 
 def _ray(args: list[str], env: dict[str, str], timeout: float = 300) -> str:
@@ -139,15 +140,17 @@ def job_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict:
               "--max-concurrent", "2", "--cpus-per-trial", "1", "--eval-every", "20",
               "--scheduler", "fifo", "--no-dashboard", "--no-report"], c.env)
         exp = Experiment(storage / "rj")
-        deadline = time.time() + 300
+        deadline, asked = time.time() + 300, time.time()
         while time.time() < deadline:  # both trials running, one past its first evaluation
             states = [t.status() for t in exp.trials()] if exp.root.exists() else []
             if len(states) == 2 and all(s.get("state") == "RUNNING" for s in states) and any(
                     20 <= int(s.get("reported_step", -1)) < NUM_STEPS for s in states):
                 break
-            if _job_status(c, "sweep-run") not in ("PENDING", "RUNNING"):
-                break
-            time.sleep(0.5)
+            if time.time() - asked > 15:  # a job that failed (its logs say why) ends the wait
+                asked = time.time()
+                if _job_status(c, "sweep-run") not in ("PENDING", "RUNNING"):
+                    break
+            time.sleep(0.2)
         out["before_stop"] = {t.name: t.status() for t in exp.trials()}
         t0 = time.time()
         out["stop"] = _ray(["job", "stop", "--address", c.dashboard, "sweep-run"], c.env)
@@ -207,15 +210,15 @@ def test_resume_submitted_as_a_job_finishes_from_the_checkpoints(job_sweep: dict
     assert {s["state"] for s in final.values()} == {COMPLETED}, final
     from tests.run.test_resume import _file_steps
 
-    went_on = 0
+    evaluated = [t for t in job_sweep["exp"].trials()
+                 if int(job_sweep["before_stop"][t.name].get("reported_step", -1)) >= 20]
+    assert evaluated
     for t in job_sweep["exp"].trials():
         assert max(metrics.read_trial(t.path).eval) == NUM_STEPS
+    for t in evaluated:  # it had a checkpoint at step 20 or later: the resumed job went on
         files = metrics.event_files(t.path / "train")  # one per train job
         assert len(files) == 2, files
-        first, second = _file_steps(files[0]), _file_steps(files[1])
-        assert min(second) > 0 and min(second) <= max(first) + 20, (first, second)
-        went_on += min(second) > 20  # resumed from a checkpoint past the first one
-    assert went_on >= 1
+        assert min(_file_steps(files[1])) > 20, [_file_steps(f) for f in files]
     # both nodes ran trials: the job's working dir reached the second node
     nodes = {n for s in final.values() for n in s.get("attempt_nodes", [])}
     c = job_sweep["cluster"]
