@@ -93,10 +93,18 @@ def _kill_node(temp_dir: Path) -> list[int]:
     return [p.pid for p in procs]
 
 
-def _ray_start(args: list[str], env: dict[str, str]) -> None:
-    out = subprocess.run([RAY, "start", *args], env=env, capture_output=True, text=True,
-                         timeout=300)
-    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+def _ray_start(args: list[str], env: dict[str, str], temp_dir: Path) -> None:
+    """`ray start`; on a loaded machine a node can time out during startup (its raylet gives
+    up on slow agents), as in sweep.run.tune_backend.init_ray: end what it left, start again."""
+    for attempt in range(3):
+        out = subprocess.run([RAY, "start", *args], env=env, capture_output=True, text=True,
+                             timeout=300)
+        if out.returncode == 0:
+            return
+        if "timed out during startup" not in out.stderr or attempt == 2:
+            break
+        _kill_node(temp_dir)
+    raise AssertionError((out.stdout + out.stderr)[-3000:])
 
 
 @contextlib.contextmanager
@@ -120,9 +128,9 @@ def local_cluster(*, pythonpath: bool = True) -> Iterator[Cluster]:
     try:
         _ray_start(["--head", f"--port={port}", "--num-cpus=1", "--dashboard-host=127.0.0.1",
                     f"--dashboard-port={dash}", "--include-dashboard=true",
-                    f"--temp-dir={c.head_dir}", "--disable-usage-stats"], env)
+                    f"--temp-dir={c.head_dir}", "--disable-usage-stats"], env, c.head_dir)
         _ray_start([f"--address={c.address}", "--num-cpus=1", f"--temp-dir={c.worker_dir}",
-                    "--disable-usage-stats"], env)
+                    "--disable-usage-stats"], env, c.worker_dir)
         nodes = subprocess.run(
             [sys.executable, "-c", f"import json, ray; ray.init(address='{c.address}', log_to_driver=False);"
              "print(json.dumps([[n['NodeID'], 'node:__internal_head__' in n['Resources']]"
