@@ -92,9 +92,15 @@ def _ray(args: list[str], env: dict[str, str], timeout: float = 300) -> str:
 
 
 def _job_status(cluster, job: str) -> str:  # noqa: ANN001
+    """`ray job status`, which words the end states ("Job 'x' succeeded") unlike the others
+    ("Status for job 'x': RUNNING")."""
     import re
 
     text = _ray(["job", "status", "--address", cluster.dashboard, job], cluster.env, 60)
+    for words, status in (("succeeded", "SUCCEEDED"), ("was stopped", "STOPPED"),
+                          ("failed", "FAILED")):
+        if f"Job '{job}' {words}" in text:
+            return status
     found = re.findall(r"Status for job '[^']+': (\w+)", text)
     return found[-1] if found else "?"
 
