@@ -74,10 +74,10 @@ points:
   - l2_weight: 0.0004
   - l2_weight: 0.0001
 """
-# The stand-in worker, 10 steps every 2 s (a trial trains for 12 s); a stop grace long enough
-# for a clean stop (the docs').
+# The stand-in worker, 10 steps every 5 s (a trial trains for 30 s: `ray job stop` itself takes
+# seconds to start on a loaded machine); a stop grace long enough for a clean stop (the docs').
 JOB_ENV_VARS = {"SWEEP_WORKER_MODULE": "tests.fake_worker", "FAKE_MODE": "slow",
-                "FAKE_STEP_SLEEP": "2", ray_job.STOP_WAIT_ENV: str(ray_job.STOP_GRACE_S)}
+                "FAKE_STEP_SLEEP": "5", ray_job.STOP_WAIT_ENV: str(ray_job.STOP_GRACE_S)}
 
 
 def _ray(args: list[str], env: dict[str, str], timeout: float = 300) -> str:
@@ -150,7 +150,7 @@ def job_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict:
         while time.time() < deadline:  # both trials running, one past its first evaluation
             states = [t.status() for t in exp.trials()] if exp.root.exists() else []
             if len(states) == 2 and all(s.get("state") == "RUNNING" for s in states) and any(
-                    20 <= int(s.get("reported_step", -1)) < NUM_STEPS for s in states):
+                    20 <= int(s.get("reported_step", -1)) < 40 for s in states):
                 break
             if time.time() - asked > 15:  # a job that failed (its logs say why) ends the wait
                 asked = time.time()
