@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, helptext in (("status", "table of an experiment's trials"),
                            ("report", "write reports/<experiment>/"),
                            ("resume", "continue an interrupted sweep"),
-                           ("export", "export a trial's checkpoint as a SavedModel"),
+                           ("export", "export a trial's checkpoint as a SavedModel or a TFLite model"),
                            ("dashboard", "serve optuna-dashboard for an experiment's study")):
         s = sub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] + ".")
         s.add_argument("experiment", help="experiment name or folder")
@@ -307,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--input-type", default="image_tensor",
                            choices=["image_tensor", "encoded_image_string_tensor", "tf_example"],
                            help="the SavedModel's input, as exporter_main_v2.py [%(default)s]")
+            s.add_argument("--format", default="saved_model", choices=["saved_model", "tflite"],
+                           help="tflite (SSD models): also a .tflite model, both scored on the "
+                                "eval records [%(default)s]")
+            s.add_argument("--quantize", default="none", choices=["none", "float16", "int8"],
+                           help="the TFLite model's weights: int8 is calibrated on training "
+                                "images [%(default)s]")
         if name == "dashboard":
             s.add_argument("--port", type=int, default=8080,
                            help="port on 127.0.0.1 (0 = any free one) [%(default)s]")
@@ -625,6 +631,11 @@ def _checked_run(settings: Any, *, overwrite: bool, report: bool, resume: bool,
 
     # Everything that can be refused is refused before Ray starts and before a folder exists.
     plan = tune_backend.preflight(settings, sp, steps, resume=resume)
+    from sweep.run import ray_job
+
+    grace = ray_job.stop_grace_warning()
+    if grace:
+        print(f"sweep: warning: {grace}", file=sys.stderr, flush=True)
     from sweep.core import lock
 
     locked = None  # one driver per experiment: the lock is taken before Ray starts
@@ -841,13 +852,29 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
+    from sweep.core.errors import Problem
     from sweep.report import export
 
     exp = _experiment(a)
     exp.settings()  # damaged: an error naming it
     warn_damaged(a, exp)
-    out = export.export_trial(exp, a.trial, a.out, input_type=a.input_type)
-    print(f"SavedModel: {out}")
+    if a.format == "saved_model":
+        if a.quantize != "none":
+            raise ConfigError(Problem("command line", "--quantize", "quantizing applies to a "
+                                      "TFLite model only", "add --format tflite"))
+        out = export.export_trial(exp, a.trial, a.out, input_type=a.input_type)
+        print(f"SavedModel: {out}")
+        return 0
+    if a.input_type != "image_tensor":
+        raise ConfigError(Problem("command line", "--input-type", "a TFLite export is scored "
+                                  "with an image_tensor SavedModel", "leave --input-type out"))
+    r = export.export_tflite(exp, a.trial, a.out, quantize=a.quantize)
+    print(f"{r.trial}: SavedModel vs TFLite ({r.quantize}) on {r.eval_images} eval images")
+    print(f"  {'model':<14} {'size MB':>8} {'mAP':>7}  path")
+    for label, m in (("SavedModel", r.saved_model), (f"TFLite {r.quantize}", r.tflite)):
+        print(f"  {label:<14} {m.size_bytes / 1e6:>8.2f} {m.map:>7.4f}  {m.path}")
+    if r.eval_job_map is not None:
+        print(f"  (the sweep's eval job scored this checkpoint {r.eval_job_map:.4f})")
     return 0
 
 

@@ -21,6 +21,7 @@ FLOORS = ("core", "data", "odapi", "search", "run", "report", "cli")
 RAY_MODULES = {"sweep.run.tune_backend", "sweep.run.schedulers", "sweep.run.ray_node"}
 # TensorFlow (and the OD API's TF code, beyond its protobuf messages): the jobs and export.
 TF_MODULES = {"sweep.odapi.worker", "sweep.odapi.compat", "sweep.odapi.detections",
+              "sweep.odapi.tflite", "sweep.odapi.exported_eval",
               "sweep.report.export"}
 # The experiment trackers (optional extras): MLflow and W&B clients.
 TRACKER_MODULES = {"sweep.run.trackers"}

@@ -1,11 +1,15 @@
 """Export a trial's checkpoint as a SavedModel for inference, as the tutorial's
-``exporter_main_v2.py`` does (``object_detection.exporter_lib_v2.export_inference_graph``).
+``exporter_main_v2.py`` does (``object_detection.exporter_lib_v2.export_inference_graph``),
+and, for SSD models, as a TFLite model (``sweep.odapi.tflite``) scored next to that SavedModel
+on the eval records (``sweep.odapi.exported_eval``).
 
     reports/<experiment>/exported/<trial>/
         saved_model/        load with tf.saved_model.load(); call it on a uint8 [1, H, W, 3]
         checkpoint/         the exported checkpoint
         pipeline.config     the trial's config
-        export.json         which trial, checkpoint and step this is, and its metric
+        tflite/             --format tflite: model[_float16|_int8].tflite, graph/ (its source)
+        export.json         which trial, checkpoint and step this is, and its metric; for
+                            TFLite, each model's size and eval-set mAP
 
 The checkpoint is the trial's checkpoint nearest its best evaluation (the runner's ``best/``
 copy when there is one), else its newest. TensorFlow is imported only when exporting.
@@ -13,14 +17,19 @@ copy when there is one), else its newest. TensorFlow is imported only when expor
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sweep.core.errors import ConfigError, Problem
 from sweep.core.experiment import Experiment, TrialDir
+from sweep.odapi.tflite import REPRESENTATIVE_IMAGES
 
 INPUT_TYPES = ("image_tensor", "encoded_image_string_tensor", "tf_example")
 
@@ -83,6 +92,34 @@ def plan_export(exp: Experiment, trial: str | None = None) -> ExportPlan:
     return ExportPlan(t, prefix, step, best_step, tag, value)
 
 
+@contextlib.contextmanager
+def _output_folder(out_dir: Path) -> Iterator[None]:
+    """Create ``out_dir``; if the export fails, remove what this export created (the outermost
+    new folder, or an ``out_dir`` that was empty), nothing that was there before."""
+    made = out_dir  # the outermost folder this export creates
+    while not made.parent.exists() and made.parent != made:
+        made = made.parent
+    created = not made.exists() or (made == out_dir and not any(out_dir.iterdir()))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        if created:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+
+
+def _words(e: BaseException) -> str:
+    """The first line of an error, as a message quotes it (TF's run to pages)."""
+    return str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+
+
+def _default_out(exp: Experiment, plan: ExportPlan) -> Path:
+    from sweep.report.report import REPORTS_DIR
+
+    return REPORTS_DIR / exp.name / "exported" / plan.trial.name
+
+
 def export_trial(exp: Experiment, trial: str | None, out_dir: Path | None = None, *,
                  input_type: str = "image_tensor") -> Path:
     """Export the best (or the given) trial; returns the SavedModel directory.
@@ -93,24 +130,19 @@ def export_trial(exp: Experiment, trial: str | None, out_dir: Path | None = None
     if input_type not in INPUT_TYPES:
         raise ValueError(f"input_type must be one of {INPUT_TYPES}, but got {input_type!r}")
     plan = plan_export(exp, trial)
-    from sweep.report.report import REPORTS_DIR
+    out_dir = Path(out_dir) if out_dir is not None else _default_out(exp, plan)
+    with _output_folder(out_dir):
+        _export_savedmodel(exp, plan, out_dir, input_type)
+    return out_dir / "saved_model"
 
-    out_dir = Path(out_dir) if out_dir is not None else (
-        REPORTS_DIR / exp.name / "exported" / plan.trial.name)
-    made = out_dir  # the outermost folder this export creates: removed if it fails
-    while not made.parent.exists() and made.parent != made:
-        made = made.parent
-    created = not made.exists() or (made == out_dir and not any(out_dir.iterdir()))
-    out_dir.mkdir(parents=True, exist_ok=True)
+
+def _export_savedmodel(exp: Experiment, plan: ExportPlan, out_dir: Path, input_type: str) -> None:
     try:
         run_exporter(plan.trial.pipeline_path, plan.checkpoint, out_dir, input_type=input_type)
     except Exception as e:  # noqa: BLE001 - TF's errors for a bad checkpoint vary by kind
-        if created:
-            shutil.rmtree(made, ignore_errors=True)
-        words = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         raise ConfigError(Problem(
             f"{plan.checkpoint}.index", "", f"trial {plan.trial.name}'s checkpoint cannot be "
-            f"exported ({type(e).__name__}: {words})", "its files may be truncated or from "
+            f"exported ({type(e).__name__}: {_words(e)})", "its files may be truncated or from "
             "another model: export another trial (--trial N), or check the trial's train.log"
         )) from e
     info = {"experiment": exp.name, "trial": plan.trial.name,
@@ -118,7 +150,149 @@ def export_trial(exp: Experiment, trial: str | None, out_dir: Path | None = None
             "best_step": plan.best_step, "metric": plan.metric, "value": plan.value,
             "input_type": input_type, "pipeline": str(plan.trial.pipeline_path)}
     (out_dir / "export.json").write_text(json.dumps(info, indent=2) + "\n")
-    return out_dir / "saved_model"
+
+
+# ------------------------------------------------------------------------------ TFLite
+
+@dataclass(frozen=True)
+class ModelScore:
+    """One exported model's file size and its COCO mAP on the eval records."""
+
+    path: Path
+    size_bytes: int
+    map: float
+
+
+@dataclass(frozen=True)
+class TfliteExport:
+    """A TFLite export next to the SavedModel of the same checkpoint, both run on the eval set."""
+
+    trial: str
+    quantize: str
+    eval_images: int
+    saved_model: ModelScore
+    tflite: ModelScore
+    eval_job_map: float | None = None  # the eval job's mAP of this checkpoint, if the metric
+
+
+def tflite_file(out_dir: Path, quantize: str) -> Path:
+    return out_dir / "tflite" / ("model.tflite" if quantize == "none" else f"model_{quantize}.tflite")
+
+
+def _tflite_inputs(plan: ExportPlan, quantize: str) -> tuple[Any, list[str], list[str], Path]:
+    """The trial's pipeline, eval records, training records and label map, refused (before
+    anything is built or written) if the model is not an SSD or a file it needs is missing."""
+    from sweep.odapi.render import load_pipeline
+    from sweep.odapi.tflite import QUANTIZE, tflite_problem
+
+    if quantize not in QUANTIZE:
+        raise ValueError(f"quantize must be one of {QUANTIZE}, but got {quantize!r}")
+    where = str(plan.trial.pipeline_path)
+    cfg = load_pipeline(plan.trial.pipeline_path)
+    problem = tflite_problem(cfg, where)
+    if problem:
+        raise ConfigError(problem)
+    problems = []
+    if not cfg.eval_input_reader:
+        problems.append(Problem(where, "eval_input_reader", "there is none, so the TFLite "
+                                "model cannot be measured", "name the eval TFRecords in it"))
+        raise ConfigError(problems)
+    reader = cfg.eval_input_reader[0]
+    evals = list(reader.tf_record_input_reader.input_path)
+    trains = list(cfg.train_input_reader.tf_record_input_reader.input_path)
+    label_map = Path(reader.label_map_path or cfg.train_input_reader.label_map_path)
+    needed = [("eval_input_reader.tf_record_input_reader.input_path", p) for p in evals]
+    if quantize == "int8":  # its calibration images
+        needed += [("train_input_reader.tf_record_input_reader.input_path", p) for p in trains]
+    for key, path in needed:
+        if not glob.glob(path):
+            problems.append(Problem(where, key, f"no file matches {path!r}", "the records "
+                                    "must be where the trial read them; restore them there"))
+    if not evals:
+        problems.append(Problem(where, "eval_input_reader.tf_record_input_reader.input_path",
+                                "empty, so the TFLite model cannot be measured",
+                                "name the eval TFRecords"))
+    if not label_map.is_file():
+        problems.append(Problem(where, "eval_input_reader.label_map_path", f"no file "
+                                f"{str(label_map)!r}", "restore the label map the trial used"))
+    if problems:
+        raise ConfigError(problems)
+    return cfg, evals, trains, label_map
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else sum(
+        f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def export_tflite(exp: Experiment, trial: str | None, out_dir: Path | None = None, *,
+                  quantize: str = "none") -> TfliteExport:
+    """Export the best (or the given) SSD trial as a TFLite model, and score it and the
+    SavedModel of the same checkpoint on the eval records.
+
+    Into ``out_dir`` (as ``export_trial``): the SavedModel (reused if this folder already has
+    it for this checkpoint), ``tflite/graph/`` (the TFLite-friendly SavedModel) and
+    ``tflite/model[_float16|_int8].tflite``; ``export.json`` gets the sizes and mAPs."""
+    plan = plan_export(exp, trial)
+    cfg, evals, trains, label_map = _tflite_inputs(plan, quantize)
+    out_dir = Path(out_dir) if out_dir is not None else _default_out(exp, plan)
+    info_path = out_dir / "export.json"
+    with _output_folder(out_dir):
+        info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+        saved = out_dir / "saved_model"
+        if not ((saved / "saved_model.pb").is_file() and info.get("checkpoint") == str(
+                plan.checkpoint) and info.get("input_type") == "image_tensor"):
+            _export_savedmodel(exp, plan, out_dir, "image_tensor")
+            info = json.loads(info_path.read_text())
+        try:
+            result = _tflite_and_scores(cfg, plan, out_dir, quantize, evals, trains, label_map,
+                                        info.get("saved_model_eval"))
+        except (ConfigError, FileNotFoundError):
+            raise
+        except Exception as e:  # noqa: BLE001 - the converter's errors vary by kind
+            raise ConfigError(Problem(
+                str(plan.trial.pipeline_path), "", f"trial {plan.trial.name} cannot be exported "
+                f"as TFLite ({type(e).__name__}: {_words(e)})", "export it as a SavedModel "
+                "(leave --format out), or try another --quantize")) from e
+        info["saved_model_eval"] = {"map": result.saved_model.map,
+                                    "size_bytes": result.saved_model.size_bytes,
+                                    "eval_images": result.eval_images}
+        info.setdefault("tflite", {})[quantize] = {
+            "path": str(result.tflite.path), "size_bytes": result.tflite.size_bytes,
+            "map": result.tflite.map, "eval_images": result.eval_images,
+            "representative_images": REPRESENTATIVE_IMAGES if quantize == "int8" else 0}
+        info_path.write_text(json.dumps(info, indent=2) + "\n")
+    return result
+
+
+def _tflite_and_scores(cfg: Any, plan: ExportPlan, out_dir: Path, quantize: str,
+                       evals: list[str], trains: list[str], label_map: Path,
+                       saved_eval: dict | None) -> TfliteExport:
+    from sweep.data.label_map import read_label_map
+    from sweep.odapi import exported_eval, tflite
+
+    prepare = exported_eval.model_input(cfg)
+    graph = tflite.export_graph(cfg, plan.checkpoint, out_dir / "tflite" / "graph")
+    representative = None
+    if quantize == "int8":
+        representative = [prepare(ex.image) for ex in exported_eval.read_examples(
+            trains, limit=REPRESENTATIVE_IMAGES)]
+    model = tflite.convert(graph, tflite_file(out_dir, quantize), quantize, representative)
+
+    examples = list(exported_eval.read_examples(evals))
+    categories = read_label_map(label_map)
+    saved = out_dir / "saved_model"
+    if saved_eval and saved_eval.get("eval_images") == len(examples):
+        saved_map = float(saved_eval["map"])  # this SavedModel was scored on these records
+    else:
+        saved_map = exported_eval.evaluate(exported_eval.savedmodel_detector(saved), examples,
+                                           categories).map
+    lite = exported_eval.evaluate(exported_eval.tflite_detector(model, prepare), examples,
+                                  categories)
+    return TfliteExport(plan.trial.name, quantize, len(examples),
+                        ModelScore(saved, _size(saved), saved_map),
+                        ModelScore(model, _size(model), lite.map),
+                        plan.value if plan.metric == "DetectionBoxes_Precision/mAP" else None)
 
 
 def run_exporter(pipeline: Path, checkpoint: Path, out_dir: Path, *,

@@ -14,7 +14,7 @@ from sweep.core import study_url
 from sweep.core.errors import ConfigError, Problem
 from sweep.odapi import metrics
 from sweep.odapi.worker import GRAPH_OPTIMIZER
-from sweep.run import ray_node
+from sweep.run import ray_job, ray_node
 
 SAMPLERS = ("tpe", "random", "cmaes", "grid", "qmc", "nsga2")
 SCHEDULERS = ("fifo", "asha", "median", "pbt", "pb2")
@@ -217,6 +217,9 @@ class SweepSettings:
         storage = writable_storage_problem(self.storage)
         if storage:
             bad("--storage", *storage)
+        in_job = ray_job.storage_problem(self.storage)
+        if in_job:
+            problems.append(in_job)
         if not self.address:
             self._check_local_resources(bad)
         if problems:

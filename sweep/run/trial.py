@@ -80,6 +80,13 @@ class TrialSpec:
     pause_at_rungs: bool = False
 
 
+def job_cwd(cwd: Path | None) -> Path | None:
+    """Where the OD API jobs start: the driver's cwd, or, on a node where that folder does not
+    exist (a Ray Job's driver runs in Ray's copy of --working-dir on the head node), this Ray
+    worker's own cwd, which Ray made that node's copy of the same working directory."""
+    return cwd if cwd is None or Path(cwd).is_dir() else None
+
+
 def plan_steps(num_steps: int, eval_every: int) -> tuple[int, int]:
     """``(checkpoint_every, steps_per_iteration)`` so that evaluations fall on checkpoints and
     the last checkpoint is exactly ``num_steps`` (train_loop saves only every N steps, and the
@@ -295,7 +302,7 @@ class TrialRunner:
             "train", ["-m", self.spec.worker_module, "train", *self._common_args(),
                       "--checkpoint-every", str(every), "--steps-per-iteration", str(per_iter),
                       "--keep", str(self.spec.keep_checkpoints), *self._seed_args()],
-            self.dir.train_log, env=self._env(self.gpu_ids), cwd=self.spec.cwd)
+            self.dir.train_log, env=self._env(self.gpu_ids), cwd=job_cwd(self.spec.cwd))
         self.dir.update_status(train_pid=self.train_proc.pid)
 
     def _seed_args(self) -> list[str]:
@@ -308,7 +315,7 @@ class TrialRunner:
         self.eval_proc = start(
             "eval", ["-m", self.spec.worker_module, "eval", *self._common_args(),
                      "--poll", str(self.spec.poll)],
-            self.dir.eval_log, env=self._env(self.eval_gpu_ids()), cwd=self.spec.cwd)
+            self.dir.eval_log, env=self._env(self.eval_gpu_ids()), cwd=job_cwd(self.spec.cwd))
         self.dir.update_status(eval_pid=self.eval_proc.pid)
 
     def stop(self, state: str = STOPPED, reason: str | None = "stopped early by the scheduler"

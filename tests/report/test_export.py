@@ -129,3 +129,73 @@ def test_export_makes_a_savedmodel_that_detects(tmp_path: Path) -> None:
     boxes = result["detection_boxes"].numpy()
     assert boxes.shape[0] == 1 and boxes.shape[2] == 4 and boxes.shape[1] > 0
     assert result["detection_scores"].shape[:2] == boxes.shape[:2]
+
+
+# --- TFLite: what is refused before anything is built (tests/report/test_export_tflite.py
+# exports a real one) -------------------------------------------------------------------------
+
+def _export_cli(args: list[str], monkeypatch: pytest.MonkeyPatch,
+                capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    """`sweep export ARGS` in this process, with every TF step replaced by a failure: a refusal
+    must come before any of them."""
+    from sweep import cli
+    from sweep.odapi import tflite
+    from sweep.report import export
+
+    def no_tf(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("TensorFlow work started before the refusal")
+
+    for mod, name in ((export, "run_exporter"), (export, "_tflite_and_scores"),
+                      (tflite, "export_graph"), (tflite, "convert")):
+        monkeypatch.setattr(mod, name, no_tf)
+    rc = cli.main(["export", *args])
+    return rc, capsys.readouterr().err
+
+
+def test_tflite_refuses_a_non_ssd_model_before_any_work(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from sweep.odapi.render import load_pipeline, write_pipeline
+
+    se = make_experiment(tmp_path / "exps" / "x", seed=17)
+    best = best_trial(se.exp)
+    assert best is not None
+    cfg = load_pipeline(best.pipeline_path)
+    cfg.model.faster_rcnn.num_classes = 3  # the model oneof is now faster_rcnn
+    write_pipeline(cfg, best.pipeline_path)
+    out = tmp_path / "new" / "out"
+    rc, err = _export_cli([str(se.exp.root), "--format", "tflite", "--out", str(out)],
+                          monkeypatch, capsys)
+    assert rc == 2, err
+    assert f"{best.pipeline_path}: model: the model is faster_rcnn, and TFLite export " \
+           "supports SSD models only" in err and "Fix: export this trial as a SavedModel" in err
+    assert not (tmp_path / "new").exists()
+
+
+def test_tflite_refuses_missing_records_naming_the_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from sweep.odapi.render import load_pipeline, write_pipeline
+
+    se = make_experiment(tmp_path / "exps" / "x", seed=18)
+    best = best_trial(se.exp)
+    assert best is not None
+    cfg = load_pipeline(best.pipeline_path)
+    cfg.eval_input_reader[0].tf_record_input_reader.input_path[:] = [str(tmp_path / "gone.rec")]
+    cfg.train_input_reader.tf_record_input_reader.input_path[:] = [str(tmp_path / "tr.rec")]
+    write_pipeline(cfg, best.pipeline_path)
+    out = tmp_path / "out"
+    rc, err = _export_cli([str(se.exp.root), "--format", "tflite", "--quantize", "int8",
+                           "--out", str(out)], monkeypatch, capsys)
+    assert rc == 2, err
+    assert f"eval_input_reader.tf_record_input_reader.input_path: no file matches " \
+           f"'{tmp_path / 'gone.rec'}'" in err, err
+    assert "train_input_reader.tf_record_input_reader.input_path: no file matches" in err
+    assert not out.exists()
+
+
+def test_quantize_without_tflite_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    se = make_experiment(tmp_path / "x", seed=19)
+    rc, err = _export_cli([str(se.exp.root), "--quantize", "int8", "--out",
+                           str(tmp_path / "o")], monkeypatch, capsys)
+    assert rc == 2 and "--quantize: quantizing applies to a TFLite model only" in err, err
+    assert not (tmp_path / "o").exists()

@@ -18,6 +18,7 @@ nodes are stopped by their process ids, never with `ray stop` (that stops every 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -101,19 +102,36 @@ def _kill_node(temp_dir: Path) -> list[int]:
     return [p.pid for p in procs]
 
 
-def _ray_start(args: list[str], env: dict[str, str]) -> None:
-    out = subprocess.run([RAY, "start", *args], env=env, capture_output=True, text=True,
-                         timeout=300)
-    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+def _ray_start(args: list[str], env: dict[str, str], temp_dir: Path) -> None:
+    """`ray start`; on a loaded machine a node can time out during startup (its raylet gives
+    up on slow agents), as in sweep.run.tune_backend.init_ray: end what it left, start again."""
+    for attempt in range(3):
+        out = subprocess.run([RAY, "start", *args], env=env, capture_output=True, text=True,
+                             timeout=300)
+        if out.returncode == 0:
+            return
+        if "timed out during startup" not in out.stderr or attempt == 2:
+            break
+        _kill_node(temp_dir)
+    raise AssertionError((out.stdout + out.stderr)[-3000:])
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
+@contextlib.contextmanager
+def local_cluster(*, pythonpath: bool = True,
+                  extra_env: dict[str, str] | None = None) -> Iterator[Cluster]:
+    """A head and a second node on 127.0.0.1, 1 CPU each, with the dashboard (and so the Ray
+    Jobs API); stopped by their processes when the block ends. ``pythonpath``: the nodes' Ray
+    workers import this checkout (as an installed package would be); without it, only what a
+    job's working directory brings. ``extra_env``: for every process of the nodes (e.g. the
+    stand-in worker's selection)."""
     port, dash = _free_port(), _free_port()
     # Token authentication for every process of this cluster (head, worker, the sweep's driver),
     # with a token of its own: no dependence on ~/.ray/auth_token.
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
-           "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO), **STAND_IN}
+           "RAY_USAGE_STATS_ENABLED": "0", **(extra_env or {})}
+    env.pop("PYTHONPATH", None)
+    if pythonpath:
+        env["PYTHONPATH"] = str(REPO)
     # Short paths: Ray's Unix sockets live under the temp dir (at most 107 bytes).
     short = Path(tempfile.mkdtemp(prefix="sweep-rc-", dir="/tmp"))
     c = Cluster(address=f"127.0.0.1:{port}", dashboard=f"http://127.0.0.1:{dash}", env=env,
@@ -121,9 +139,9 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     try:
         _ray_start(["--head", f"--port={port}", "--num-cpus=1", "--dashboard-host=127.0.0.1",
                     f"--dashboard-port={dash}", "--include-dashboard=true",
-                    f"--temp-dir={c.head_dir}", "--disable-usage-stats"], env)
+                    f"--temp-dir={c.head_dir}", "--disable-usage-stats"], env, c.head_dir)
         _ray_start([f"--address={c.address}", "--num-cpus=1", f"--temp-dir={c.worker_dir}",
-                    "--disable-usage-stats"], env)
+                    "--disable-usage-stats"], env, c.worker_dir)
         nodes = subprocess.run(
             [sys.executable, "-c", f"import json, ray; ray.init(address='{c.address}', log_to_driver=False);"
              "print(json.dumps([[n['NodeID'], 'node:__internal_head__' in n['Resources']]"
@@ -138,6 +156,12 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         _kill_node(c.worker_dir)
         _kill_node(c.head_dir)
         shutil.rmtree(short, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    with local_cluster(extra_env=STAND_IN) as c:
+        yield c
 
 
 def _checkpoint_step(t: TrialDir) -> int:
