@@ -123,7 +123,8 @@ def tflite_detector(path: Path, prepare: Callable[[np.ndarray], np.ndarray]) -> 
         out = runner(**{input_name: prepare(image).astype(np.float32)})
         named = tflite_outputs(out)
         n = int(named["num_detections"].reshape(-1)[0])
-        return (named["boxes"][0, :n], named["classes"][0, :n].astype(int) + 1,
+        # The SavedModel's postprocess clips boxes to the image; TFLite's NMS op does not.
+        return (np.clip(named["boxes"][0, :n], 0.0, 1.0), named["classes"][0, :n].astype(int) + 1,
                 named["scores"][0, :n])
 
     return run
