@@ -55,6 +55,7 @@ points:
 """
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """For `pytest -n N` (pytest-xdist, `--dist loadgroup`, as ./run.sh test runs the suite):
     a module's tests stay on one worker, so its module-scoped fixture (one stand-in sweep that
