@@ -10,12 +10,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO, make_workspace
+from tests.run.test_cluster import _status_code
 
 pytestmark = pytest.mark.slow
 
@@ -33,14 +33,6 @@ def _descendants(root: int) -> set[int]:
                 found.add(pid)
                 grew = True
     return found
-
-
-def _status_code(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as r:
-            return r.status
-    except OSError:
-        return 0
 
 
 def _listening(pids: set[int]) -> list[tuple[str, str]]:
