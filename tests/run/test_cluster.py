@@ -43,10 +43,13 @@ from tests.conftest import REPO, make_workspace
 pytestmark = pytest.mark.slow
 
 NUM_STEPS = 60
-# The stand-in's pace: a training step every 0.1 s, so each trial runs ~6 s, long enough to
-# lose a node mid-trial.
+# The stand-in's pace: 1.5 s per iteration of 10 steps (60 steps at --eval-every 20 run as 6
+# iterations), so each trial runs ~9 s: the trial on the second node must still be training
+# when a Ray worker there has started (seconds on a loaded machine) and between its checkpoints
+# 20 and 50, where the node is lost. At 0.1 s a trial ran in under a second, the head's trial
+# finished before the second node's started, and the window was missed (CI, 2026-12-01).
 STAND_IN = {"SWEEP_WORKER_MODULE": "tests.fake_worker", "FAKE_MODE": "slow",
-            "FAKE_STEP_SLEEP": "0.1"}
+            "FAKE_STEP_SLEEP": "1.5"}
 SPACE = f"""\
 description: cluster test (stand-in jobs, {NUM_STEPS} steps)
 parameters:
