@@ -7,7 +7,8 @@ the real train job does. mAP scales with the trial's l2_weight (smaller is bette
 FAKE_SCORE_LR=1, its learning rate (up to 0.02), so schedulers see trials differ; FAKE_NOISE=s
 adds seed-drawn training noise (the trial's ``_seed``), and detections are drawn per seed
 (on FAKE_EVAL_IMAGES eval images, default 16). FAKE_MODE picks a
-behaviour: ok | nan (loss becomes NaN at step 20) | crash_once (train dies with SIGKILL the
+behaviour: ok | nan (loss becomes NaN at step 20; FAKE_NAN_L2=x: only for the trial whose
+l2_weight is x) | crash_once (train dies with SIGKILL the
 first time, after its first checkpoint) | crash_always | hang (train never progresses: no
 summary, no checkpoint) | slow (a summary every FAKE_STEP_SLEEP s, default 0.5). As the real
 eval job, the eval job has no clock unless given --timeout.
@@ -76,8 +77,8 @@ def quality(model_dir: Path) -> float:
     same config retrained with another seed scores differently)."""
     params = model_dir / "params.json"
     p = json.loads(params.read_text()) if params.exists() else {}
-    l2 = p.get("l2_weight")
-    q = 1.0 / (1.0 + 1000.0 * float(l2)) if isinstance(l2, int | float) else 1.0
+    l2 = l2_of(model_dir)
+    q = 1.0 / (1.0 + 1000.0 * l2) if l2 is not None else 1.0
     noise = float(os.environ.get("FAKE_NOISE", "0") or 0)
     if noise:
         import random
@@ -112,8 +113,16 @@ def learning_rate(pipeline: Path, step: int) -> float | None:
     return float(m.group(1)) if m else None
 
 
+def l2_of(model_dir: Path) -> float | None:
+    params = model_dir / "params.json"
+    l2 = json.loads(params.read_text()).get("l2_weight") if params.exists() else None
+    return float(l2) if isinstance(l2, int | float) else None
+
+
 def train(a: argparse.Namespace) -> None:
     mode = os.environ.get("FAKE_MODE", "ok")
+    if os.environ.get("FAKE_NAN_L2") and l2_of(a.model_dir) == float(os.environ["FAKE_NAN_L2"]):
+        mode = "nan"  # one chosen config diverges in a sweep whose others train
     total = num_steps(a.pipeline)
     n, step = latest(a.model_dir)
     marker = a.model_dir / "crashed-once"

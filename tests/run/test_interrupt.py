@@ -22,6 +22,7 @@ import pytest
 from sweep import cli
 from sweep.core.experiment import COMPLETED, INTERRUPTED, Experiment
 from tests.conftest import REPO, make_workspace, run_cli
+from tests.run.records import assert_records_agree, study_states
 
 NUM_STEPS = 80
 SPACE = f"""\
@@ -29,16 +30,28 @@ parameters:
   num_steps: {NUM_STEPS}
   l2_weight: {{loguniform: [1.0e-5, 1.0e-2]}}
 """
-FAKE = {"SWEEP_WORKER_MODULE": "tests.fake_worker", "FAKE_MODE": "slow", "FAKE_STEP_SLEEP": "1"}
+# A sweep whose trials end every way a trial ends: the first completes, ASHA stops the
+# second (worse at the first rung), the third diverges (the stand-in's NaN for that l2_weight).
+ENDED_SPACE = f"""\
+parameters:
+  num_steps: {NUM_STEPS}
+  l2_weight: {{loguniform: [1.0e-5, 1.0e-2]}}
+points:
+  - l2_weight: 1.0e-5
+  - l2_weight: 5.0e-3
+  - l2_weight: 7.7e-3
+"""
+FAKE = {"SWEEP_WORKER_MODULE": "tests.fake_worker", "FAKE_MODE": "slow", "FAKE_STEP_SLEEP": "1",
+        "FAKE_NAN_L2": "7.7e-3"}
 
 
 def _start(root: Path, pipeline: Path, name: str, address: str, *extra: str,
-           num_trials: int = 3) -> tuple[subprocess.Popen, Path]:
+           num_trials: int = 3, space: str = "space.yaml") -> tuple[subprocess.Popen, Path]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", **FAKE}
     log = root / f"{name}.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sweep.cli", "run", "--space", str(root / "space.yaml"),
+            [sys.executable, "-m", "sweep.cli", "run", "--space", str(root / space),
              "--pipeline", str(pipeline), "--name", name, "--num-trials", str(num_trials),
              "--max-concurrent", "1", "--eval-every", "20", "--scheduler", "fifo",
              "--no-dashboard", "--no-report", "--address", address, *extra],
@@ -125,11 +138,13 @@ def _start_ray() -> str:
     raise AssertionError("unreachable")
 
 
-def _budget_sweep(root: Path, pipeline: Path, name: str, address: str, *budget: str) -> dict:
-    proc, log = _start(root, pipeline, name, address, *budget)
+def _budget_sweep(root: Path, pipeline: Path, name: str, address: str, *budget: str,
+                  space: str = "space.yaml") -> dict:
+    """A sweep run to its own end (a budget's, or every trial's)."""
+    proc, log = _start(root, pipeline, name, address, *budget, space=space)
     rc = proc.wait(timeout=600)
     exp = Experiment(root / "experiments" / name)
-    return {"rc": rc, "out": log.read_text(), "exp": exp, "study": _study_states(exp),
+    return {"rc": rc, "out": log.read_text(), "exp": exp, "study": study_states(exp),
             "states": {t.name: t.status() for t in exp.trials()}}
 
 
@@ -137,7 +152,11 @@ def _sweeps(root: Path, pipeline: Path, address: str) -> dict:
     from concurrent.futures import ThreadPoolExecutor
 
     out: dict = {"root": root}
-    with ThreadPoolExecutor(4) as pool:
+    (root / "ended.yaml").write_text(ENDED_SPACE)
+    with ThreadPoolExecutor(5) as pool:
+        # Its three trials end three ways: completed, stopped early by ASHA, failed (NaN).
+        ended = pool.submit(_budget_sweep, root, pipeline, "ia", address, "--scheduler", "asha",
+                            space="ended.yaml")
         term = pool.submit(_interrupt_when, root, pipeline, "it", signal.SIGTERM, False,
                            address, _one_midway)
         # A step budget: trial 1 trains 80 steps, trial 2 is stopped at 20 (100 in all).
@@ -150,26 +169,25 @@ def _sweeps(root: Path, pipeline: Path, address: str) -> dict:
                                      _one_done_and_one_midway)
         exp = Experiment(root / "experiments" / "ir")
         out["int"].update(states={t.name: t.status() for t in exp.trials()},
-                          study=_study_states(exp), status=run_cli(["status", "ir"], root),
-                          report=run_cli(["report", "ir"], root))
+                          study=study_states(exp))
+        try:  # before the resume changes them: the records of the interrupted sweep
+            out["int"]["agree"] = assert_records_agree(root, "ir", out["int"]["out"],
+                                                       out["int"]["rc"])
+        except AssertionError as e:
+            out["int"]["agree"] = e
         res = run_cli(["resume", "ir", "--no-dashboard", "--no-report", "--address", address],
                       root, timeout=600)
         (root / "resume.log").write_text(res.stdout + res.stderr)  # to read after a failure
         out["resume"] = {"rc": res.returncode, "out": res.stdout + res.stderr,
                          "states": {t.name: t.status() for t in exp.trials()},
-                         "study": _study_states(exp), "exp": exp}
+                         "study": study_states(exp), "exp": exp}
         out["term"] = term.result()
         out["term"]["states"] = {t.name: t.status() for t in
                                  Experiment(root / "experiments" / "it").trials()}
         out["budget"] = steps.result()
         out["clock"] = clock.result()
+        out["ended"] = ended.result()
     return out
-
-
-def _study_states(exp: Experiment) -> dict[str, str]:
-    s = exp.settings()
-    study = optuna.load_study(study_name=s["study_name"], storage=exp.storage_url())
-    return {t.user_attrs.get("ray_trial_id", f"#{t.number}"): t.state.name for t in study.trials}
 
 
 @pytest.mark.slow
@@ -195,11 +213,11 @@ def test_ctrl_c_folder_study_and_status_agree(interrupted: dict) -> None:
         # for the resumed searcher to finish), never FAIL.
         assert study[name] == {"COMPLETED": "COMPLETE", "INTERRUPTED": "RUNNING"}[state], study
     assert "FAIL" not in study.values(), study
-    status = r["status"].stdout
+    assert not isinstance(r["agree"], AssertionError), r["agree"]
+    status = r["agree"]["status"]
     assert "interrupted by SIGINT" in status and INTERRUPTED in status, status
     stopped = next(st for st in r["states"].values() if st["state"] == INTERRUPTED)
     assert "sweep resume ir" in stopped["reason"]
-    assert r["report"].returncode == 0, r["report"].stderr[-2000:]
     board = (interrupted["root"] / "reports" / "ir" / "leaderboard.md").read_text()
     assert "the sweep was interrupted (SIGINT)" in board and INTERRUPTED in board, board
 
@@ -418,3 +436,18 @@ def test_the_time_budget_is_the_budget_stoppers_over_all_runs(tmp_path: Path) ->
     assert budget.reason == "the time budget (1 min) is spent"
     assert read_json(exp.stop_path)["kind"] == "budget"
     assert read_json(exp.stop_path)["reason"] == budget.reason
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ["ended", "resume", "term", "budget", "clock"])
+def test_every_exit_path_leaves_records_that_agree(interrupted: dict, path: str) -> None:
+    """Issue 26, item 1: whatever ended the sweep, its folders, study, `sweep status`, report
+    and closing line (with the exit code) say the same of every trial. (The interrupted
+    sweep's records are compared before its resume: test_ctrl_c_folder_study_and_status_agree;
+    a killed driver's, after its resume: tests/run/test_resume.py.)"""
+    r = interrupted[path]
+    name = {"ended": "ia", "resume": "ir", "term": "it", "budget": "ib", "clock": "ic"}[path]
+    folders = assert_records_agree(interrupted["root"], name, r["out"], r["rc"])
+    if path == "ended":  # every way a trial ends, in one sweep
+        assert sorted(v for k, v in folders.items() if k != "status") == [
+            COMPLETED, "FAILED", "STOPPED"], folders

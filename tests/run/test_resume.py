@@ -22,6 +22,7 @@ from sweep.core import errors
 from sweep.core.experiment import COMPLETED, RUNNING, Experiment, TrialDir
 from sweep.odapi import metrics
 from tests.conftest import REPO, make_workspace, run_cli
+from tests.run.records import assert_records_agree
 
 NUM_STEPS = 60  # checkpoints every 20 steps
 SPACE = f"""\
@@ -214,8 +215,10 @@ def test_resume_after_kill_9(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert {t.state for t in study.trials} == {optuna.trial.TrialState.COMPLETE}
     assert by_ray[interrupted.name].value == pytest.approx(m.eval[NUM_STEPS][metrics.MAP])
 
-    status = run_cli(["status", "rs"], tmp_path, timeout=120)
-    assert status.returncode == 0 and "finished" in status.stdout
+    # The killed driver's exit path (issue 26, item 1): after the resume, folders, study,
+    # status, report and the resume's closing line agree.
+    agreed = assert_records_agree(tmp_path, "rs", out, res.returncode)
+    assert "finished" in agreed["status"]
     print(f"test_resume_after_kill_9 wall time {time.time() - t_start:.0f}s")
 
 
