@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -79,56 +78,6 @@ def test_an_unreadable_checkpoint_is_a_clear_error_and_leaves_no_folder(
     assert "checkpoint cannot be exported (ValueError: Unable to load checkpoint: data is " \
            "truncated)" in err and "Fix: " in err and "Traceback" not in err, err
     assert not (tmp_path / "new").exists()
-
-
-def _real_checkpoint(pipeline: Path, prefix: Path) -> None:
-    """A checkpoint of the tiny SSD with every variable built (one forward pass on zeros)."""
-    from sweep.odapi import compat
-
-    compat.patch()
-    import tensorflow as tf
-    from object_detection.builders import model_builder
-
-    from sweep.odapi.render import load_pipeline
-
-    model = model_builder.build(load_pipeline(pipeline).model, is_training=True)
-    images, shapes = model.preprocess(tf.zeros([1, 128, 128, 3]))
-    model.postprocess(model.predict(images, shapes), shapes)
-    # `save` (as training does) also records save_counter, which the exporter insists on;
-    # the files then take the runner's name for its best/ copy of ckpt-N.
-    saved = Path(tf.train.Checkpoint(model=model).save(str(prefix.parent / "tmp" / "ckpt")))
-    for f in saved.parent.glob(saved.name + ".*"):
-        f.rename(prefix.parent / (prefix.name + f.name[len(saved.name):]))
-
-
-@pytest.mark.slow
-@pytest.mark.tf
-def test_export_makes_a_savedmodel_that_detects(tmp_path: Path) -> None:
-    se = make_experiment(tmp_path, seed=16)
-    best = best_trial(se.exp)
-    assert best is not None
-    ckpt, _ = se.truth[best.name].kept_best
-    for f in (best.path / "best").glob(f"{ckpt}.*"):
-        f.unlink()  # the fixture's placeholders; put a real checkpoint in their place
-    _real_checkpoint(best.pipeline_path, best.path / "best" / ckpt)
-
-    out = tmp_path / "exported"
-    saved = export_trial(se.exp, None, out)
-    assert saved == out / "saved_model"
-    assert (out / "pipeline.config").exists() and (out / "checkpoint").is_dir()
-    info = json.loads((out / "export.json").read_text())
-    assert info["trial"] == best.name and info["checkpoint"] == str(best.path / "best" / ckpt)
-
-    import numpy as np
-    import tensorflow as tf
-
-    detect = tf.saved_model.load(str(saved))
-    image = tf.constant(np.random.default_rng(0).integers(0, 255, (1, 128, 128, 3)),
-                        dtype=tf.uint8)
-    result = detect(image)
-    boxes = result["detection_boxes"].numpy()
-    assert boxes.shape[0] == 1 and boxes.shape[2] == 4 and boxes.shape[1] > 0
-    assert result["detection_scores"].shape[:2] == boxes.shape[:2]
 
 
 # --- TFLite: what is refused before anything is built (tests/report/test_export_tflite.py

@@ -1,6 +1,6 @@
-"""`sweep export --format tflite` on a real checkpoint (slow): the e2e sweep's best trial
-(``real_sweep``, no training of its own) exported once as float TFLite and once as int8, the
-SavedModel of the same checkpoint shared between them.
+"""`sweep export` on a real checkpoint (slow): the e2e sweep's best trial (``real_sweep``, no
+training of its own) exported as a SavedModel (the default format), then as float TFLite and
+as int8, both reusing that SavedModel.
 
 The float TFLite model must give the SavedModel's detections: on each of the first eval images,
 every SavedModel detection among its top ``TOP`` has a TFLite detection of the same class with
@@ -29,11 +29,13 @@ IMAGES = 4
 @pytest.fixture(scope="module")
 def exported(real_sweep, tmp_path_factory: pytest.TempPathFactory) -> dict:  # noqa: ANN001
     from sweep import cli
-    from sweep.report.export import export_tflite
+    from sweep.report.export import export_tflite, export_trial, plan_export
 
     exp = Experiment(real_sweep.experiment)
     out = tmp_path_factory.mktemp("tflite") / "exported"
-    float_result = export_tflite(exp, None, out, quantize="none")
+    saved = export_trial(exp, None, out)  # `sweep export EXP`: the SavedModel alone
+    saved_info = json.loads((out / "export.json").read_text())
+    float_result = export_tflite(exp, None, out, quantize="none")  # reuses the SavedModel
     # int8 through the command line, into the same folder: it reuses the SavedModel
     import contextlib
     import io
@@ -43,7 +45,27 @@ def exported(real_sweep, tmp_path_factory: pytest.TempPathFactory) -> dict:  # n
         rc = cli.main(["export", str(exp.root), "--format", "tflite", "--quantize", "int8",
                        "--out", str(out)])
     return {"out": out, "float": float_result, "rc": rc, "cli": text.getvalue(),
-            "info": json.loads((out / "export.json").read_text())}
+            "info": json.loads((out / "export.json").read_text()), "saved": saved,
+            "saved_info": saved_info, "plan": plan_export(exp, None)}
+
+
+def test_the_savedmodel_export_names_its_checkpoint_and_detects(exported: dict) -> None:
+    import tensorflow as tf
+
+    out, info, plan = exported["out"], exported["saved_info"], exported["plan"]
+    assert exported["saved"] == out / "saved_model"
+    assert (out / "pipeline.config").is_file() and (out / "checkpoint").is_dir()
+    assert info["trial"] == plan.trial.name and info["checkpoint"] == str(plan.checkpoint)
+    assert info["checkpoint_step"] == plan.step and info["input_type"] == "image_tensor"
+    detect = tf.saved_model.load(str(out / "saved_model"))
+    image = tf.constant(np.random.default_rng(0).integers(0, 255, (1, 128, 128, 3)),
+                        dtype=tf.uint8)
+    result = detect(image)
+    boxes = result["detection_boxes"].numpy()
+    assert boxes.shape[0] == 1 and boxes.shape[2] == 4 and boxes.shape[1] > 0
+    assert result["detection_scores"].shape[:2] == boxes.shape[:2]
+    # the TFLite exports that followed reused it (same checkpoint, no second export)
+    assert exported["info"]["checkpoint"] == info["checkpoint"]
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
