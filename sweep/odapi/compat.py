@@ -9,6 +9,12 @@ this, training fails at its first batch. Every process that trains, evaluates or
 pipeline (decoding, augmentation) with ``map_with_legacy_function``, whose function graph does
 not inherit the global seed that ``tf.random.set_seed`` sets, so the augmentations' random ops
 ignore the seed (and TensorFlow's op determinism refuses them outright).
+
+``trace_od_api_as_written()`` is for speed: AutoGraph rewrites every OD API function a
+``tf.function`` calls (thousands of them in a train step) before tracing it, the largest part
+of a trial's fixed cost on the CPU. The OD API is written for graph mode (``tf.cond``,
+``tf.while_loop``), so its functions trace as they are; only the top-level train and eval
+steps (their ``for _ in tf.range(...)``) need AutoGraph, and they keep it.
 """
 
 from __future__ import annotations
@@ -56,3 +62,16 @@ def seed_legacy_functions() -> None:
 
     seeded_init._sweep_seeded = True  # type: ignore[attr-defined]
     function._FuncGraph.__init__ = seeded_init  # noqa: SLF001
+
+
+def trace_od_api_as_written() -> None:
+    """AutoGraph leaves ``object_detection`` functions unconverted when a ``tf.function`` (or a
+    ``tf.data`` map) calls them, as it leaves TensorFlow's and Keras's own; a function decorated
+    with ``tf.function`` is still converted (AutoGraph converts what the user asked for).
+    Idempotent."""
+    from tensorflow.python.autograph.core import config
+
+    rule = config.DoNotConvert("object_detection")
+    if not any(getattr(r, "_prefix", None) == "object_detection"
+               for r in config.CONVERSION_RULES):
+        config.CONVERSION_RULES = (rule, *config.CONVERSION_RULES)

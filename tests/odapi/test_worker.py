@@ -197,3 +197,58 @@ def test_eval_trace_is_made_once_per_python_function() -> None:
     assert module.tf.function(lambda: 1) is not first  # another function gets its own
     assert module.tf.function(jit_compile=True)(lambda: 2)[2] == (("jit_compile", True),)
     assert module.tf.float32 == "f32"
+
+
+def test_od_api_functions_trace_as_written_and_the_fallback_knows_when_not(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """compat.trace_od_api_as_written: AutoGraph leaves object_detection's functions as they
+    are (a fixed-cost cut of every trial), still converts what tf.function decorates, and a
+    function that needs it fails in a way the worker recognises (needs_autograph: it then runs
+    the job again with AutoGraph)."""
+    import importlib.util
+    import sys
+
+    from sweep.odapi import compat
+    from sweep.odapi.worker import needs_autograph
+
+    compat.patch()
+    import tensorflow as tf
+    from tensorflow.python.autograph.core import config
+    from tensorflow.python.autograph.impl import conversion
+
+    monkeypatch.setattr(config, "CONVERSION_RULES", config.CONVERSION_RULES)  # undone after
+    compat.trace_od_api_as_written()
+    compat.trace_od_api_as_written()
+    assert [r for r in config.CONVERSION_RULES if str(r).endswith(" object_detection")] \
+        == [config.CONVERSION_RULES[0]]
+    from object_detection.utils import shape_utils
+
+    assert conversion.is_allowlisted(shape_utils.combined_static_and_dynamic_shape)
+
+    (tmp_path / "probe.py").write_text("def relu(x):\n    if x > 0:\n        return x\n"
+                                       "    return -x\n")
+
+    def probe_step(name: str):  # noqa: ANN202 - a tf.function
+        # A function of an object_detection module with Python control flow on a tensor, in a
+        # fresh module each time (AutoGraph caches its decision per function).
+        spec = importlib.util.spec_from_file_location(f"object_detection.{name}",
+                                                      tmp_path / "probe.py")
+        probe = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(probe)
+        monkeypatch.setitem(sys.modules, probe.__name__, probe)
+
+        @tf.function
+        def step(x):  # noqa: ANN001, ANN202 - converted: the user asked for it
+            for _ in tf.range(2):
+                x = x + 1.0
+            return probe.relu(x)
+
+        return step
+
+    with pytest.raises(Exception) as raised:  # noqa: PT011 - TF's error type is the point
+        probe_step("sweep_probe_a")(tf.constant(1.0))
+    assert needs_autograph(raised.value), repr(raised.value)
+    assert not needs_autograph(ValueError("a different problem"))
+    monkeypatch.setattr(config, "CONVERSION_RULES", config.CONVERSION_RULES[1:])
+    # AutoGraph on (the worker's fallback): the same function converts and runs
+    assert float(probe_step("sweep_probe_b")(tf.constant(-5.0))) == 3.0
