@@ -34,7 +34,8 @@ case "$cmd" in
     ensure_uv; sync_env --group dev
     # Two workers (pytest-xdist): a real TF sweep in one while the other runs the stand-in and
     # fast tests, which mostly wait. SWEEP_TEST_WORKERS=0 runs everything in this process.
-    exec .venv/bin/pytest -n "${SWEEP_TEST_WORKERS:-2}" --dist loadgroup "$@" ;;
+    # The 30 slowest tests are listed at the end: where the suite's time goes, run by run.
+    exec .venv/bin/pytest -n "${SWEEP_TEST_WORKERS:-2}" --dist loadgroup --durations=30 "$@" ;;
   sweep)
     ensure_uv; sync_env
     exec .venv/bin/sweep "$@" ;;
