@@ -89,6 +89,31 @@ class SweepRun:
     killed: dict  # the base trial's train process the fixture killed: pid, trial, at
 
 
+def start_local_ray(num_cpus: int) -> str:
+    """An in-process local Ray for a module's sweeps (they run in this process, or join it with
+    --address), the worker environment taken from os.environ as it is now; returns its GCS
+    address. On a loaded machine a start can fail ("timed out during startup", "RPC error:
+    Deadline Exceeded"): what it left running is ended and it starts again, as init_ray does."""
+    import psutil
+    import ray
+
+    for attempt in range(6):
+        before = {c.pid for c in psutil.Process().children()}
+        try:
+            ctx = ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                           log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+            return ctx.address_info["gcs_address"]
+        except Exception:  # noqa: BLE001 - Ray raises bare Exceptions and RuntimeErrors here
+            ray.shutdown()
+            # A failed start leaves its GCS, monitor and dashboard running: end those (ours).
+            for child in psutil.Process().children():
+                if child.pid not in before:
+                    child.kill()
+            if attempt == 5:
+                raise
+    raise AssertionError("unreachable")
+
+
 def make_workspace(root: Path, *, n_train: int = 64, n_eval: int = 16) -> Path:
     """Synthetic data + tutorial layout under ``root``; returns the base pipeline.config."""
     from sweep.data.dataset import make_dataset

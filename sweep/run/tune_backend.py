@@ -704,6 +704,7 @@ def run_confirmations(settings: SweepSettings, space: Any, configs: list[dict[st
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
 
+    own_driver_staging()
     exp = Experiment(settings.experiment_root)
     spec = trial_spec(settings, exp, space)
     # Ray takes a preset config's values only for keys of param_space, nested ones included.
@@ -739,6 +740,28 @@ def run_confirmations(settings: SweepSettings, space: Any, configs: list[dict[st
     return {"errors": len(grid.errors)}
 
 
+def own_driver_staging() -> None:
+    """Give this driver its own Ray Tune staging folder. Ray Tune writes a driver's experiment
+    state into <Ray session>/artifacts/<the second the Tuner was made>/<experiment dir name>/
+    and copies that folder to the experiment's storage. Every sweep's experiment dir is named
+    "ray" (``Experiment.ray_dir``), so two drivers on one Ray cluster that made their Tuners
+    in the same second shared the folder, and each copied the other's state into its own
+    experiment: a resume then restored another sweep's trials (5 sweeps started together on
+    one Ray, 2026-12-01). The stamp gets this process's id. Idempotent."""
+    from ray.tune import utils
+
+    if getattr(utils.date_str, "_sweep_pid", None) == os.getpid():
+        return
+    plain = getattr(utils.date_str, "_sweep_plain", utils.date_str)
+
+    def stamped() -> str:
+        return f"{plain()}-{os.getpid()}"
+
+    stamped._sweep_pid = os.getpid()  # type: ignore[attr-defined]
+    stamped._sweep_plain = plain  # type: ignore[attr-defined]
+    utils.date_str = stamped
+
+
 def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]], max_steps: int,
               *, plan: Plan, url: str | None, resume: bool = False,
               base_point: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -749,6 +772,7 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
 
     from sweep.search.study_storage import PasswordFreeRDBStorage
 
+    own_driver_staging()
     exp = Experiment(settings.experiment_root)
     study_name = settings.to_json()["study_name"]
     spec = trial_spec(settings, exp, space)

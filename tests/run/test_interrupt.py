@@ -21,7 +21,7 @@ import pytest
 
 from sweep import cli
 from sweep.core.experiment import COMPLETED, INTERRUPTED, Experiment
-from tests.conftest import REPO, make_workspace, run_cli
+from tests.conftest import REPO, make_workspace, run_cli, start_local_ray
 from tests.run.records import assert_records_agree, study_states
 
 NUM_STEPS = 80
@@ -105,37 +105,14 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     saved = dict(os.environ)
     os.environ.update(FAKE)  # Ray's workers (and the trials' jobs) take this environment
     try:
-        yield _sweeps(root, pipeline, _start_ray())
+        # Five CPUs: one trial of each of the five sweeps at once (the stand-in's trials sleep).
+        yield _sweeps(root, pipeline, start_local_ray(5))
     finally:
         import ray
 
         ray.shutdown()
         os.environ.clear()
         os.environ.update(saved)
-
-
-def _start_ray() -> str:
-    """One Ray for the module's drivers (they join it with --address): a Ray start is the
-    slow and, on a loaded machine, the fragile part. Four CPUs: one trial of each sweep at
-    once (the stand-in's trials sleep)."""
-    import psutil
-    import ray
-
-    for attempt in range(6):
-        before = {c.pid for c in psutil.Process().children()}
-        try:
-            ctx = ray.init(address="local", num_cpus=4, include_dashboard=False,
-                           log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
-            return ctx.address_info["gcs_address"]
-        except Exception:  # noqa: BLE001 - "timed out during startup" under load: again
-            ray.shutdown()
-            # A failed start leaves its GCS, monitor and dashboard running: end those (ours).
-            for child in psutil.Process().children():
-                if child.pid not in before:
-                    child.kill()
-            if attempt == 5:
-                raise
-    raise AssertionError("unreachable")
 
 
 def _budget_sweep(root: Path, pipeline: Path, name: str, address: str, *budget: str,
@@ -451,3 +428,24 @@ def test_every_exit_path_leaves_records_that_agree(interrupted: dict, path: str)
     if path == "ended":  # every way a trial ends, in one sweep
         assert sorted(v for k, v in folders.items() if k != "status") == [
             COMPLETED, "FAILED", "STOPPED"], folders
+
+
+def test_each_driver_stages_ray_state_in_its_own_folder(tmp_path: Path) -> None:
+    """Two sweeps on one Ray that made their Tuners in the same second shared Ray Tune's
+    staging folder (<session>/artifacts/<second>/ray/) and copied each other's experiment state
+    into their own: this module's shared Ray showed it (a resume restored the other sweep's
+    trials). tune_backend.own_driver_staging stamps the folder with the driver's process id."""
+    from ray.train._internal.storage import StorageContext
+    from ray.tune import utils
+
+    from sweep.run.tune_backend import own_driver_staging
+
+    plain = utils.date_str
+    try:
+        own_driver_staging()
+        own_driver_staging()  # idempotent: one stamp
+        ctx = StorageContext(storage_path=str(tmp_path), experiment_dir_name="ray")
+        assert ctx._timestamp.endswith(f"-{os.getpid()}")  # noqa: SLF001 - the staging folder's name
+        assert ctx._timestamp.count(f"-{os.getpid()}") == 1  # noqa: SLF001
+    finally:
+        utils.date_str = plain

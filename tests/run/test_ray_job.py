@@ -150,7 +150,7 @@ def job_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict:
         while time.time() < deadline:  # both trials running, one past its first evaluation
             states = [t.status() for t in exp.trials()] if exp.root.exists() else []
             if len(states) == 2 and all(s.get("state") == "RUNNING" for s in states) and any(
-                    20 <= int(s.get("reported_step", -1)) < 40 for s in states):
+                    20 <= int(s.get("reported_step", -1)) < 50 for s in states):
                 break
             if time.time() - asked > 15:  # a job that failed (its logs say why) ends the wait
                 asked = time.time()

@@ -121,7 +121,7 @@ def trusted(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     import ray
 
     from sweep import cli
-    from tests.conftest import REPO, make_workspace
+    from tests.conftest import REPO, make_workspace, start_local_ray
 
     root = tmp_path_factory.mktemp("trust")
     pipeline = make_workspace(root, n_train=8, n_eval=4)
@@ -129,8 +129,7 @@ def trusted(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     saved = dict(os.environ)
     os.environ.update(SWEEP_WORKER_MODULE="tests.fake_worker", FAKE_MODE="ok", FAKE_NOISE="0.1",
                       PYTHONPATH=str(REPO))
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    start_local_ray(2)
     cwd = os.getcwd()
     os.chdir(root)
     try:

@@ -185,7 +185,7 @@ def shared_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
     """One local Ray for the module's sweeps (a Ray start is ~10 s; each sweep is seconds)."""
     import ray
 
-    from tests.conftest import REPO, make_workspace
+    from tests.conftest import REPO, make_workspace, start_local_ray
 
     root = tmp_path_factory.mktemp("search")
     pipeline = make_workspace(root, n_train=8, n_eval=4)
@@ -194,15 +194,7 @@ def shared_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
     # Ray's workers (and the trial jobs they start) take the environment of ray.init.
     os.environ.update(SWEEP_WORKER_MODULE="tests.fake_worker", FAKE_MODE="ok",
                       PYTHONPATH=str(REPO))
-    for attempt in range(3):  # a loaded machine: "timed out during startup" (as init_ray)
-        try:
-            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
-            break
-        except Exception as e:  # noqa: BLE001 - Ray raises a bare Exception for this
-            ray.shutdown()
-            if "timed out during startup" not in str(e) or attempt == 2:
-                raise
+    start_local_ray(2)
     try:
         yield root, pipeline
     finally:
