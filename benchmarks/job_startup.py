@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     med = {n: {k: statistics.median(r[k] for r in rows) for k in ("train_s", "eval_s")}
            for n, rows in runs.items()}
     data["median"] = med
+    data["train_ratio"] = med["now"]["train_s"] / med["before"]["train_s"]
+    data["eval_ratio"] = med["now"]["eval_s"] / med["before"]["eval_s"]
     md = header("Trial jobs' start-up: this code beside another", data)
     md += [f"{a.steps} train steps of the demo's base config (seed 5), then its eval job on "
            f"those checkpoints; {a.rounds} rounds, alternating; medians.", "",
