@@ -45,8 +45,6 @@ LINES: list[tuple[str, str, str, Callable[[Any], str], str]] = [
      lambda v: f"{v:.2f}x fewer", ">= 3x fewer"),
     ("tpe_vs_random_best_map", "search_quality", "tpe_minus_random", lambda v: f"{v:+.3f}", "> 0"),
     ("control_plane_vs_ray_tune", "control_plane", "ratio", lambda v: f"{v:.2f}x", "<= 1.1x"),
-    ("job_startup_train now/before", "job_startup", "train_ratio", lambda v: f"{v:.2f}x", "-"),
-    ("job_startup_eval now/before", "job_startup", "eval_ratio", lambda v: f"{v:.2f}x", "-"),
     ("replay_table", "search_replay", "table_line", str, "48 configs x 2 seeds"),
     ("replay_seeds", "search_replay", "replay_seeds", lambda v: f"{v:.0f}", ">= 50"),
     ("asha_vs_fifo_train_steps", "search_replay", "asha_vs_fifo_train_steps",
