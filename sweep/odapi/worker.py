@@ -115,8 +115,11 @@ def train(pipeline: Path, model_dir: Path, *, checkpoint_every: int, steps_per_i
           keep: int, cpu_replicas: int = 0) -> None:
     import tensorflow as tf
     from object_detection import model_lib_v2
+    from object_detection.utils import config_util
 
-    num_steps, fine_tune = _gate_checkpoints(model_dir, pipeline)
+    _gate_checkpoints(model_dir, pipeline)
+    fine_tune = bool(config_util.get_configs_from_pipeline_file(str(pipeline))
+                     ["train_config"].fine_tune_checkpoint)
     # Not when fine-tuning: a deferred restore of the fine-tune weights would fill the variables
     # as they are built, and the eager pass (in training mode) would then move their batch-norm
     # statistics towards a blank image's.
@@ -135,18 +138,17 @@ def train(pipeline: Path, model_dir: Path, *, checkpoint_every: int, steps_per_i
         )
 
 
-def _gate_checkpoints(model_dir: Path, pipeline: Path) -> tuple[int, bool]:
+def _gate_checkpoints(model_dir: Path, pipeline: Path) -> None:
     """train_loop saves through ``tf.train.CheckpointManager``: make each save wait at the
     trial's train gate (sweep.core.gate), so an early-stopping scheduler decides on a rung before
-    training goes past it. Returns the config's num_steps and whether it fine-tunes."""
+    training goes past it."""
     import tensorflow as tf
     from object_detection.utils import config_util
 
     from sweep.core import gate
 
-    train_config = config_util.get_configs_from_pipeline_file(str(pipeline))["train_config"]
-    num_steps = int(train_config.num_steps)
-    fine_tune = bool(train_config.fine_tune_checkpoint)
+    num_steps = int(config_util.get_configs_from_pipeline_file(str(pipeline))
+                    ["train_config"].num_steps)
     base = tf.compat.v2.train.CheckpointManager
 
     class GatedCheckpointManager(base):
@@ -167,9 +169,8 @@ def _gate_checkpoints(model_dir: Path, pipeline: Path) -> tuple[int, bool]:
         try:
             step = int(tf.train.load_variable(latest, "step/.ATTRIBUTES/VARIABLE_VALUE"))
         except (ValueError, tf.errors.OpError):
-            return num_steps, fine_tune
+            return
         gate.wait(model_dir, step, num_steps)
-    return num_steps, fine_tune
 
 
 def momentum_keeping_checkpoint(tf, *, build: bool = False):  # noqa: ANN001, ANN201 - tf module / a Checkpoint class
