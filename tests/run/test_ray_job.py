@@ -81,14 +81,25 @@ JOB_ENV_VARS = {"SWEEP_WORKER_MODULE": "tests.fake_worker", "FAKE_MODE": "slow",
 
 
 def _ray(args: list[str], env: dict[str, str], timeout: float = 300) -> str:
+    """A `ray` CLI command. A cluster just started may not yet have a dashboard agent to take a
+    job ("No available agent to submit job, please try again later": seen in CI, minutes into a
+    loaded run): that answer is retried, as it asks, for up to 3 minutes."""
     import subprocess
     import sys
+    import time
 
     ray_cli = str(Path(sys.executable).with_name("ray"))
-    out = subprocess.run([ray_cli, *args], env=env, capture_output=True, text=True,
-                         timeout=timeout)
-    assert out.returncode == 0, (args, (out.stdout + out.stderr)[-3000:])
-    return out.stdout + out.stderr
+    deadline = time.monotonic() + 180
+    while True:
+        out = subprocess.run([ray_cli, *args], env=env, capture_output=True, text=True,
+                             timeout=timeout)
+        text = out.stdout + out.stderr
+        if out.returncode == 0 or "No available agent" not in text or \
+                time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    assert out.returncode == 0, (args, text[-3000:])
+    return text
 
 
 def _job_status(cluster, job: str) -> str:  # noqa: ANN001
