@@ -19,6 +19,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Ray runs its workers (a trial's actor and the jobs it starts) at niceness 15. Beside a real TF
+# test on the other xdist worker (niceness 0, 2 cores), a stand-in sweep's trial actors then
+# took 3 min to import and start (seen: ray's core-worker log, "Adjusted worker niceness to 15"),
+# and windows the tests wait for closed. In tests every Ray worker runs at the tests' priority.
+os.environ.setdefault("RAY_worker_niceness", "0")
+
 # The e2e space: three known points, so what each trial does is certain.
 #  1. the base config's own values (the report's baseline);
 #  2. an absurd learning rate that makes the loss NaN within the first 10 steps ("diverged");

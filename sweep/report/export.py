@@ -230,9 +230,11 @@ def export_tflite(exp: Experiment, trial: str | None, out_dir: Path | None = Non
     """Export the best (or the given) SSD trial as a TFLite model, and score it and the
     SavedModel of the same checkpoint on the eval records.
 
-    Into ``out_dir`` (as ``export_trial``): the SavedModel (reused if this folder already has
-    it for this checkpoint), ``tflite/graph/`` (the TFLite-friendly SavedModel) and
-    ``tflite/model[_float16|_int8].tflite``; ``export.json`` gets the sizes and mAPs."""
+    Into ``out_dir`` (as ``export_trial``): the SavedModel, ``tflite/graph/`` (the
+    TFLite-friendly SavedModel) and ``tflite/model[_float16|_int8].tflite``; ``export.json``
+    gets the sizes and mAPs. The SavedModel and the graph are reused when this folder already
+    has them for this checkpoint (each is a model build and trace: minutes for a large model),
+    so float, float16 and int8 exports one after another pay for them once."""
     plan = plan_export(exp, trial)
     cfg, evals, trains, label_map = _tflite_inputs(plan, quantize)
     out_dir = Path(out_dir) if out_dir is not None else _default_out(exp, plan)
@@ -246,7 +248,8 @@ def export_tflite(exp: Experiment, trial: str | None, out_dir: Path | None = Non
             info = json.loads(info_path.read_text())
         try:
             result = _tflite_and_scores(cfg, plan, out_dir, quantize, evals, trains, label_map,
-                                        info.get("saved_model_eval"))
+                                        info.get("saved_model_eval"),
+                                        (info.get("tflite_graph") or {}).get("checkpoint"))
         except (ConfigError, FileNotFoundError):
             raise
         except Exception as e:  # noqa: BLE001 - the converter's errors vary by kind
@@ -254,6 +257,7 @@ def export_tflite(exp: Experiment, trial: str | None, out_dir: Path | None = Non
                 str(plan.trial.pipeline_path), "", f"trial {plan.trial.name} cannot be exported "
                 f"as TFLite ({type(e).__name__}: {_words(e)})", "export it as a SavedModel "
                 "(leave --format out), or try another --quantize")) from e
+        info["tflite_graph"] = {"checkpoint": str(plan.checkpoint)}
         info["saved_model_eval"] = {"map": result.saved_model.map,
                                     "size_bytes": result.saved_model.size_bytes,
                                     "eval_images": result.eval_images}
@@ -267,12 +271,14 @@ def export_tflite(exp: Experiment, trial: str | None, out_dir: Path | None = Non
 
 def _tflite_and_scores(cfg: Any, plan: ExportPlan, out_dir: Path, quantize: str,
                        evals: list[str], trains: list[str], label_map: Path,
-                       saved_eval: dict | None) -> TfliteExport:
+                       saved_eval: dict | None, graph_checkpoint: str | None) -> TfliteExport:
     from sweep.data.label_map import read_label_map
     from sweep.odapi import exported_eval, tflite
 
     prepare = exported_eval.model_input(cfg)
-    graph = tflite.export_graph(cfg, plan.checkpoint, out_dir / "tflite" / "graph")
+    graph = out_dir / "tflite" / "graph" / "saved_model"
+    if graph_checkpoint != str(plan.checkpoint) or not (graph / "saved_model.pb").is_file():
+        graph = tflite.export_graph(cfg, plan.checkpoint, out_dir / "tflite" / "graph")
     representative = None
     if quantize == "int8":
         representative = [prepare(ex.image) for ex in exported_eval.read_examples(

@@ -36,6 +36,8 @@ def exported(real_sweep, tmp_path_factory: pytest.TempPathFactory) -> dict:  # n
     saved = export_trial(exp, None, out)  # `sweep export EXP`: the SavedModel alone
     saved_info = json.loads((out / "export.json").read_text())
     float_result = export_tflite(exp, None, out, quantize="none")  # reuses the SavedModel
+    graph_pb = out / "tflite" / "graph" / "saved_model" / "saved_model.pb"
+    graph_written = graph_pb.stat().st_mtime_ns
     # int8 through the command line, into the same folder: it reuses the SavedModel
     import contextlib
     import io
@@ -45,6 +47,7 @@ def exported(real_sweep, tmp_path_factory: pytest.TempPathFactory) -> dict:  # n
         rc = cli.main(["export", str(exp.root), "--format", "tflite", "--quantize", "int8",
                        "--out", str(out)])
     return {"out": out, "float": float_result, "rc": rc, "cli": text.getvalue(),
+            "graph_rewritten": graph_pb.stat().st_mtime_ns != graph_written,
             "info": json.loads((out / "export.json").read_text()), "saved": saved,
             "saved_info": saved_info, "plan": plan_export(exp, None)}
 
@@ -64,8 +67,11 @@ def test_the_savedmodel_export_names_its_checkpoint_and_detects(exported: dict) 
     boxes = result["detection_boxes"].numpy()
     assert boxes.shape[0] == 1 and boxes.shape[2] == 4 and boxes.shape[1] > 0
     assert result["detection_scores"].shape[:2] == boxes.shape[:2]
-    # the TFLite exports that followed reused it (same checkpoint, no second export)
+    # the TFLite exports that followed reused it (same checkpoint, no second export), and int8
+    # reused the float export's TFLite graph (no second build and trace)
     assert exported["info"]["checkpoint"] == info["checkpoint"]
+    assert exported["info"]["tflite_graph"]["checkpoint"] == info["checkpoint"]
+    assert not exported["graph_rewritten"]
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
