@@ -140,10 +140,15 @@ def local_cluster(*, pythonpath: bool = True,
     c = Cluster(address=f"127.0.0.1:{port}", dashboard=f"http://127.0.0.1:{dash}", env=env,
                 head_dir=short / "h", worker_dir=short / "w")
     try:
+        # Each node's dashboard agent on a port of its own: the default (52365) is taken when
+        # another Ray runs on this machine (a sweep's local Ray in the other xdist worker), and
+        # then the Jobs API answers "No available agent to submit job" for good.
         _ray_start(["--head", f"--port={port}", "--num-cpus=1", "--dashboard-host=127.0.0.1",
                     f"--dashboard-port={dash}", "--include-dashboard=true",
+                    f"--dashboard-agent-listen-port={_free_port()}",
                     f"--temp-dir={c.head_dir}", "--disable-usage-stats"], env, c.head_dir)
         _ray_start([f"--address={c.address}", "--num-cpus=1", f"--temp-dir={c.worker_dir}",
+                    f"--dashboard-agent-listen-port={_free_port()}",
                     "--disable-usage-stats"], env, c.worker_dir)
         nodes = subprocess.run(
             [sys.executable, "-c", f"import json, ray; ray.init(address='{c.address}', log_to_driver=False);"

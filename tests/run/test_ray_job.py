@@ -82,8 +82,9 @@ JOB_ENV_VARS = {"SWEEP_WORKER_MODULE": "tests.fake_worker", "FAKE_MODE": "slow",
 
 def _ray(args: list[str], env: dict[str, str], timeout: float = 300) -> str:
     """A `ray` CLI command. A cluster just started may not yet have a dashboard agent to take a
-    job ("No available agent to submit job, please try again later": seen in CI, minutes into a
-    loaded run): that answer is retried, as it asks, for up to 3 minutes."""
+    job ("No available agent to submit job, please try again later"): that answer is retried,
+    as it asks, for up to 3 minutes. (In CI it came for good: another Ray on the machine held
+    the agent's default port; local_cluster now gives each node's agent a port of its own.)"""
     import subprocess
     import sys
     import time
