@@ -11,7 +11,9 @@ behaviour: ok | nan (loss becomes NaN at step 20; FAKE_NAN_L2=x: only for the tr
 l2_weight is x) | crash_once (train dies with SIGKILL the
 first time, after its first checkpoint) | crash_always | hang (train never progresses: no
 summary, no checkpoint) | slow (a summary every FAKE_STEP_SLEEP s, default 0.5). As the real
-eval job, the eval job has no clock unless given --timeout.
+eval job, the eval job has no clock unless given --timeout. FAKE_HOLD=<file>:<step>: training
+pauses at step <step> while <file> exists (a test holds trials mid-run however loaded the
+machine is, e.g. until `ray job stop` has landed, and lets them go by deleting the file).
 
 Modes as unkind as the real jobs at scale (issue 27):
 
@@ -128,8 +130,9 @@ def train(a: argparse.Namespace) -> None:
     marker = a.model_dir / "crashed-once"
     pace = float(os.environ.get("FAKE_STEP_SLEEP", "0.5")) if mode == "slow" else 0.05
     gate.wait(a.model_dir, step, total, poll=0.05)  # a restarted job may resume at the rung
+    hold_file, _, hold_step = os.environ.get("FAKE_HOLD", "").rpartition(":")
     while step < total:
-        if mode == "hang":
+        if mode == "hang" or (hold_file and step >= int(hold_step) and Path(hold_file).exists()):
             time.sleep(0.5)
             continue
         step += a.steps_per_iteration
