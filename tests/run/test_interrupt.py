@@ -132,6 +132,7 @@ def _sweeps(root: Path, pipeline: Path, address: str) -> dict:
 
     out: dict = {"root": root}
     (root / "ended.yaml").write_text(ENDED_SPACE)
+    (root / "clock.yaml").write_text(SPACE.replace(f"num_steps: {NUM_STEPS}", "num_steps: 4000"))
     with ThreadPoolExecutor(5) as pool:
         # Its three trials end three ways: completed, stopped early by ASHA, failed (NaN).
         ended = pool.submit(_budget_sweep, root, pipeline, "ia", address, "--scheduler", "asha",
@@ -140,12 +141,12 @@ def _sweeps(root: Path, pipeline: Path, address: str) -> dict:
                            address, _one_midway)
         # A step budget: trial 1 trains 80 steps, trial 2 is stopped at 20 (100 in all).
         steps = pool.submit(_budget_sweep, root, pipeline, "ib", address, "--step-budget", "100")
-        # A time budget of 5 min: spent while some trial (8 s each) trains. The first trial
-        # starts a while after the budget's clock does when the other worker runs real TF:
-        # 1.5 min here (it was 3.7, and in CI over 2.5, while Ray ran its workers at niceness
-        # 15: see conftest). More trials than 5 min can hold.
+        # A time budget of 5 min, spent while a trial trains: each trains 4,000 steps (~7 min),
+        # so the budget never ends between two trials (with 8-s trials it did: 25 completed,
+        # none stopped). The first trial starts a while after the budget's clock does when the
+        # other worker runs real TF (1.5 min here).
         clock = pool.submit(_budget_sweep, root, pipeline, "ic", address, "--time-budget", "5",
-                            "--num-trials", "100")
+                            "--num-trials", "100", "--eval-every", "200", space="clock.yaml")
         out["int"] = _interrupt_when(root, pipeline, "ir", signal.SIGINT, True, address,
                                      _one_done_and_one_midway)
         exp = Experiment(root / "experiments" / "ir")
