@@ -60,9 +60,10 @@ def run_sweep(root: Path, pipeline: Path, name: str, a: argparse.Namespace, seed
 
 
 def confirm(root: Path, name: str, a: argparse.Namespace) -> int:
+    """`sweep confirm`, without its report: judge() writes the confirmed one (once)."""
     return _cli(root, name, a, ["confirm", name, "--storage", str(root / "experiments"),
                                 "--seeds", str(a.seeds), "--max-concurrent", "2",
-                                "--no-dashboard"])
+                                "--no-dashboard", "--no-report"])
 
 
 def claims_a_win(verdict: str) -> bool:
