@@ -729,7 +729,7 @@ def run_confirmations(settings: SweepSettings, space: Any, configs: list[dict[st
                                                     checkpoint_at_end=False)))
     if url:
         print(f"Ray dashboard: {url}", flush=True)
-    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    quiet_ray_logs()
     grid = tuner.fit()
     for c in configs:  # nothing may be left RUNNING in a folder
         t = exp.trial(c[marks.CONFIRM]["name"])
@@ -803,6 +803,7 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
         checkpoint_config=_checkpoint_config(settings),
     )
     ray_dir = exp.ray_dir
+    quiet_ray_logs()  # before Tuner.restore, which builds a result grid of its own
     if resume:
         tuner = tune.Tuner.restore(str(ray_dir), trainable=trainable,
                                    resume_unfinished=True, resume_errored=False,
@@ -844,12 +845,6 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
             ),
             run_config=run_config,
         )
-    # An interrupt is ours to explain (sweep.core.interrupt, the CLI's closing line): not
-    # Ray's advice to call Tuner.restore.
-    logging.getLogger("ray.tune.tune").addFilter(_no_ray_interrupt_advice)
-    # Trial metrics live in the trial folders, not in Ray's result files: silence Ray's
-    # "Failed to fetch metrics" warning when it builds the (unused) result grid.
-    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     exp.stop_path.unlink(missing_ok=True)  # a resumed sweep: its trials run again
     if resume:
         # The last driver may have died before its own reconcile (kill -9, a lost node): the
@@ -869,6 +864,20 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
         trackers.for_experiment(settings, exp.root).finish(wait=sig is None)
     return {"errors": errored, "stopped_reason": budget.reason, "dashboard": url,
             "interrupted": None if sig is None else interrupt.name(sig)}
+
+
+def quiet_ray_logs() -> None:
+    """Ray Tune's log lines that would mislead here, silenced before a Tuner is made or restored.
+
+    - An interrupt is ours to explain (sweep.core.interrupt, the CLI's closing line), not Ray's
+      advice to call Tuner.restore.
+    - Trial metrics live in the trial folders, not in Ray's result files: Ray's "Failed to
+      fetch metrics ... result.json and progress.csv were not found" warning, logged when it
+      builds a result grid (at the end of fit() and inside Tuner.restore), is noise."""
+    tune_log = logging.getLogger("ray.tune.tune")
+    if _no_ray_interrupt_advice not in tune_log.filters:
+        tune_log.addFilter(_no_ray_interrupt_advice)
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 
 def _no_ray_interrupt_advice(record: logging.LogRecord) -> bool:
