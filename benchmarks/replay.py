@@ -58,6 +58,18 @@ class Curve:
     values: dict[str, list[float | None]]
     seconds: list[float]
 
+    def at(self, steps: list[int]) -> Curve:
+        """The evaluations a sweep evaluating at ``steps`` sees: for each, the first recorded
+        step at or past it (the recorded one itself when the table has it), in order, once."""
+        keep: list[int] = []
+        for want in steps:
+            i = next((i for i, s in enumerate(self.steps) if s >= want), None)
+            if i is not None and i not in keep:
+                keep.append(i)
+        return Curve([self.steps[i] for i in keep],
+                     {mt: [v[i] for i in keep] for mt, v in self.values.items()},
+                     [self.seconds[i] for i in keep])
+
 
 @dataclass
 class Table:
@@ -265,22 +277,37 @@ class Options:
     num_trials: int
     seed: int = 0
     max_concurrent: int = 2
-    eval_every: int = 50
+    eval_every: int = 0  # 0: as `sweep run` decides (schedulers.eval_points)
     metric: str = "mAP"
     grace_period: int = 0  # a what-if: ASHA's first rung / the median rule's grace (0: sweep run's)
 
 
-def settings_for(opts: Options, space_path: Path | None = None) -> Any:
-    """The ``SweepSettings`` that ``sweep run`` would hold for these options."""
+def settings_for(opts: Options, space_path: Path | None = None, max_steps: int = 0) -> Any:
+    """The ``SweepSettings`` that ``sweep run`` would hold for these options, its
+    ``--eval-every`` resolved as ``sweep run`` resolves it for trials of ``max_steps``."""
     from sweep.odapi import metrics
+    from sweep.run import schedulers
     from sweep.run.settings import SweepSettings
 
     tag = {"mAP": metrics.MAP, "mAP_50": metrics.MAP50, "AR_100": metrics.AR100}[opts.metric]
+    eval_every = opts.eval_every
+    if max_steps:
+        eval_every, _ = schedulers.eval_points(opts.scheduler, eval_every, max_steps)
     return SweepSettings(name="replay", space=space_path or Path("space.yaml"),
                          pipeline=Path("pipeline.config"), num_trials=opts.num_trials,
                          max_concurrent=opts.max_concurrent, sampler=opts.sampler,
                          scheduler=opts.scheduler, metrics=[tag], modes=["max"],
-                         seed=opts.seed, eval_every=opts.eval_every, dashboard=False)
+                         seed=opts.seed, eval_every=eval_every, dashboard=False)
+
+
+def eval_steps(opts: Options, max_steps: int) -> list[int]:
+    """The steps at which `sweep run` with these options evaluates a trial (its results):
+    the resolved --eval-every, as the runner plans it (sweep.run.trial.plan_steps), and the
+    last step."""
+    from sweep.run.trial import plan_steps
+
+    every, _ = plan_steps(max_steps, settings_for(opts, max_steps=max_steps).eval_every)
+    return list(range(every, max_steps + 1, every))
 
 
 def build(opts: Options, space: SearchSpace, points: list[dict[str, Any]], max_steps: int
@@ -294,7 +321,7 @@ def build(opts: Options, space: SearchSpace, points: list[dict[str, Any]], max_s
     from sweep.search import samplers
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    settings = settings_for(opts, space.path)
+    settings = settings_for(opts, space.path, max_steps)
     points = samplers.known_points(points, settings.num_trials, space=space,
                                    sampler=settings.sampler)
     scheduler = tune_backend.make_scheduler(settings, max_steps, space,
@@ -335,6 +362,10 @@ def simulate(table: Table, space: SearchSpace, opts: Options, *,
     index = index or CellIndex(table, space)
     points = base_points(space, table) if points is None else points
     searcher, scheduler, _ = build(opts, space, points, table.max_steps)
+    # A trial reports where `sweep run` would evaluate it, not at every recorded evaluation:
+    # the scheduler's decisions, and each trial's best, see what a real sweep's would.
+    at = eval_steps(opts, table.max_steps)
+    views: dict[tuple[str, int], Curve] = {}
     ctrl = SimController()
     records: dict[str, TrialRecord] = {}
     events: list[tuple[float, int, str, int]] = []  # (clock, order, trial id, result index)
@@ -353,7 +384,10 @@ def simulate(table: Table, space: SearchSpace, opts: Options, *,
             cell = index.nearest(config)
             rec = TrialRecord(tid, cell, repeat_of(opts.seed, launched, table.repeats(cell)))
             records[tid] = rec
-            curves[tid] = table.curves[(cell, rec.repeat)]
+            key = (cell, rec.repeat)
+            if key not in views:
+                views[key] = table.curves[key].at(at)
+            curves[tid] = views[key]
             trial = SimTrial(tid, config)
             ctrl.trials.append(trial)
             scheduler.on_trial_add(ctrl, trial)

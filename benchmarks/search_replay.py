@@ -11,7 +11,10 @@ The table's space (its cells, exact draws) is the default; ``--space search_spac
 yaml`` samples the continuous demo space and plays each draw's nearest cell (for samplers that
 need continuous parameters, such as CMA-ES). For every (sampler, scheduler, budget) and sweep
 seeds 0..S-1, one replayed ``sweep run --num-trials N`` with the sweep's defaults otherwise
-(2 trials at once); its known point (the base config) runs first, as in ``sweep run``.
+(2 trials at once); its known point (the base config) runs first, as in ``sweep run``. A
+replayed trial reports where that ``sweep run`` would evaluate it (``--eval-every``, by default
+sweep run's: a quarter of num_steps under asha and median, the end only under fifo), not at
+every evaluation the table recorded.
 
 Per pair and budget, over seeds:
 (a) ``true``: the true quality of the config the sweep recommends (the trial with the best
@@ -221,6 +224,12 @@ def early_vs_final(table: Table) -> dict[str, float | None]:
     return out
 
 
+def _evaluations(eval_every: int) -> str:
+    return (f"trials evaluated every {eval_every} steps" if eval_every else
+            "trials evaluated as `sweep run` does by default (a quarter of num_steps under "
+            "asha and median, the end only under fifo)")
+
+
 def _eval_every(table: Table) -> int:
     steps = next(iter(table.curves.values())).steps
     return min((b - a for a, b in zip(steps, steps[1:], strict=False)), default=steps[0])
@@ -319,8 +328,8 @@ def markdown(data: dict[str, Any]) -> list[str]:
            f"{fmt(c['base']['true_mAP'], 3) if c['base'] else '-'}, worst "
            f"{fmt(c['worst']['true_mAP'], 3)}; median seed-to-seed spread of a cell's final "
            f"mAP {fmt(c['seed_spread_median'], 3)}",
-           f"- {data['seeds']} seeds per pair, {data['max_concurrent']} trials at once, eval "
-           f"every {data['eval_every']}; default pair {'+'.join(data['default'])}", ""]
+           f"- {data['seeds']} seeds per pair, {data['max_concurrent']} trials at once, "
+           f"{_evaluations(data['eval_every'])}; default pair {'+'.join(data['default'])}", ""]
     order = [f"{sa}+{sc}" for sa in data["samplers"] for sc in data["schedulers"]]
     for n in sorted(data["pairs"], key=int):  # a JSON round trip sorts keys as strings
         p = data["pairs"][n]
@@ -363,7 +372,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=50, help="[%(default)s]")
     p.add_argument("--budgets", default=",".join(map(str, BUDGETS)), help="[%(default)s]")
     p.add_argument("--max-concurrent", type=int, default=2, help="[%(default)s]")
-    p.add_argument("--eval-every", type=int, default=50, help="[%(default)s]")
+    p.add_argument("--eval-every", type=int, default=0,
+                   help="evaluate every N steps, as `sweep run --eval-every N`; 0 is sweep "
+                        "run's default (a quarter of num_steps under asha and median, the end "
+                        "only under fifo); a step the table lacks plays the next recorded one "
+                        "[%(default)s]")
     p.add_argument("--name", default="search_replay", help="results file name [%(default)s]")
     p.add_argument("--out", type=Path, default=None,
                    help="[benchmarks/results, or results/partial for a partial table]")

@@ -173,24 +173,28 @@ def _simple(obj: object) -> dict:
             if isinstance(v, int | float | str | bool | type(None))}
 
 
-@pytest.mark.parametrize(("sampler", "scheduler"), [("tpe", "asha"), ("random", "median"),
-                                                    ("cmaes", "fifo"), ("qmc", "asha")])
+@pytest.mark.parametrize(("sampler", "scheduler", "every"), [
+    ("tpe", "asha", 0), ("tpe", "asha", 50), ("random", "median", 0), ("cmaes", "fifo", 0),
+    ("qmc", "asha", 50)])
 def test_replay_builds_the_sampler_and_scheduler_sweep_run_builds(
-        sampler: str, scheduler: str) -> None:
+        sampler: str, scheduler: str, every: int) -> None:
     from sweep import cli
-    from sweep.run import tune_backend
+    from sweep.run import schedulers, tune_backend
 
     space_path = REPO / "search_spaces" / "demo_tiny.yaml"
     space = load_space(space_path)
     a = cli.build_parser().parse_args(
         ["run", "--space", str(space_path), "--pipeline", "p/pipeline.config", "--sampler",
-         sampler, "--scheduler", scheduler, "--num-trials", "16", "--seed", "3",
-         "--eval-every", "50"])
+         sampler, "--scheduler", scheduler, "--num-trials", "16", "--seed", "3"]
+        + (["--eval-every", str(every)] if every else []))  # none: sweep run's default
     settings = cli._settings(a, space_path, Path("p/pipeline.config"), "x")
+    # as `sweep run` resolves --eval-every before it builds the scheduler
+    settings.eval_every, _ = schedulers.eval_points(settings.scheduler, settings.eval_every, 600)
     want_sampler = tune_backend.make_sampler(settings, space, 1)
     want_sched = tune_backend.make_scheduler(settings, 600, space)
 
-    searcher, sched, _ = replay.build(replay.Options(sampler, scheduler, 16, seed=3), space,
+    searcher, sched, _ = replay.build(replay.Options(sampler, scheduler, 16, seed=3,
+                                                     eval_every=every), space,
                                       [{"batch_size": 8}], 600)
     got_sampler = searcher._sampler
     assert type(got_sampler) is type(want_sampler)
@@ -205,11 +209,41 @@ def test_replay_builds_the_sampler_and_scheduler_sweep_run_builds(
 
 def test_a_grace_period_what_if_moves_ashas_first_rung_and_only_when_asked() -> None:
     space = load_space(REPO / "search_spaces" / "demo_tiny.yaml")
-    _, default, _ = replay.build(replay.Options("random", "asha", 16), space, [], 600)
-    _, later, _ = replay.build(replay.Options("random", "asha", 16, grace_period=200), space,
-                               [], 600)
-    assert sorted(r[0] for r in default._brackets[0]._rungs) == [50, 100, 200, 400]
-    assert sorted(r[0] for r in later._brackets[0]._rungs) == [200, 400]
+
+    def rungs(**kw: int) -> list[int]:
+        _, sched, _ = replay.build(replay.Options("random", "asha", 16, **kw), space, [], 600)
+        return sorted(r[0] for r in sched._brackets[0]._rungs)
+
+    assert rungs() == [150, 300, 600]  # sweep run's default: evaluations every quarter
+    assert rungs(eval_every=50) == [50, 100, 200, 400]
+    assert rungs(eval_every=50, grace_period=200) == [200, 400]
+
+
+@pytest.mark.parametrize(("scheduler", "every", "steps"), [
+    ("fifo", 0, [200]), ("asha", 0, [50, 100, 150, 200]), ("fifo", 100, [100, 200]),
+    ("median", 100, [100, 200])])
+def test_a_replayed_trial_reports_where_sweep_run_would_evaluate_it(
+        tmp_path: Path, scheduler: str, every: int, steps: list[int]) -> None:
+    """The table holds an evaluation every 50 steps; a replayed trial reports only at the
+    steps `sweep run` with these options evaluates (fifo by default: the end only), so its
+    best and the scheduler's decisions see what a real sweep's would."""
+    table_path, space_path = _tiny_table(tmp_path)
+    table = replay.load_table(table_path)
+    opts = replay.Options("random", scheduler, 3, eval_every=every, max_concurrent=1)
+    assert replay.eval_steps(opts, table.max_steps) == steps
+    trace = replay.simulate(table, load_space(space_path), opts, points=[])
+    assert len(trace.trials) == 3
+    # each trial's results were at steps[0], steps[1], ... up to its last (stopped or not)
+    assert all(t.steps in steps for t in trace.trials), [t.steps for t in trace.trials]
+    assert len(trace.timeline) == sum(steps.index(t.steps) + 1 for t in trace.trials)
+    assert trace.timeline[0][0] == steps[0]  # one at a time: the first result's train steps
+
+
+def test_a_curve_seen_at_steps_the_table_lacks_plays_the_next_recorded_one() -> None:
+    c = replay.Curve([50, 100, 150, 200], {"mAP": [0.1, 0.2, 0.3, 0.4]}, [1.0, 2.0, 3.0, 4.0])
+    v = c.at([75, 150, 160, 200])
+    assert v.steps == [100, 150, 200] and v.values["mAP"] == [0.2, 0.3, 0.4]
+    assert v.seconds == [2.0, 3.0, 4.0]
 
 
 # ------------------------------------------------- slow: record with the stand-in worker
