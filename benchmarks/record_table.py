@@ -146,8 +146,8 @@ def trial_rows(trial: Any, cid: str, seed: int) -> list[dict[str, Any]]:
     walls: dict[int, float] = {}
     for s in m.read_scalars(trial.path / "eval", [m.MAP]):
         walls.setdefault(s.step, s.wall_time)  # when the evaluation was written
-    status = trial.status()
-    start = status.get("started_at") or (tm.train_wall[0] if tm.train_wall else None)
+    seconds = eval_seconds(trial.status(), walls,
+                           fallback_start=tm.train_wall[0] if tm.train_wall else None)
     rows = []
     for step in sorted(tm.eval):
         if step <= 0:
@@ -156,10 +156,38 @@ def trial_rows(trial: Any, cid: str, seed: int) -> list[dict[str, Any]]:
         for col, tag in TAGS.items():
             v = best.reported(tm, tag, step)  # what the trial reported for that evaluation
             row[col] = None if v is None else round(float(v), 6)
-        row["seconds"] = (round(walls[step] - float(start), 2)
-                          if start is not None and step in walls else None)
+        row["seconds"] = seconds.get(step)
         rows.append(row)
     return rows
+
+
+def eval_seconds(status: dict[str, Any], walls: dict[int, float], *,
+                 fallback_start: float | None = None) -> dict[int, float]:
+    """Seconds of the trial's own running time until each evaluation was written (step ->
+    s). A trial that was interrupted and resumed (``record`` run again) ran in attempts: the
+    wall clock between them is not the trial's, so an evaluation of the last attempt counts
+    from that attempt's start plus the time the earlier attempts ran (status ``elapsed`` is
+    the running time of all attempts); an earlier one from the trial's creation."""
+    started = status.get("started_at")
+    started = fallback_start if started is None else started
+    if started is None:
+        return {}
+    started = float(started)
+    attempts = int(status.get("attempts") or 1)
+    ended, elapsed = status.get("ended_at"), status.get("elapsed")
+    earlier = (float(elapsed) - (float(ended) - started)
+               if attempts > 1 and ended is not None and elapsed is not None else None)
+    created = status.get("created_at")
+    created = started if created is None else float(created)
+    out = {}
+    for step, wall in walls.items():
+        if earlier is not None and wall >= started:
+            out[step] = round(max(earlier, 0.0) + wall - started, 2)
+        elif earlier is not None:
+            out[step] = round(wall - created, 2)
+        else:
+            out[step] = round(wall - started, 2)
+    return out
 
 
 def extract_experiments(experiments: list[tuple[int, Experiment]]) -> Extracted:

@@ -67,6 +67,18 @@ def test_extract_writes_every_completed_trials_evaluations_as_the_trial_reported
     assert all(c.seconds == sorted(c.seconds) for c in table.curves.values())
 
 
+def test_a_resumed_trials_seconds_leave_out_the_time_it_was_not_running() -> None:
+    # ran 0-100 s (evaluations at 40 and 90), was interrupted, resumed at 5000 s, evaluated
+    # at 5030 and 5080, ended at 5090: 100 + 90 s of running time in all
+    status = {"created_at": 0.0, "started_at": 5000.0, "ended_at": 5090.0, "elapsed": 190.0,
+              "attempts": 2}
+    got = record_table.eval_seconds(status, {50: 40.0, 100: 90.0, 150: 5030.0, 200: 5080.0})
+    assert got == {50: 40.0, 100: 90.0, 150: 130.0, 200: 180.0}
+    once = {"created_at": 10.0, "started_at": 10.0, "ended_at": 200.0, "elapsed": 190.0,
+            "attempts": 1}
+    assert record_table.eval_seconds(once, {50: 60.0, 200: 199.0}) == {50: 50.0, 200: 189.0}
+
+
 def test_record_runs_every_point_with_fifo_once_per_repeat_seeded_by_the_repeat() -> None:
     args = record_table.record_args(REPO / "benchmarks" / "data" / "demo_tiny_table.yaml",
                                     Path("p.config"), name="t", k=1, storage=Path("e"),
