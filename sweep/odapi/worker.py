@@ -117,9 +117,9 @@ def train(pipeline: Path, model_dir: Path, *, checkpoint_every: int, steps_per_i
     from object_detection import model_lib_v2
     from object_detection.utils import config_util
 
-    _gate_checkpoints(model_dir, pipeline)
-    fine_tune = bool(config_util.get_configs_from_pipeline_file(str(pipeline))
-                     ["train_config"].fine_tune_checkpoint)
+    train_config = config_util.get_configs_from_pipeline_file(str(pipeline))["train_config"]
+    _gate_checkpoints(model_dir, int(train_config.num_steps))
+    fine_tune = bool(train_config.fine_tune_checkpoint)
     # Not when fine-tuning: a deferred restore of the fine-tune weights would fill the variables
     # as they are built, and the eager pass (in training mode) would then move their batch-norm
     # statistics towards a blank image's.
@@ -138,17 +138,14 @@ def train(pipeline: Path, model_dir: Path, *, checkpoint_every: int, steps_per_i
         )
 
 
-def _gate_checkpoints(model_dir: Path, pipeline: Path) -> None:
+def _gate_checkpoints(model_dir: Path, num_steps: int) -> None:
     """train_loop saves through ``tf.train.CheckpointManager``: make each save wait at the
     trial's train gate (sweep.core.gate), so an early-stopping scheduler decides on a rung before
     training goes past it."""
     import tensorflow as tf
-    from object_detection.utils import config_util
 
     from sweep.core import gate
 
-    num_steps = int(config_util.get_configs_from_pipeline_file(str(pipeline))
-                    ["train_config"].num_steps)
     base = tf.compat.v2.train.CheckpointManager
 
     class GatedCheckpointManager(base):
