@@ -279,7 +279,11 @@ class Options:
     max_concurrent: int = 2
     eval_every: int = 0  # 0: as `sweep run` decides (schedulers.eval_points)
     metric: str = "mAP"
-    grace_period: int = 0  # a what-if: ASHA's first rung / the median rule's grace (0: sweep run's)
+    # What-ifs that `sweep run` does not offer (the defaults are sweep run's):
+    grace_period: int = 0  # ASHA's first rung / the median rule's grace (0: the first eval)
+    reduction_factor: int = 2  # ASHA's
+    brackets: int = 1  # ASHA's (more than 1: Hyperband-style brackets of the same rungs)
+    tpe_startup: int | None = None  # TPE's start-up trials (None: sweep run's rule)
 
 
 def settings_for(opts: Options, space_path: Path | None = None, max_steps: int = 0) -> Any:
@@ -325,12 +329,16 @@ def build(opts: Options, space: SearchSpace, points: list[dict[str, Any]], max_s
     points = samplers.known_points(points, settings.num_trials, space=space,
                                    sampler=settings.sampler)
     scheduler = tune_backend.make_scheduler(settings, max_steps, space,
-                                            grace_period=opts.grace_period)
+                                            grace_period=opts.grace_period,
+                                            reduction_factor=opts.reduction_factor,
+                                            brackets=opts.brackets)
     searcher = tune_backend._searcher_class(Experiment(Path(tempfile.gettempdir())))(
         space=space.define_by_run, metric=result_key(settings.metrics[0]),
         mode=settings.modes[0],
         points_to_evaluate=points or None,
-        sampler=tune_backend.make_sampler(settings, space, len(points)),
+        sampler=tune_backend.make_sampler(
+            settings, space, len(points),
+            **({"startup": opts.tpe_startup} if opts.tpe_startup is not None else {})),
         study_name=f"replay-{opts.seed}")
     return searcher, scheduler, points
 

@@ -231,6 +231,27 @@ def test_a_grace_period_what_if_moves_ashas_first_rung_and_only_when_asked() -> 
     assert rungs(eval_every=50, grace_period=200) == [200, 400]
 
 
+def test_what_ifs_reach_the_scheduler_and_sampler_sweep_run_builds_and_only_when_asked(
+        ) -> None:
+    space = load_space(REPO / "search_spaces" / "demo_tiny.yaml")
+
+    def built(sampler: str, scheduler: str) -> tuple:
+        (sa, sa_kw), (sc, sc_kw) = search_replay.variant(sampler), search_replay.variant(scheduler)
+        searcher, sched, _ = replay.build(replay.Options(sa, sc, 16, eval_every=50, **sa_kw,
+                                                         **sc_kw), space, [], 600)
+        return searcher._sampler, sched
+
+    sampler, sched = built("tpe", "asha")
+    assert sampler._n_startup_trials == 4 and sched._reduction_factor == 2
+    assert len(sched._brackets) == 1
+    sampler, sched = built("tpe@s8", "asha@g100r3b2")
+    assert sampler._n_startup_trials == 8
+    assert sched._reduction_factor == 3 and len(sched._brackets) == 2
+    assert sorted(r[0] for r in sched._brackets[0]._rungs) == [100, 300]  # 100 x 3^k < 600
+    with pytest.raises(SystemExit, match="asha@g150r3"):
+        search_replay.variant("asha@x3")
+
+
 @pytest.mark.parametrize(("scheduler", "every", "steps"), [
     ("fifo", 0, [200]), ("asha", 0, [50, 100, 150, 200]), ("fifo", 100, [100, 200]),
     ("median", 100, [100, 200])])

@@ -82,11 +82,13 @@ def decision_steps(name: str, max_steps: int, eval_every: int,
 def make_scheduler(name: str, *, metric: str, mode: str, max_steps: int, eval_every: int = 0,
                    seed: int | None = 0, space: SearchSpace | None = None,
                    perturbation_interval: int = 0, pbt_sync: bool = False,
-                   grace_period: int = 0):  # noqa: ANN201 - a Ray TrialScheduler
+                   grace_period: int = 0, reduction_factor: int = 2,
+                   brackets: int = 1):  # noqa: ANN201 - a Ray TrialScheduler
     """The Ray Tune scheduler named by ``--scheduler`` for trials of ``max_steps`` steps that
     report ``metric`` (a result key) every ``eval_every`` steps (0: at the end only).
     ``grace_period``: steps before ASHA's first rung or the median rule judges (0: the first
-    evaluation); `sweep run` leaves it 0, the replay benchmark tries others."""
+    evaluation); ``reduction_factor`` and ``brackets``: ASHA's. `sweep run` uses the defaults;
+    the replay benchmark (benchmarks/search_replay.py) tries others."""
     from ray.tune.schedulers import FIFOScheduler
 
     if name in ("pbt", "pb2"):
@@ -96,7 +98,8 @@ def make_scheduler(name: str, *, metric: str, mode: str, max_steps: int, eval_ev
     if name == "asha":
         asha = __getattr__("ProtectedASHAScheduler")
         return asha(time_attr="step", metric=metric, mode=mode, max_t=max_steps,
-                    grace_period=max(1, min(grace, max_steps)), reduction_factor=2)
+                    grace_period=max(1, min(grace, max_steps)),
+                    reduction_factor=reduction_factor, brackets=brackets)
     if name == "median":
         median = __getattr__("ProtectedMedianStoppingRule")
         return median(time_attr="step", metric=metric, mode=mode, grace_period=max(1, grace),

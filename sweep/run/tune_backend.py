@@ -43,25 +43,28 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 REUSE_ACTORS = True
 
 
-def make_sampler(settings: SweepSettings, space: Any = None, num_points: int = 0):  # noqa: ANN201
-    """The sweep's Optuna sampler from its settings (``sweep.search.samplers`` builds it)."""
+def make_sampler(settings: SweepSettings, space: Any = None, num_points: int = 0,
+                 **what_if: Any):  # noqa: ANN201
+    """The sweep's Optuna sampler from its settings (``sweep.search.samplers`` builds it);
+    ``what_if`` (``startup``) is the replay benchmark's (`sweep run` passes none)."""
     return samplers.make_sampler(settings.sampler, seed=settings.seed,
                                  num_trials=settings.num_trials,
                                  max_concurrent=settings.max_concurrent, space=space,
-                                 num_points=num_points)
+                                 num_points=num_points, **what_if)
 
 
 def make_scheduler(settings: SweepSettings, max_steps: int, space: Any = None,
-                   grace_period: int = 0):  # noqa: ANN201
+                   **what_if: Any):  # noqa: ANN201
     """The sweep's scheduler from its settings (``sweep.run.schedulers`` builds it);
-    ``grace_period`` is for the replay benchmark's what-ifs (`sweep run` passes none)."""
+    ``what_if`` (``grace_period``, ``reduction_factor``, ``brackets``) is the replay
+    benchmark's (`sweep run` passes none)."""
     from sweep.run import schedulers
 
     return schedulers.make_scheduler(
         settings.scheduler, metric=result_key(settings.metrics[0]), mode=settings.modes[0],
         max_steps=max_steps, eval_every=settings.eval_every, seed=settings.seed, space=space,
         perturbation_interval=settings.perturbation_interval, pbt_sync=settings.pbt_sync,
-        grace_period=grace_period)
+        **what_if)
 
 
 def _trainable_class():  # noqa: ANN202 - a Ray Trainable subclass, built lazily

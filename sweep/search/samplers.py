@@ -28,9 +28,11 @@ def tpe_startup_trials(num_trials: int, num_points: int) -> int:
 
 
 def make_sampler(name: str, *, seed: int | None = 0, num_trials: int = 4, max_concurrent: int = 1,
-                 space: Any = None, num_points: int = 0):  # noqa: ANN201
+                 space: Any = None, num_points: int = 0,
+                 startup: int | None = None):  # noqa: ANN201
     """The Optuna sampler named by ``--sampler``, configured for a sweep of ``num_trials`` with
-    ``max_concurrent`` running at once and ``num_points`` known points."""
+    ``max_concurrent`` running at once and ``num_points`` known points. ``startup``: TPE's
+    start-up trials instead of ``tpe_startup_trials`` (the replay benchmark's what-ifs)."""
     import optuna
 
     if name == "tpe":
@@ -39,7 +41,8 @@ def make_sampler(name: str, *, seed: int | None = 0, num_trials: int = 4, max_co
         with warnings.catch_warnings():  # "experimental" since Optuna 2.x, and long stable
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.TPESampler(
-                seed=seed, n_startup_trials=tpe_startup_trials(num_trials, num_points),
+                seed=seed, n_startup_trials=(tpe_startup_trials(num_trials, num_points)
+                                             if startup is None else startup),
                 constant_liar=max_concurrent > 1, multivariate=True, group=True)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
