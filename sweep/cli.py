@@ -869,9 +869,10 @@ def cmd_export(a: argparse.Namespace) -> int:
         raise ConfigError(Problem("command line", "--input-type", "a TFLite export is scored "
                                   "with an image_tensor SavedModel", "leave --input-type out"))
     r = export.export_tflite(exp, a.trial, a.out, quantize=a.quantize)
-    print(f"{r.trial}: SavedModel vs TFLite ({r.quantize}) on {r.eval_images} eval images")
+    kind = "float32" if r.quantize == "none" else r.quantize  # --quantize none: float32
+    print(f"{r.trial}: SavedModel vs TFLite ({kind}) on {r.eval_images} eval images")
     print(f"  {'model':<14} {'size MB':>8} {'mAP':>7}  path")
-    for label, m in (("SavedModel", r.saved_model), (f"TFLite {r.quantize}", r.tflite)):
+    for label, m in (("SavedModel", r.saved_model), (f"TFLite {kind}", r.tflite)):
         print(f"  {label:<14} {m.size_bytes / 1e6:>8.2f} {m.map:>7.4f}  {m.path}")
     if r.eval_job_map is not None:
         print(f"  (the sweep's eval job scored this checkpoint {r.eval_job_map:.4f})")
