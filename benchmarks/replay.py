@@ -336,9 +336,8 @@ def build(opts: Options, space: SearchSpace, points: list[dict[str, Any]], max_s
         space=space.define_by_run, metric=result_key(settings.metrics[0]),
         mode=settings.modes[0],
         points_to_evaluate=points or None,
-        sampler=tune_backend.make_sampler(
-            settings, space, len(points),
-            **({"startup": opts.tpe_startup} if opts.tpe_startup is not None else {})),
+        sampler=tune_backend.make_sampler(settings, space, len(points),
+                                          startup=opts.tpe_startup),
         study_name=f"replay-{opts.seed}")
     return searcher, scheduler, points
 

@@ -426,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     a.budgets = [int(b) for b in a.budgets.split(",") if b]
     if a.seeds < 1 or not a.budgets or min(a.budgets) < 1:
         p.error("--seeds and every budget must be >= 1")
+    if a.eval_every < 0:
+        p.error("--eval-every must be >= 0 (0: sweep run's default)")
     a.partial = is_partial(load_table(a.table))
     data = run(a)
     data["name"] = a.name
