@@ -8,7 +8,10 @@
 
     # the finished (or partial) experiments -> <out>.csv.gz + <out>.json
     .venv/bin/python benchmarks/record_table.py extract --name table --storage DIR \
-        [--out benchmarks/data/demo_tiny_table]
+        [--out benchmarks/data/demo_tiny_table] [--add EARLIER_TABLE]
+
+``--add`` keeps an earlier extraction's repeats whose experiment folders are gone (a table
+recorded a repeat at a time, on machines that do not keep their disks).
 
 ``record``: a space with ``points:`` runs each point once per repeat (the random sampler runs
 the known points first, and ``--num-trials`` is their number); a space without points but
@@ -272,12 +275,63 @@ def write_table(ex: Extracted, out: Path, *, command: str, note: str = "") -> tu
     return csv_path, side
 
 
+def read_table(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The rows (typed as extract makes them) and sidecar of an extracted table."""
+    csv_path, side = out.with_name(out.name + ".csv.gz"), out.with_name(out.name + ".json")
+    for path in (csv_path, side):
+        if not path.exists():
+            raise SystemExit(f"--add {out}: {path} does not exist; give the table's path "
+                             "without its suffix (as extract's --out)")
+    rows = []
+    text = gzip.decompress(csv_path.read_bytes()).decode()
+    for r in csv.DictReader(io.StringIO(text)):
+        row: dict[str, Any] = {"config": r["config"], "seed": int(r["seed"]),
+                               "step": int(r["step"])}
+        for col in COLUMNS[3:]:
+            row[col] = None if r[col] == "" else float(r[col])
+        rows.append(row)
+    return rows, json.loads(side.read_text())
+
+
+def _without_paths(pipeline: str) -> str:
+    # The same base config rendered in another workspace differs only in its quoted paths'
+    # folders: keep each file's name.
+    return re.sub(r'"/[^"]*/([^"/]+)"', r'"\1"', pipeline)
+
+
+def add_earlier(ex: Extracted, earlier: Path) -> Extracted:
+    """Keep the repeats of an earlier extraction that ``ex`` lacks (their experiment folders
+    are gone: another machine, a cleaned disk), so a table can grow a repeat at a time. The
+    earlier table must come from the same base config; its configs keep their ids."""
+    rows, meta = read_table(earlier)
+    if ex.base_pipeline and meta.get("base_pipeline") and (
+            _without_paths(ex.base_pipeline) != _without_paths(meta["base_pipeline"])):
+        raise SystemExit(f"--add {earlier}: its base pipeline.config differs from these "
+                         "experiments' (beyond file paths): a table holds one base config's "
+                         "curves; record the repeats again from the same pipeline")
+    have = {r["seed"] for r in ex.repeats.values()}
+    kept = {name: r for name, r in meta.get("repeats", {}).items()
+            if r.get("seed") not in have and name not in ex.repeats}
+    seeds = {r["seed"] for r in kept.values()}
+    ex.rows.extend(r for r in rows if r["seed"] in seeds)
+    ex.repeats.update(kept)
+    ex.left_out.extend(lo for lo in meta.get("left_out", []) if lo.get("experiment") in kept)
+    for cid, params in meta.get("configs", {}).items():
+        if any(r["config"] == cid and r["seed"] in seeds for r in rows):
+            ex.configs.setdefault(cid, params)
+    ex.base_pipeline = ex.base_pipeline or meta.get("base_pipeline", "")
+    ex.missing = [c for c in ex.missing if c not in ex.configs]
+    return ex
+
+
 def extract(a: argparse.Namespace) -> int:
     experiments = find_repeats(a.storage, a.name)
     if not experiments:
         print(f"no experiments {a.name}-r<k> under {a.storage}", file=sys.stderr)
         return 2
     ex = extract_experiments(experiments)
+    for earlier in a.add or []:
+        ex = add_earlier(ex, earlier)
     out = a.out or DATA / a.name
     csv_path, side = write_table(ex, out, command=" ".join(sys.argv), note=a.note)
     cells = {(r["config"], r["seed"]) for r in ex.rows}
@@ -310,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--out", type=Path, default=None,
                    help="path without suffix [benchmarks/data/<name>]")
     e.add_argument("--note", default="", help="how the table was made, in words")
+    e.add_argument("--add", type=Path, action="append", metavar="TABLE",
+                   help="an earlier extracted table (path without suffix): its repeats that "
+                   "these experiments lack are kept (a repeat whose folders are gone)")
     a = p.parse_args(argv)
     return record(a) if a.cmd == "record" else extract(a)
 

@@ -67,6 +67,42 @@ def test_extract_writes_every_completed_trials_evaluations_as_the_trial_reported
     assert all(c.seconds == sorted(c.seconds) for c in table.curves.values())
 
 
+def test_extract_adds_an_earlier_tables_repeats_whose_folders_are_gone(tmp_path: Path) -> None:
+    make_experiment(tmp_path / "old", name="tbl-r0")
+    old = record_table.extract_experiments(record_table.find_repeats(tmp_path / "old", "tbl"))
+    record_table.write_table(old, tmp_path / "data" / "r0", command="test")
+    make_experiment(tmp_path / "new", name="tbl-r1", seed=1)  # another disk; r0 is gone
+    new = record_table.extract_experiments(record_table.find_repeats(tmp_path / "new", "tbl"))
+    n_new = len(new.rows)
+    both = record_table.add_earlier(new, tmp_path / "data" / "r0")
+
+    assert sorted(both.repeats) == ["tbl-r0", "tbl-r1"]
+    assert {r["seed"] for r in both.rows} == {0, 1}
+    assert len(both.rows) == n_new + len(old.rows)
+    assert sorted(r["mAP"] for r in both.rows if r["seed"] == 0) == sorted(
+        r["mAP"] for r in old.rows)
+    assert set(both.configs) == set(old.configs) | set(new.configs)
+    # the base config (the one cell both repeats ran) has one id and both seeds' curves
+    assert {r["config"] for r in both.rows if r["seed"] == 0} & {
+        r["config"] for r in both.rows if r["seed"] == 1}
+    # a repeat the experiments hold is not taken twice
+    again = record_table.add_earlier(both, tmp_path / "data" / "r0")
+    assert len(again.rows) == len(both.rows)
+
+
+def test_extract_refuses_an_earlier_table_of_another_base_config(tmp_path: Path) -> None:
+    make_experiment(tmp_path / "old", name="tbl-r0")
+    old = record_table.extract_experiments(record_table.find_repeats(tmp_path / "old", "tbl"))
+    old.base_pipeline = old.base_pipeline.replace("batch_size: ", "batch_size: 1")
+    record_table.write_table(old, tmp_path / "data" / "r0", command="test")
+    make_experiment(tmp_path / "new", name="tbl-r1", seed=1)
+    new = record_table.extract_experiments(record_table.find_repeats(tmp_path / "new", "tbl"))
+    with pytest.raises(SystemExit, match="base pipeline.config differs"):
+        record_table.add_earlier(new, tmp_path / "data" / "r0")
+    with pytest.raises(SystemExit, match="does not exist"):
+        record_table.add_earlier(new, tmp_path / "data" / "nope")
+
+
 def test_a_resumed_trials_seconds_leave_out_the_time_it_was_not_running() -> None:
     # ran 0-100 s (evaluations at 40 and 90), was interrupted, resumed at 5000 s, evaluated
     # at 5030 and 5080, ended at 5090: 100 + 90 s of running time in all
