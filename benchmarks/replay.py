@@ -279,6 +279,7 @@ class Options:
     max_concurrent: int = 2
     eval_every: int = 0  # 0: as `sweep run` decides (schedulers.eval_points)
     metric: str = "mAP"
+    step_budget: int = 0  # `sweep run --step-budget` (0: none): the sweep stops once spent
     # What-ifs that `sweep run` does not offer (the defaults are sweep run's):
     grace_period: int = 0  # ASHA's first rung / the median rule's grace (0: the first eval)
     reduction_factor: int = 2  # ASHA's
@@ -301,7 +302,8 @@ def settings_for(opts: Options, space_path: Path | None = None, max_steps: int =
                          pipeline=Path("pipeline.config"), num_trials=opts.num_trials,
                          max_concurrent=opts.max_concurrent, sampler=opts.sampler,
                          scheduler=opts.scheduler, metrics=[tag], modes=["max"],
-                         seed=opts.seed, eval_every=eval_every, dashboard=False)
+                         seed=opts.seed, eval_every=eval_every, dashboard=False,
+                         step_budget=opts.step_budget or None)
 
 
 def eval_steps(opts: Options, max_steps: int) -> list[int]:
@@ -363,6 +365,7 @@ def simulate(table: Table, space: SearchSpace, opts: Options, *,
     from ray.tune.schedulers import TrialScheduler
 
     from sweep.run.best import better
+    from sweep.run.tune_backend import step_budget_spent
 
     # Ray warns when the define-by-run takes > 1 s (the first QMC draw imports SciPy): noise.
     warnings.filterwarnings("ignore", message="Define-by-run function passed")
@@ -432,6 +435,14 @@ def simulate(table: Table, space: SearchSpace, opts: Options, *,
         trial.last_result = result
         sum_steps = sum(r.steps for r in records.values())
         timeline.append((sum_steps, clock, records[best_id].cell, records[best_id].best))
+        if step_budget_spent({r.trial_id: r.steps for r in records.values()},
+                             opts.step_budget):
+            # `sweep run --step-budget`: the whole sweep stops; running trials end where they are.
+            for other in records.values():
+                if trials[other.trial_id].status == "RUNNING" and other is not rec:
+                    other.stopped = True
+            rec.stopped = not last
+            break
         if last or decision == TrialScheduler.STOP:
             rec.stopped = not last
             finish(trial)

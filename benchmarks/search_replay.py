@@ -36,6 +36,7 @@ one run for its true quality; the output says so, and by default their results g
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import random
 import statistics
@@ -49,7 +50,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from _bench import REPO, RESULTS, fmt, header, start_record, uptime, write_results  # noqa: E402
-from replay import CellIndex, Options, SweepTrace, Table, base_points, load_table, simulate  # noqa: E402
+from replay import (  # noqa: E402
+    CellIndex,
+    Options,
+    SweepTrace,
+    Table,
+    base_points,
+    load_table,
+    settings_for,
+    simulate,
+)
 
 TABLE = REPO / "benchmarks" / "data" / "demo_tiny_table"
 TABLE_SPACE = REPO / "benchmarks" / "data" / "demo_tiny_table.yaml"
@@ -129,6 +139,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         table=str(a.table), space=str(a.space), seeds=a.seeds, budgets=a.budgets,
         samplers=a.samplers, schedulers=a.schedulers, max_concurrent=a.max_concurrent,
         eval_every=a.eval_every, default=[default_sampler, default_scheduler],
+        equal_steps=a.equal_steps,
         table_configs=len(table.configs), table_repeats=len(repeats),
         table_curves=len(table.curves), table_missing=len(table.missing),
         partial=is_partial(table), max_steps=table.max_steps,
@@ -157,11 +168,13 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                 key = f"{sampler_spec}+{sched_spec}"
                 sampler, sampler_kw = variant(sampler_spec)
                 sched, sched_kw = variant(sched_spec)
+                opts = Options(sampler, sched, n, max_concurrent=a.max_concurrent,
+                               eval_every=a.eval_every, **sampler_kw, **sched_kw)
+                if a.equal_steps:
+                    opts = equal_steps(opts, table.max_steps)
                 t0 = time.time()
-                traces[key] = [simulate(table, space, Options(
-                    sampler, sched, n, seed=s, max_concurrent=a.max_concurrent,
-                    eval_every=a.eval_every, **sampler_kw, **sched_kw), index=index,
-                    points=points) for s in range(a.seeds)]
+                traces[key] = [simulate(table, space, dataclasses.replace(opts, seed=s),
+                                        index=index, points=points) for s in range(a.seeds)]
                 secs = time.time() - t0
                 data["timing"][f"{key}@{n}"] = secs
                 print(f"  {n} trials {key}: {a.seeds} sweeps in {secs:.1f} s", flush=True)
@@ -186,12 +199,29 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                 "curve": [statistics.fmean(v) if (v := [c[i] for c in curve if c[i] is not None])
                           else None for i in range(len(grid))],
                 "trials_stopped": statistics.fmean(sum(t.stopped for t in tr.trials) for tr in ts),
+                "trials": statistics.fmean(len(tr.trials) for tr in ts),
                 "finals": finals[key]}
         data["pairs"][str(n)] = {"target": target + WITHIN, "grid": grid, "rows": rows}
         _plot(rows, grid, n, a)
     _headlines(data, default_sampler, default_scheduler)
     data["uptime_after"] = uptime()
     return data
+
+
+def equal_steps(opts: Options, max_steps: int) -> Options:
+    """``--equal-steps``: the budget of N trials as train steps, `sweep run --step-budget
+    N*max_steps --num-trials M`, with M as many trials as fit if each ran only to the
+    scheduler's first decision. FIFO runs its N trials as before; a scheduler that stops
+    trials early spends the steps it saved on more trials (the same GPU hours, not the same
+    trial count)."""
+    from sweep.run.schedulers import decision_steps
+
+    every = settings_for(opts, max_steps=max_steps).eval_every
+    first = (decision_steps(opts.scheduler, max_steps, every) or [max_steps])[0]
+    if opts.grace_period:
+        first = max(first, min(opts.grace_period, max_steps))
+    budget = opts.num_trials * max_steps
+    return dataclasses.replace(opts, num_trials=-(-budget // first), step_budget=budget)
 
 
 def _ranks(xs: list[float]) -> list[float]:
@@ -370,16 +400,20 @@ def markdown(data: dict[str, Any]) -> list[str]:
     order = [f"{sa}+{sc}" for sa in data["samplers"] for sc in data["schedulers"]]
     for n in sorted(data["pairs"], key=int):  # a JSON round trip sorts keys as strings
         p = data["pairs"][n]
-        md += [f"## {n} trials (target for (b): {p['target']:.3f} - {WITHIN})", "",
+        title = (f"{n} trials' train steps ({int(n) * data['max_steps']}: `--step-budget`; "
+                 "early stopping runs more trials)" if data.get("equal_steps") else f"{n} trials")
+        md += [f"## {title} (target for (b): {p['target']:.3f} - {WITHIN})", "",
                "| pair | (a) true mAP [95%] | train steps | (b) steps to target (reached) | "
-               "(c) curse [95%] | stopped/sweep |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+               "(c) curse [95%] | trials/sweep | stopped/sweep |",
+               "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for key in sorted(p["rows"], key=lambda k: order.index(k) if k in order else len(order)):
             r = p["rows"][key]
             t, cu = r["true"], r["curse"]
             md.append(f"| {key} | {fmt(t['mean'], 3)} [{fmt(t['lo'], 3)}, {fmt(t['hi'], 3)}] | "
                       f"{r['steps']:.0f} | {fmt(r['steps_to_target_median'])} "
                       f"({r['reached']}/{data['seeds']}) | {fmt(cu['mean'], 3)} "
-                      f"[{fmt(cu['lo'], 3)}, {fmt(cu['hi'], 3)}] | {r['trials_stopped']:.1f} |")
+                      f"[{fmt(cu['lo'], 3)}, {fmt(cu['hi'], 3)}] | "
+                      f"{r.get('trials', float(n)):.1f} | {r['trials_stopped']:.1f} |")
         md += ["", f"![true quality vs train steps, {n} trials]({data.get('name', 'search_replay')}"
                    f"_{n}.png)", ""]
     ev = {k: v for k, v in sorted((data.get("early_vs_final") or {}).items(),
@@ -417,6 +451,10 @@ def main(argv: list[str] | None = None) -> int:
                         "run's default (a quarter of num_steps under asha and median, the end "
                         "only under fifo); a step the table lacks plays the next recorded one "
                         "[%(default)s]")
+    p.add_argument("--equal-steps", action="store_true",
+                   help="give every pair the same train steps (N x num_steps, `sweep run "
+                        "--step-budget`) instead of N trials: early stopping then buys more "
+                        "trials, not an earlier end")
     p.add_argument("--name", default="search_replay", help="results file name [%(default)s]")
     p.add_argument("--out", type=Path, default=None,
                    help="[benchmarks/results, or results/partial for a partial table]")

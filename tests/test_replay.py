@@ -165,7 +165,8 @@ def test_replay_benchmark_finds_the_known_best_and_measures_the_winners_curse(
     table_path, space_path = _tiny_table(tmp_path)
     a = Namespace(table=table_path, space=space_path, samplers=["random", "tpe"],
                   schedulers=["fifo", "asha"], seeds=3, budgets=[8], max_concurrent=2,
-                  eval_every=50, name="t", out=tmp_path / "out", partial=False)
+                  eval_every=50, name="t", out=tmp_path / "out", partial=False,
+                  equal_steps=False)
     data = search_replay.run(a)
     table = replay.load_table(table_path)
     best = data["cells"]["best"]
@@ -306,6 +307,45 @@ def test_a_replayed_trial_reports_where_sweep_run_would_evaluate_it(
     assert all(t.steps in steps for t in trace.trials), [t.steps for t in trace.trials]
     assert len(trace.timeline) == sum(steps.index(t.steps) + 1 for t in trace.trials)
     assert trace.timeline[0][0] == steps[0]  # one at a time: the first result's train steps
+
+
+def test_equal_steps_gives_early_stopping_the_steps_it_saved_as_more_trials(
+        tmp_path: Path) -> None:
+    """`--equal-steps`: every pair gets N x num_steps train steps (`sweep run --step-budget`):
+    FIFO runs its N trials, ASHA runs more (it stops some early) and the sweep stops once
+    the trials' reported steps add up to the budget, as sweep run's budget rule says."""
+    from sweep.run.tune_backend import step_budget_spent
+
+    table_path, space_path = _tiny_table(tmp_path)
+    table, space = replay.load_table(table_path), load_space(space_path)
+    budget = 6 * table.max_steps
+    fifo = search_replay.equal_steps(replay.Options("random", "fifo", 6), table.max_steps)
+    asha = search_replay.equal_steps(replay.Options("random", "asha", 6, eval_every=50),
+                                     table.max_steps)
+    assert (fifo.num_trials, fifo.step_budget) == (6, budget)
+    assert (asha.num_trials, asha.step_budget) == (24, budget)  # 24 x 50 steps fit
+    for opts in (fifo, asha):
+        trace = replay.simulate(table, space, opts, points=[])
+        spent = [row[0] for row in trace.timeline]
+        assert spent[-1] >= budget and all(s < budget for s in spent[:-1])
+        assert trace.total_steps == spent[-1]
+        assert step_budget_spent({t.trial_id: t.steps for t in trace.trials}, budget)
+        if opts is asha:
+            assert len(trace.trials) > 6 and any(t.stopped for t in trace.trials)
+        else:
+            assert len(trace.trials) == 6 and not any(t.stopped for t in trace.trials)
+    assert not step_budget_spent({"a": 100, "b": 50}, 200)
+    assert not step_budget_spent({"a": 1000}, None)
+    # the benchmark's flag: the same steps for both, ASHA's spent on more trials
+    a = Namespace(table=table_path, space=space_path, samplers=["random"],
+                  schedulers=["fifo", "asha"], seeds=3, budgets=[6], max_concurrent=2,
+                  eval_every=50, name="t", out=tmp_path / "out", partial=False,
+                  equal_steps=True)
+    rows = search_replay.run(a)["pairs"]["6"]["rows"]
+    assert rows["random+fifo"]["trials"] == 6 and rows["random+asha"]["trials"] > 6
+    assert rows["random+asha"]["steps"] >= budget and rows["random+fifo"]["steps"] == budget
+    assert "6 trials' train steps (1200" in "\n".join(search_replay.markdown(
+        {**search_replay.run(a), "name": "t"}))
 
 
 def test_a_curve_seen_at_steps_the_table_lacks_plays_the_next_recorded_one() -> None:

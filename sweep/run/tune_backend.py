@@ -14,7 +14,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -401,7 +401,7 @@ def _callbacks(settings: SweepSettings, exp: Experiment):  # noqa: ANN202
             if self.streak >= settings.max_consecutive_failures:
                 self.reason = (f"{self.streak} trials failed in a row; the sweep stops. Look at "
                                f"the last trials' train.log / eval.log under {exp.trials_dir}")
-            if settings.step_budget and sum(self.steps.values()) >= settings.step_budget:
+            if step_budget_spent(self.steps, settings.step_budget):
                 self._spent(f"the step budget ({settings.step_budget} train steps) is spent")
             if self.deadline is not None and time.time() >= self.deadline:
                 self._spent(f"the time budget ({settings.time_budget_s / 60:g} min) is spent")
@@ -423,6 +423,12 @@ def _callbacks(settings: SweepSettings, exp: Experiment):  # noqa: ANN202
 
     budget = Budget()
     return Progress(), budget
+
+
+def step_budget_spent(steps: Mapping[str, int], budget: int | None) -> bool:
+    """`--step-budget`'s rule: the trials' last reported steps add up to the budget (then the
+    whole sweep stops). The replay benchmark applies the same rule."""
+    return bool(budget) and sum(steps.values()) >= budget
 
 
 def _tracking_callbacks(settings: SweepSettings, exp: Experiment) -> list:
