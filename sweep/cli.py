@@ -56,7 +56,8 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     g.add_argument("--sampler", default="tpe",
                    help="tpe, random, cmaes, grid (all-discrete spaces), qmc, nsga2 (two metrics)."
                         " tpe samples at random for the first quarter of --num-trials (2-10"
-                        " trials, known points included), then models the results; with"
+                        " trials, known points included; all of them up to 8 trials, where a"
+                        " model gained nothing on a recorded table), then models the results; with"
                         " --max-concurrent > 1 it gives concurrent trials different suggestions"
                         " (constant liar) [%(default)s]")
     g.add_argument("--scheduler", default="asha",

@@ -11,19 +11,30 @@ from typing import Any
 from sweep.core import errors
 
 # TPE is random search until this many trials have finished; Optuna's default (10) would make
-# a small sweep (the default is 4 trials) random search from end to end.
+# a 16-trial sweep random search for most of its length.
 MAX_STARTUP_TRIALS = 10
+# Up to this many trials TPE stays random search: on the recorded table of real OD API curves
+# (benchmarks/results/search_replay.md, 2026-12-02) TPE's model gained nothing over random
+# search at 8 trials (true mAP of the recommended config 0.487 vs 0.487-0.489, 50 replayed
+# sweeps each); from 16 trials its quarter-of-the-budget start-up was level with random or
+# ahead (+0.006 at 16, within noise).
+RANDOM_UP_TO = 8
 
 
 def tpe_startup_trials(num_trials: int, num_points: int) -> int:
-    """Trials before TPE models the results: a quarter of the budget (2 to 10), of which the
-    known points are a part (they count as finished trials like any other).
+    """Trials before TPE models the results: the whole budget up to ``RANDOM_UP_TO`` trials
+    (random search: the replay found TPE's model no better there), else a quarter of the
+    budget (2 to 10), of which the known points are a part (they count as finished trials).
 
-    >>> tpe_startup_trials(4, 1), tpe_startup_trials(20, 0), tpe_startup_trials(100, 0)
-    (2, 5, 10)
+    >>> tpe_startup_trials(4, 1), tpe_startup_trials(8, 0), tpe_startup_trials(16, 1)
+    (4, 8, 4)
+    >>> tpe_startup_trials(20, 0), tpe_startup_trials(100, 0)
+    (5, 10)
     >>> tpe_startup_trials(20, 8)  # the points alone are the start-up
     8
     """
+    if num_trials <= RANDOM_UP_TO:
+        return num_trials
     return max(min(num_points, num_trials), min(MAX_STARTUP_TRIALS, max(2, num_trials // 4)))
 
 

@@ -52,11 +52,13 @@ def _settings(**kw) -> SweepSettings:  # noqa: ANN003
 # ------------------------------------------------------------------------------ fast
 
 def test_tpe_is_set_up_for_concurrent_conditional_small_sweeps() -> None:
-    tpe = tune_backend.make_sampler(_settings(num_trials=4, max_concurrent=2), num_points=1)
+    tpe = tune_backend.make_sampler(_settings(num_trials=16, max_concurrent=2), num_points=1)
     assert isinstance(tpe, optuna.samplers.TPESampler)
     # Optuna keeps these private; they are what this test is about.
     assert tpe._constant_liar and tpe._multivariate and tpe._group
-    assert tpe._n_startup_trials == 2  # not Optuna's 10: 2 TPE-guided trials of 4
+    assert tpe._n_startup_trials == 4  # not Optuna's 10: 12 TPE-guided trials of 16
+    small = tune_backend.make_sampler(_settings(num_trials=4, max_concurrent=2), num_points=1)
+    assert small._n_startup_trials == 4  # random search up to 8 trials (the replay's finding)
     assert not tune_backend.make_sampler(_settings(max_concurrent=1))._constant_liar
 
 
@@ -82,7 +84,8 @@ def test_qmc_draws_depend_on_the_seed(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("num_trials", "num_points", "startup"),
-                         [(4, 0, 2), (4, 1, 2), (4, 3, 3), (20, 0, 5), (20, 8, 8), (100, 1, 10)])
+                         [(4, 0, 4), (4, 1, 4), (8, 3, 8), (9, 0, 2), (16, 1, 4), (20, 0, 5),
+                          (20, 8, 8), (100, 1, 10)])
 def test_tpe_startup_is_sized_to_the_budget_and_points_count(num_trials, num_points,  # noqa: ANN001
                                                              startup) -> None:  # noqa: ANN001
     assert samplers.tpe_startup_trials(num_trials, num_points) == startup
