@@ -76,9 +76,80 @@ def event_files(event_dir: Path) -> list[Path]:
     return sorted(event_dir.glob("events.out.tfevents.*"), key=lambda p: (p.stat().st_mtime, p.name))
 
 
+def _varint(b: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        x = b[i]
+        i += 1
+        value |= (x & 0x7F) << shift
+        if x < 0x80:
+            return value, i
+        shift += 7
+
+
+def _fields(b: bytes, i: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+    """(field number, wire type, start, end) of each field of the message ``b[i:end]``; a
+    length-delimited field's start and end are its bytes', others' are the value's."""
+    while i < end:
+        key, i = _varint(b, i)
+        kind = key & 7
+        if kind == 0:
+            _, j = _varint(b, i)
+        elif kind == 1:
+            j = i + 8
+        elif kind == 5:
+            j = i + 4
+        elif kind == 2:
+            n, i = _varint(b, i)
+            j = i + n
+        else:  # groups: not in event files
+            raise ValueError(kind)
+        yield key >> 3, kind, i, j
+        i = j
+
+
+DT_STRING = 7  # types.proto
+
+
+def _pictures_only(payload: bytes) -> bool:
+    """The event holds summary values and every one is a picture (an image, or a string tensor
+    as TF2's image summary writes it): no scalar in it, so it need not be decoded. Checked on
+    the wire format, skipping the pictures' bytes; the OD API eval's pictures are most of an
+    eval event file's bytes. False whenever unsure (then the event is decoded as usual)."""
+    try:
+        summary = next(((a, z) for f, k, a, z in _fields(payload, 0, len(payload))
+                        if f == 5 and k == 2), None)  # Event.summary
+        if summary is None:
+            return False
+        values = 0
+        for f, k, a, z in _fields(payload, *summary):
+            if f != 1 or k != 2:  # Summary.value
+                continue
+            values += 1
+            picture = False
+            for vf, vk, va, vz in _fields(payload, a, z):
+                if vf == 2:  # simple_value
+                    return False
+                if vf == 4:  # image
+                    picture = True
+                elif vf == 8 and vk == 2:  # tensor: its dtype
+                    dtype = next((_varint(payload, ta)[0] for tf, tk, ta, _ in
+                                  _fields(payload, va, vz) if tf == 1 and tk == 0), None)
+                    if dtype != DT_STRING:
+                        return False
+                    picture = True
+            if not picture:
+                return False
+        return values > 0
+    except (IndexError, ValueError):
+        return False
+
+
 def _scalars_of(payload: bytes, wanted: set[str] | None) -> Iterator[Scalar]:
     from tensorboard.compat.proto import event_pb2  # protobuf only; no TensorFlow
 
+    if len(payload) > 4096 and _pictures_only(payload):  # scalar events are small
+        return
     event = event_pb2.Event()
     try:
         event.ParseFromString(payload)

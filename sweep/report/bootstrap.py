@@ -19,6 +19,7 @@ On the original images (every image once) the accumulation reproduces COCOeval's
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ import numpy as np
 
 RESAMPLES = 1000
 LEVEL = 0.95
+_QUIET = threading.Lock()
 
 
 @dataclass
@@ -55,7 +57,9 @@ def evaluate(groundtruth: dict[str, Any], detections: list[dict[str, Any]]) -> P
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+    # pycocotools prints progress. sys.stdout is one for all threads: one redirect at a time
+    # (COCOeval is pure Python and holds the GIL anyway).
+    with _QUIET, contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
         gt.dataset = {"images": groundtruth["images"],
                       "annotations": groundtruth["annotations"],
@@ -67,6 +71,9 @@ def evaluate(groundtruth: dict[str, Any], detections: list[dict[str, Any]]) -> P
                           "categories": groundtruth["categories"]}
             dt.createIndex()
         ev = COCOeval(gt, dt, iouType="bbox")
+        # Area "all" only: COCOeval matches every image again for each of its 4 area ranges,
+        # and only "all" enters mAP; the matching of one range does not depend on the others.
+        ev.params.areaRng, ev.params.areaRngLbl = ev.params.areaRng[:1], ev.params.areaRngLbl[:1]
         ev.evaluate()
     p = ev.params
     n_img, n_area, n_iou = len(p.imgIds), len(p.areaRng), len(p.iouThrs)
@@ -105,8 +112,12 @@ def mean_ap(pi: PerImage, counts: np.ndarray | None = None) -> float:
 CHUNK = 2_000_000  # array cells per batch of resamples (memory stays ~100 MB)
 
 
-def mean_aps(pi: PerImage, counts: np.ndarray) -> np.ndarray:
+def mean_aps(pi: PerImage, counts: np.ndarray, exact: bool = True) -> np.ndarray:
     """:func:`mean_ap` for each row of ``counts`` ([draws, images]), vectorized.
+
+    ``exact=False`` computes in float32: half the memory traffic of the [draws, IoUs,
+    detections] arrays, for resamples whose spread is all that is read (precision then differs
+    from COCOeval's float64 by ~1e-7; true and false positive counts stay exact).
 
     An image counted n times weighs its detections n times in the cumulative true and false
     positives: the same precision-recall envelope as n copies of it (ties aside). A detection
@@ -118,7 +129,8 @@ def mean_aps(pi: PerImage, counts: np.ndarray) -> np.ndarray:
         ap = np.empty(len(counts))
         step = max(1, CHUNK // max(1, n_iou * n_det))
         for lo in range(0, len(counts), step):
-            ap[lo:lo + step] = _class_ap(c, counts[lo:lo + step], pi.rec_thrs)
+            ap[lo:lo + step] = _class_ap(c, counts[lo:lo + step], pi.rec_thrs,
+                                         np.float64 if exact else np.float32)
         per_class.append(ap)
     if not per_class:
         return np.full(len(counts), np.nan)
@@ -127,26 +139,41 @@ def mean_aps(pi: PerImage, counts: np.ndarray) -> np.ndarray:
         return np.where(np.isnan(stacked).all(axis=0), np.nan, np.nanmean(stacked, axis=0))
 
 
-def _class_ap(c: _Class, counts: np.ndarray, rec_thrs: np.ndarray) -> np.ndarray:
+def _class_ap(c: _Class, counts: np.ndarray, rec_thrs: np.ndarray, dtype: type = np.float64
+              ) -> np.ndarray:
     draws, (n_iou, n_det) = len(counts), c.hit.shape
-    npig = counts @ c.gt  # [B]
-    q = np.zeros((draws, n_iou, len(rec_thrs)))
+    npig = counts @ c.gt  # [B], float64: recall is compared with the thresholds as COCOeval does
+    q = np.zeros((draws, n_iou, len(rec_thrs)), dtype)
     if n_det:
-        w = counts[:, c.image][:, None, :]  # [B, 1, D]
-        tp = np.cumsum(c.hit[None] * w, axis=2)
-        fp = np.cumsum(c.miss[None] * w, axis=2)
+        w = counts[:, c.image].astype(dtype)  # [B, D]
+        tp = np.cumsum(c.hit[None] * w[:, None, :], axis=2)
+        if (c.hit | c.miss).all():  # none ignored (the usual case): false = all - true
+            fp = np.cumsum(w, axis=1)[:, None, :] - tp  # whole numbers: exact
+        else:
+            fp = np.cumsum(c.miss[None] * w[:, None, :], axis=2)
         with np.errstate(all="ignore"):
             rc = tp / npig[:, None, None]
-        pr = tp / (fp + tp + np.spacing(1))
+        pr = np.add(fp, tp, out=fp)
+        pr += np.spacing(dtype(1))
+        np.divide(tp, pr, out=pr)
         pr = np.maximum.accumulate(pr[:, :, ::-1], axis=2)[:, :, ::-1]  # precision envelope
         # Row by row: recall compared with the thresholds exactly as COCOeval compares them.
         idx = np.array([row.searchsorted(rec_thrs, side="left")
                         for row in rc.reshape(-1, n_det)]).reshape(draws, n_iou, -1)
         ok = idx < n_det
-        q = np.where(ok, np.take_along_axis(pr, np.minimum(idx, n_det - 1), axis=2), 0.0)
-    ap = q.mean(axis=(1, 2))
+        q = np.where(ok, np.take_along_axis(pr, np.minimum(idx, n_det - 1), axis=2), dtype(0))
+    ap = q.mean(axis=(1, 2), dtype=np.float64)
     ap[npig == 0] = np.nan  # COCOeval leaves such a class at -1, out of the mean
     return ap
+
+
+def draw_counts(n: int, resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
+    """``[resamples, n]``: how many times each of ``n`` eval images is drawn in each bootstrap
+    resample (with replacement). The same ``seed`` gives the same draws."""
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((resamples, n))
+    np.add.at(counts, (np.arange(resamples)[:, None], rng.integers(0, n, (resamples, n))), 1)
+    return counts
 
 
 @dataclass
@@ -181,13 +208,39 @@ def paired_evaluated(a: PerImage, b: PerImage, *, resamples: int = RESAMPLES, se
                      ) -> Interval:
     """``paired`` for detections already matched by ``evaluate`` (one COCOeval per model,
     however many comparisons it takes part in)."""
-    n = len(a.image_ids)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n, (resamples, n))
-    counts = np.zeros((resamples, n))
-    np.add.at(counts, (np.arange(resamples)[:, None], draws), 1)
-    d = mean_aps(b, counts) - mean_aps(a, counts)
+    return Resampler(len(a.image_ids), resamples, seed).interval(a, b)
+
+
+class Resampler:
+    """One set of paired draws over ``n`` eval images, shared by every comparison on those
+    images: each model's mAPs over the draws are computed once however many comparisons it is
+    in (the report compares the best with ten others and with the base)."""
+
+    def __init__(self, n: int, resamples: int = RESAMPLES, seed: int = 0) -> None:
+        self.n, self.counts = n, draw_counts(n, resamples, seed)
+        self._lock = threading.Lock()
+        self._maps: dict[int, tuple[PerImage, threading.Lock, list]] = {}
+
+    def maps(self, pi: PerImage) -> tuple[np.ndarray, float]:
+        """``pi``'s mAP on each draw and on the original images (threads asking for the
+        same model wait for one computation)."""
+        if len(pi.image_ids) != self.n:
+            raise ValueError(f"{len(pi.image_ids)} images, the draws are over {self.n}")
+        with self._lock:  # the PerImage is kept, so its id is not reused
+            entry = self._maps.setdefault(id(pi), (pi, threading.Lock(), []))
+        with entry[1]:
+            if not entry[2]:
+                entry[2].extend((mean_aps(pi, self.counts, exact=False), mean_ap(pi)))
+        return entry[2][0], entry[2][1]
+
+    def interval(self, a: PerImage, b: PerImage) -> Interval:
+        """The mAP of ``b`` minus that of ``a``, with its percentile interval."""
+        (draws_a, map_a), (draws_b, map_b) = self.maps(a), self.maps(b)
+        return _interval(map_a, map_b, draws_b - draws_a, self.n)
+
+
+def _interval(map_a: float, map_b: float, d: np.ndarray, n: int) -> Interval:
     diffs = d[np.isfinite(d)]
     tail = (1 - LEVEL) / 2
     low, high = (np.quantile(diffs, [tail, 1 - tail]) if len(diffs) else (float("nan"),) * 2)
-    return Interval(mean_ap(a), mean_ap(b), float(low), float(high), n, len(diffs))
+    return Interval(map_a, map_b, float(low), float(high), n, len(diffs))

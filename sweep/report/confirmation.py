@@ -108,10 +108,7 @@ def seeds_needed(a: ConfirmedConfig, b: ConfirmedConfig) -> int | None:
 def image_draws(per_image: list[bootstrap.PerImage], resamples: int, seed: int = 0
                 ) -> np.ndarray:
     """``[runs, resamples]`` mAPs: each run's COCO mAP on the same bootstrap draws of images."""
-    n = len(per_image[0].image_ids)
-    rng = np.random.default_rng(seed)
-    counts = np.zeros((resamples, n))
-    np.add.at(counts, (np.arange(resamples)[:, None], rng.integers(0, n, (resamples, n))), 1)
+    counts = bootstrap.draw_counts(len(per_image[0].image_ids), resamples, seed)
     return np.vstack([bootstrap.mean_aps(pi, counts) for pi in per_image])
 
 

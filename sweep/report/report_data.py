@@ -8,6 +8,7 @@ read only for what only it knows (parameter importances, the Pareto front).
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -481,47 +482,109 @@ def kept_detections(g: Gathered, name: str, step: int | None = None
     return kept
 
 
+def matched(g: Gathered, name: str, step: int | None = None) -> tuple[frozenset, Any] | str:
+    """(eval image ids, ``bootstrap.PerImage``) of ``name``'s kept detections at ``step``
+    (default: its best step), matched by COCOeval once per report however many comparisons
+    use them; or why there are none."""
+    from sweep.report import bootstrap
+
+    if step is None:
+        step = g.df.set_index("trial").loc[name, "best_step"]
+    key = ("matched", name, None if step is None or step is pd.NA else int(step))
+
+    def match() -> tuple[frozenset, Any] | str:
+        kept = kept_detections(g, name, step)
+        return kept if isinstance(kept, str) else (
+            frozenset(i["id"] for i in kept[0]["images"]), bootstrap.evaluate(*kept))
+
+    return _once(g, key, match)
+
+
+_CACHE_LOCK = threading.Lock()
+
+
+class _Once:
+    """A value made by the first caller; callers on other threads wait for it."""
+
+    def __init__(self) -> None:
+        self._lock, self._made, self._value = threading.Lock(), False, None
+
+    def get(self, make: Any) -> Any:
+        with self._lock:
+            if not self._made:
+                self._value, self._made = make(), True
+        return self._value
+
+
+def _once(g: Gathered, key: tuple, make: Any) -> Any:
+    """``make()`` once per report for ``key``, whichever thread asks first."""
+    with _CACHE_LOCK:
+        slot = g._cache.setdefault(key, _Once())
+    return slot.get(make)
+
+
+def _paired(g: Gathered, a: Any, b: Any, resamples: int | None) -> Any:
+    """``bootstrap`` interval of b - a on the report's one set of draws over these images."""
+    from sweep.report import bootstrap
+
+    n, resamples = len(a.image_ids), resamples or bootstrap.RESAMPLES
+    return _once(g, ("resampler", n, resamples),
+                 lambda: bootstrap.Resampler(n, resamples)).interval(a, b)
+
+
 GAP_TOP = 10  # ranked trials whose gap to the best gets an interval (one COCOeval each)
 
 
 def noise_vs_best(g: Gathered, resamples: int | None = None, top: int = GAP_TOP) -> str | None:
     """Fill ``g.vs_best``: the mAP of each of the ``top`` ranked trials after the best minus
-    the best's, paired bootstrap over the eval images (the best's detections matched once;
-    one COCOeval and one bootstrap per trial, so a 200-trial sweep on 5,000 eval images does
-    not rerun it 200 times). Returns why it could not be measured for the best, or None."""
-    from sweep.report import bootstrap
+    the best's, paired bootstrap over the eval images (the best's detections matched and
+    resampled once; one COCOeval and one bootstrap per other trial, so a 200-trial sweep on
+    5,000 eval images does not rerun it 200 times). Two trials at a time: the bootstrap's
+    array work releases the GIL, so one trial's resampling runs beside another's COCOeval.
+    Returns why it could not be measured for the best, or None."""
+    from concurrent.futures import ThreadPoolExecutor
 
     best = g.best_name()
     if best is None:
         return "no trial has been evaluated"
-    ref = kept_detections(g, best)
+    ref = matched(g, best)
     if isinstance(ref, str):
         return ref
-    images = {i["id"] for i in ref[0]["images"]}
-    ref_pi = bootstrap.evaluate(ref[0], ref[1])
-    for name in [n for n in g.ranked()["trial"] if n != best][:top]:
-        other = kept_detections(g, str(name))
+
+    def gap(name: str) -> Any:
+        other = matched(g, name)
         if isinstance(other, str):
-            continue
-        if {i["id"] for i in other[0]["images"]} != images:
-            g.notes.append(f"{name} was evaluated on other images than {best}: no interval.")
-            continue
-        g.vs_best[str(name)] = bootstrap.paired_evaluated(
-            bootstrap.evaluate(ref[0], other[1]), ref_pi,
-            resamples=resamples or bootstrap.RESAMPLES)
+            return None
+        if other[0] != ref[0]:
+            return f"{name} was evaluated on other images than {best}: no interval."
+        return _paired(g, other[1], ref[1], resamples)
+
+    def warm(key: tuple[str, int]) -> None:  # what the verdict's eval-image noise will read
+        got = matched(g, *key)
+        if not isinstance(got, str) and got[0] == ref[0]:
+            _paired(g, got[1], got[1], resamples)
+
+    names = [str(n) for n in g.ranked()["trial"] if n != best][:top]
+    base = g.base_name()
+    c = compare(g, base, best) if base and base != best else None
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        if c is not None:
+            pool.map(warm, [(c.base, c.base_step), (c.best, c.best_step)])
+        for name, got in zip(names, pool.map(gap, names), strict=True):
+            if isinstance(got, str):
+                g.notes.append(got)
+            elif got is not None:
+                g.vs_best[name] = got
     return None
 
 
 def eval_noise(g: Gathered, c: Comparison, resamples: int | None = None) -> Any | str:
     """The eval-image noise of a like-for-like comparison: best - base mAP at the compared
     steps with a paired-bootstrap interval over the eval images, or why it cannot be had."""
-    from sweep.report import bootstrap
-
-    kept = [kept_detections(g, c.base, c.base_step), kept_detections(g, c.best, c.best_step)]
-    for k in kept:
+    a, b = matched(g, c.base, c.base_step), matched(g, c.best, c.best_step)
+    for k in (a, b):
         if isinstance(k, str):
             return k
-    (gt_a, dets_a), (gt_b, dets_b) = kept  # type: ignore[misc]
-    if {i["id"] for i in gt_a["images"]} != {i["id"] for i in gt_b["images"]}:
+    if a[0] != b[0]:  # type: ignore[index]
         return f"{c.base} and {c.best} were evaluated on different images"
-    return bootstrap.paired(gt_b, dets_a, dets_b, resamples=resamples or bootstrap.RESAMPLES)
+    return _paired(g, a[1], b[1], resamples)  # type: ignore[index]

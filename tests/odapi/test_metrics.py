@@ -20,6 +20,34 @@ def test_reads_every_encoding_the_od_api_uses(tmp_path: Path) -> None:
         assert metrics.by_step(metrics.read_scalars(d)) == rows
 
 
+def test_picture_events_are_skipped_undecoded_and_scalars_beside_them_kept(tmp_path: Path) -> None:
+    """The eval's pictures (TF2 string tensors, or image summaries) are most of an eval event
+    file's bytes: events that hold only pictures are recognised on the wire format and not
+    decoded; an event with a scalar beside a picture is decoded as before."""
+    from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, types_pb2
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    big = b"\x89PNG" + bytes(range(256)) * 40  # > 4 KB, as a real picture is
+    string = summary_pb2.Summary.Value(tag="eval_side_by_side_0_0", tensor=tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING, string_val=[b"64", b"32", big]))
+    image = summary_pb2.Summary.Value(tag="img", image=summary_pb2.Summary.Image(
+        height=32, width=64, encoded_image_string=big))
+    scalar = summary_pb2.Summary.Value(tag=metrics.MAP, simple_value=0.5)
+    events = [(1, [string, string]), (2, [image]), (3, [string, scalar]), (4, [scalar])]
+    tmp_path.mkdir(exist_ok=True)
+    with open(tmp_path / "events.out.tfevents.1.h.v2", "wb") as f:
+        writer = RecordWriter(f)
+        for step, values in events:
+            writer.write(event_pb2.Event(step=step, wall_time=step, summary=summary_pb2.Summary(
+                value=values)).SerializeToString())
+    payloads = [event_pb2.Event(step=s, summary=summary_pb2.Summary(value=v)).SerializeToString()
+                for s, v in events]
+    assert [metrics._pictures_only(p) for p in payloads] == [True, True, False, False]
+    assert not metrics._pictures_only(event_pb2.Event(step=1).SerializeToString())  # no summary
+    assert metrics.read_scalars(tmp_path) == [metrics.Scalar(3, metrics.MAP, 0.5, 3.0),
+                                              metrics.Scalar(4, metrics.MAP, 0.5, 4.0)]
+
+
 def test_tag_filter_and_wall_times(tmp_path: Path) -> None:
     write_events(tmp_path, {5: {"a": 1.0, "b": 2.0}}, start_wall=100.0, seconds_per_step=2.0)
     got = metrics.read_scalars(tmp_path, ["b"])

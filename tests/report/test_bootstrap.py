@@ -35,10 +35,18 @@ def test_map_on_the_original_images_is_cocoevals(seed: int, skill: float) -> Non
         _coco_map(gt, dets), abs=1e-12)
 
 
-def test_an_image_drawn_twice_counts_twice() -> None:
-    """Counting image i twice = evaluating a data set with a renamed copy of image i."""
+@pytest.mark.parametrize("crowd", [False, True])
+def test_an_image_drawn_twice_counts_twice(crowd: bool) -> None:
+    """Counting image i twice = evaluating a data set with a renamed copy of image i. With
+    crowd boxes, the detections matched to them are ignored (neither true nor false)."""
     gt = eval_groundtruth(n_images=8, seed=4)
+    if crowd:
+        for a in gt["annotations"][::3]:
+            a["iscrowd"] = 1
     dets = detections_for(gt, 0.5, seed=5)
+    pi = bootstrap.evaluate(gt, dets)
+    assert crowd == (not all((c.hit | c.miss).all() for c in pi.classes))  # some ignored
+    assert bootstrap.mean_ap(pi) == pytest.approx(_coco_map(gt, dets), abs=1e-12)
     counts = np.array([2, 0, 1, 1, 0, 3, 1, 0])
     images, anns, res = [], [], []
     for img, n in zip(gt["images"], counts, strict=True):
@@ -49,8 +57,21 @@ def test_an_image_drawn_twice_counts_twice() -> None:
                      for j, a in enumerate(a for a in gt["annotations"] if a["image_id"] == img["id"])]
             res += [dict(d, image_id=new) for d in dets if d["image_id"] == img["id"]]
     copied = {"images": images, "annotations": anns, "categories": gt["categories"]}
-    assert bootstrap.mean_ap(bootstrap.evaluate(gt, dets), counts) == pytest.approx(
-        _coco_map(copied, res), abs=1e-12)
+    assert bootstrap.mean_ap(pi, counts) == pytest.approx(_coco_map(copied, res), abs=1e-12)
+
+
+def test_one_set_of_draws_serves_every_comparison() -> None:
+    """The report compares the best with many trials: the best's mAPs over the draws are
+    computed once, and each interval is the one a separate paired bootstrap gives."""
+    gt = eval_groundtruth(n_images=12, seed=8)
+    best, a, b = (detections_for(gt, s, seed=9 + i) for i, s in enumerate((0.8, 0.5, 0.3)))
+    pis = [bootstrap.evaluate(gt, d) for d in (best, a, b)]
+    r = bootstrap.Resampler(12, resamples=100)
+    first, second = r.interval(pis[1], pis[0]), r.interval(pis[2], pis[0])
+    assert r.maps(pis[0])[0] is r.maps(pis[0])[0]
+    assert first == bootstrap.paired(gt, a, best, resamples=100)
+    assert second == bootstrap.paired(gt, b, best, resamples=100)
+    assert first.diff < second.diff
 
 
 def test_same_detections_differ_by_nothing() -> None:

@@ -743,9 +743,10 @@ def test_when_the_base_is_best_the_verdict_gives_its_detection_scores(tmp_path: 
 def test_the_best_trials_detections_are_matched_once_not_once_per_ranked_trial(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """COCOeval on a 5,000-image eval set takes seconds: the gaps to the best match the
-    best's detections once, and each other trial's once, for the top GAP_TOP trials only."""
+    best's detections once, and each other trial's once, for the top GAP_TOP trials only; the
+    verdict's eval-image noise (base vs best at the compared steps) matches nothing again."""
     from sweep.report import bootstrap
-    from sweep.report.report_data import noise_vs_best
+    from sweep.report.report_data import compare, eval_noise, noise_vs_best
 
     se = make_experiment(tmp_path, seed=5)
     g = gather(se.exp)
@@ -753,7 +754,13 @@ def test_the_best_trials_detections_are_matched_once_not_once_per_ranked_trial(
     real = bootstrap.evaluate
     monkeypatch.setattr(bootstrap, "evaluate", lambda gt, d: calls.append(1) or real(gt, d))
     assert noise_vs_best(g, resamples=20, top=2) is None
-    assert len(g.vs_best) == 2 and len(calls) == 3  # the best once, two others once each
+    ranked = g.ranked().set_index("trial")["best_step"]
+    best, base = g.best_name(), g.base_name()
+    c = compare(g, base, best)
+    keys = {(str(n), int(ranked[n])) for n in list(ranked.index)[:3]}  # the best, two others
+    keys |= {(c.base, c.base_step), (c.best, c.best_step)}
+    assert len(g.vs_best) == 2 and len(calls) == len(keys)  # each (trial, step) once
+    assert not isinstance(eval_noise(g, c, resamples=20), str) and len(calls) == len(keys)
 
 
 def test_only_the_pictures_of_the_evaluation_shown_are_read(tmp_path: Path) -> None:
