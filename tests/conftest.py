@@ -69,33 +69,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     tests marked `tf`) is one group: it is CPU-bound, so two of them at once on this 2-core
     machine gain nothing and overload it; one worker runs them one after another while the
     other runs the stand-in and fast tests, which mostly wait on processes. Slow groups are
-    handed out first, the real TensorFlow groups before all, so no long test starts last.
+    handed out first, the real TensorFlow group before all, so no long test starts last.
 
-    ``SWEEP_TF_GROUPS=2`` (with ``SWEEP_TEST_WORKERS=4``) splits the real TensorFlow work in
-    two serial groups of about equal length (the real sweep and its readers with the real
-    Ctrl-C resume; the other `tf` tests): each TF job runs one thread, so two groups keep
-    both cores training while two workers take the stand-in tests. Not yet the default: it
-    has not had a full run on this machine."""
-    split = os.environ.get("SWEEP_TF_GROUPS", "1") == "2"
+    Two real TensorFlow groups on four workers (both cores training, two workers on the
+    stand-in tests) was tried in a full run (2026-12-02): load ~12 on 2 cores, the real sweep's
+    Ray failed to start ("GCS has become overloaded"), 17 failures, 60 min. One group it is."""
 
     def group(item: pytest.Item) -> str:
-        if "real_sweep" in getattr(item, "fixturenames", ()):
-            return REAL_TF[0]
-        if item.get_closest_marker("tf"):
-            if not split or item.nodeid.startswith("tests/run/test_resume.py"):
-                return REAL_TF[0]
-            return REAL_TF[1]
+        if "real_sweep" in getattr(item, "fixturenames", ()) or item.get_closest_marker("tf"):
+            return REAL_TF
         return item.nodeid.split("::")[0]
 
     slow_groups = {group(i) for i in items if i.get_closest_marker("slow")}
     for item in items:
         item.add_marker(pytest.mark.xdist_group(group(item)))
     order = {g: n for n, g in enumerate(dict.fromkeys(group(i) for i in items))}
-    items.sort(key=lambda i: (group(i) not in REAL_TF, group(i) not in slow_groups,
+    items.sort(key=lambda i: (group(i) != REAL_TF, group(i) not in slow_groups,
                               order[group(i)]))
 
 
-REAL_TF = ("real_tf", "real_tf_2")  # the serial groups of real TensorFlow tests
+REAL_TF = "real_tf"  # the serial group of real TensorFlow tests
+
 
 @dataclass(frozen=True)
 class SweepRun:
