@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from sweep.core.once import OnceMap
+
 RESAMPLES = 1000
 LEVEL = 0.95
 _QUIET = threading.Lock()
@@ -218,20 +220,17 @@ class Resampler:
 
     def __init__(self, n: int, resamples: int = RESAMPLES, seed: int = 0) -> None:
         self.n, self.counts = n, draw_counts(n, resamples, seed)
-        self._lock = threading.Lock()
-        self._maps: dict[int, tuple[PerImage, threading.Lock, list]] = {}
+        self._maps = OnceMap()
 
     def maps(self, pi: PerImage) -> tuple[np.ndarray, float]:
         """``pi``'s mAP on each draw and on the original images (threads asking for the
         same model wait for one computation)."""
         if len(pi.image_ids) != self.n:
             raise ValueError(f"{len(pi.image_ids)} images, the draws are over {self.n}")
-        with self._lock:  # the PerImage is kept, so its id is not reused
-            entry = self._maps.setdefault(id(pi), (pi, threading.Lock(), []))
-        with entry[1]:
-            if not entry[2]:
-                entry[2].extend((mean_aps(pi, self.counts, exact=False), mean_ap(pi)))
-        return entry[2][0], entry[2][1]
+        # Keyed by id: the entry keeps the PerImage, so its id is not reused.
+        entry = self._maps.get(id(pi), lambda: (pi, mean_aps(pi, self.counts, exact=False),
+                                                mean_ap(pi)))
+        return entry[1], entry[2]
 
     def interval(self, a: PerImage, b: PerImage) -> Interval:
         """The mAP of ``b`` minus that of ``a``, with its percentile interval."""

@@ -25,6 +25,7 @@ from sweep.core.experiment import (
     Experiment,
     TrialDir,
 )
+from sweep.core.once import OnceMap
 from sweep.odapi import metrics as m
 from sweep.report import short_names
 from sweep.report.short_names import num
@@ -503,24 +504,11 @@ def matched(g: Gathered, name: str, step: int | None = None) -> tuple[frozenset,
 _CACHE_LOCK = threading.Lock()
 
 
-class _Once:
-    """A value made by the first caller; callers on other threads wait for it."""
-
-    def __init__(self) -> None:
-        self._lock, self._made, self._value = threading.Lock(), False, None
-
-    def get(self, make: Any) -> Any:
-        with self._lock:
-            if not self._made:
-                self._value, self._made = make(), True
-        return self._value
-
-
 def _once(g: Gathered, key: tuple, make: Any) -> Any:
     """``make()`` once per report for ``key``, whichever thread asks first."""
     with _CACHE_LOCK:
-        slot = g._cache.setdefault(key, _Once())
-    return slot.get(make)
+        once = g._cache.setdefault("once", OnceMap())
+    return once.get(key, make)
 
 
 def _paired(g: Gathered, a: Any, b: Any, resamples: int | None) -> Any:
