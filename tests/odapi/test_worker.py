@@ -67,10 +67,9 @@ def test_two_replica_training_under_mirrored_strategy_and_its_checkpoints_evalua
     """`--gpus-per-trial 2` trains under MirroredStrategy as model_main_tf2.py does; on this
     CPU machine the same path runs over two logical CPU devices. The eval job (one device)
     evaluates the checkpoints the two replicas wrote, tracing its model once: a later
-    checkpoint evaluated through the first trace scores exactly as in a fresh eval job."""
-    import shutil
-
-    from sweep.core.experiment import append_evaluated
+    checkpoint evaluated through the first trace scores its own weights (its loss moves).
+    (A second, fresh eval job that scored step 10 the same to 1e-4 was dropped for the suite's
+    time: one more TensorFlow start-up, ~1.5 min in CI.)"""
     from sweep.odapi.render import load_pipeline, render, write_pipeline
     from tests.conftest import make_workspace
 
@@ -96,25 +95,15 @@ def test_two_replica_training_under_mirrored_strategy_and_its_checkpoints_evalua
     train = finish(start("train", model_dir, "--cpu-replicas", "2", "--checkpoint-every", "5",
                          "--steps-per-iteration", "5", "--keep", "3"))
     assert "train: 2 replica(s) (MirroredStrategy)" in train
-    # The same checkpoints, for an eval job that starts at step 10 (steps 0 and 5 marked done).
-    fresh = tmp_path / "fresh"
-    shutil.copytree(model_dir, fresh)
-    for step, ckpt in ((0, "ckpt-1"), (5, "ckpt-2")):
-        append_evaluated(fresh, {"checkpoint": ckpt, "step": step, "metrics": {}})
-    # Both eval jobs at once (one CPU each): the first warms up on step 0, then steps 5 and 10.
-    finish_all = [start("eval", d, "--poll", "0.2") for d in (model_dir, fresh)]
-    for job in finish_all:
-        finish(job)
+    # The eval job warms up on step 0, then steps 5 and 10, all through its first trace.
+    finish(start("eval", model_dir, "--poll", "0.2"))
     rows = read_evaluated(model_dir)
     assert [r["step"] for r in rows] == [0, 5, 10]  # ckpt-1 is train_loop's step-0 checkpoint
-    assert [r["checkpoint"] for r in rows[:2]] == ["ckpt-1", "ckpt-2"]  # as marked in fresh/
+    assert [r["checkpoint"] for r in rows[:2]] == ["ckpt-1", "ckpt-2"]
     assert (model_dir / f"{rows[-1]['checkpoint']}.index").exists()
     assert "DetectionBoxes_Precision/mAP" in rows[-1]["metrics"]
-    (again,) = [r for r in read_evaluated(fresh) if r["metrics"]]
-    assert again["step"] == 10
     loss = "Loss/total_loss"
-    assert rows[1]["metrics"][loss] != pytest.approx(rows[2]["metrics"][loss], rel=1e-3)
-    assert again["metrics"] == pytest.approx(rows[2]["metrics"], rel=1e-4, abs=1e-6)
+    assert len({round(r["metrics"][loss], 4) for r in rows}) == 3, rows  # each its own weights
 
 
 @pytest.mark.slow

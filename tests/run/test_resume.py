@@ -1,5 +1,7 @@
-"""`sweep resume` after the driver was stopped: killed with SIGKILL (stand-in worker: it is about
-our processes, Ray and Optuna, not TensorFlow), or interrupted with Ctrl-C (real OD API).
+"""`sweep resume` after the driver was killed with SIGKILL (stand-in worker: it is about our
+processes, Ray and Optuna, not TensorFlow). Ctrl-C and SIGTERM are test_interrupt.py's. That a real
+OD API train job continues from its checkpoint is the real sweep's kill -9 retry
+(tests/test_e2e.py): the same restart, without a second real sweep's 10 minutes here.
 
 kill -9: `sweep run` (3 trials, one at a time) is killed once the first trial is COMPLETED and
 the second is mid-training with a checkpoint; then `sweep resume` finishes it.
@@ -237,79 +239,3 @@ def test_resume_without_ray_state_refuses_before_starting_ray(tmp_path: Path) ->
     with pytest.raises(ConfigError, match="--overwrite"):
         preflight(settings, None, 40, resume=True)
     assert not ray.is_initialized()
-
-
-@pytest.mark.slow
-@pytest.mark.tf
-def test_ctrl_c_then_resume_with_the_real_od_api(tmp_path: Path) -> None:
-    """Ctrl-C (SIGINT to the driver's process group, as a terminal sends it) while the first
-    trial's train job is between checkpoints: exit 130, the trial INTERRUPTED at its last
-    checkpoint, the closing line with the exact resume command; `sweep resume` then finishes
-    the trial, continued from that checkpoint (real TensorFlow). One trial: that finished
-    trials are kept and unstarted ones run on resume is the stand-in tests' (test_interrupt.py,
-    and the kill -9 test above), at seconds instead of a real trial's minutes.
-
-    The moment is read from the train job's checkpoints, not from the evaluations Ray saw: the
-    eval job runs minutes behind the tiny model's training, so "step 20 reported" can mean the
-    train job already finished (its first full-suite run: nothing was left to continue)."""
-    from sweep.core.experiment import INTERRUPTED
-
-    pipeline = make_workspace(tmp_path)
-    space = tmp_path / "space.yaml"
-    space.write_text(SPACE)
-    log = open(tmp_path / "run.log", "w")  # noqa: SIM115 - the child writes it
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "sweep.cli", "run", "--space", str(space), "--pipeline",
-         str(pipeline), "--name", "cc", "--num-trials", "1", "--max-concurrent", "1",
-         "--eval-every", "20", "--scheduler", "fifo", "--no-dashboard", "--no-report"],
-        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    exp = Experiment(tmp_path / "experiments" / "cc")
-    try:
-        # ckpt-1 is step 0, ckpt-2 step 20: the train job is then 40 steps from its end.
-        target = None
-        deadline = time.time() + 1800
-        while time.time() < deadline and driver.poll() is None and target is None:
-            target = next((t for t in exp.trials() if t.status().get("state") == RUNNING
-                           and _ckpt_numbers(t) and max(_ckpt_numbers(t)) == 2), None)
-            time.sleep(0.25)
-        assert target is not None, (tmp_path / "run.log").read_text()[-3000:]
-        os.killpg(driver.pid, signal.SIGINT)
-        rc = driver.wait(timeout=300)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-        log.close()
-    out = (tmp_path / "run.log").read_text()
-    assert rc == 130, out[-3000:]
-    last = out.strip().splitlines()[-1]
-    assert last.startswith("sweep cc interrupted (SIGINT): 0 of 1 trials done, 1 interrupted "
-                           "(they continue from their last checkpoint)"), out[-2000:]
-    assert last.endswith("Continue with: sweep resume cc"), out[-2000:]
-    st = target.status()
-    assert st["state"] == INTERRUPTED, st
-    at = max(_ckpt_numbers(target))
-    assert 20 * (at - 1) < NUM_STEPS, f"the interrupt came after training ended: {st}"
-    evaluated_before = [r["step"] for r in target.evaluated()]
-
-    res = run_cli(["resume", "cc", "--no-dashboard", "--no-report"], tmp_path, timeout=1800)
-    (tmp_path / "resume.log").write_text(res.stdout + res.stderr)
-    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
-    assert "sweep cc finished: every trial completed" in res.stdout, res.stdout[-2000:]
-    trials = exp.trials()
-    assert len(trials) == 1 and trials[0].status()["state"] == COMPLETED
-    st = target.status()
-    assert st["attempts"] == 2 and st["restarts"] == 0, st
-    # Continued from its checkpoint, not started anew: one event file per attempt, the second
-    # from past the checkpoint's step to the last step.
-    files = metrics.event_files(target.path / "train")
-    assert len(files) == 2, files
-    first, second = (_file_steps(f) for f in files)
-    assert min(first) < 20 and second, (first, second)
-    assert min(second) > 20 * (at - 1) > 0 and max(second) == NUM_STEPS, (at, first, second)
-    steps = [r["step"] for r in target.evaluated()]
-    assert steps[:len(evaluated_before)] == evaluated_before
-    assert steps == sorted(set(steps)) and steps[-1] == NUM_STEPS, steps  # none twice
-    s = exp.settings()
-    study = optuna.load_study(study_name=s["study_name"], storage=s["storage_url"])
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE]

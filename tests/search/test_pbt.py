@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -78,26 +81,53 @@ def test_lineage_in_the_seeds_words() -> None:
     assert pbt.parent(status) == "trial_a"
 
 
+# Slow enough that both trials are alive at the first perturbation (PBT compares only
+# unfinished trials): 10 steps every 3 s.
+PBT_FAKE = {"SWEEP_WORKER_MODULE": "tests.fake_worker", "FAKE_MODE": "slow",
+            "FAKE_STEP_SLEEP": "3", "FAKE_SCORE_LR": "1"}
+
+
+@pytest.fixture(scope="module")
+def pbt_sweeps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple]]:
+    """A `--scheduler pbt` and a `--scheduler pb2` sweep, side by side on one Ray (the
+    stand-in's trials mostly sleep): {scheduler: (folder, finished process)}."""
+    from tests.conftest import REPO, make_workspace, start_local_ray
+
+    saved = dict(os.environ)
+    os.environ.update(PBT_FAKE)  # Ray's workers (and the trials' jobs) take this environment
+    try:
+        address = start_local_ray(4)
+        procs = {}
+        for scheduler in ("pbt", "pb2"):
+            root = tmp_path_factory.mktemp(scheduler)
+            pipeline = make_workspace(root, n_train=4, n_eval=2)
+            (root / "s.yaml").write_text(SPACE)
+            procs[scheduler] = root, subprocess.Popen(
+                [sys.executable, "-m", "sweep.cli", "run", "--space", str(root / "s.yaml"),
+                 "--pipeline", str(pipeline), "--name", "pbt", "--no-dashboard",
+                 "--scheduler", scheduler, "--eval-every", "10", "--perturbation-interval", "20",
+                 "--num-trials", "2", "--max-concurrent", "2", "--address", address],
+                cwd=root, env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        done = {}
+        for scheduler, (root, proc) in procs.items():
+            out, err = proc.communicate(timeout=900)
+            done[scheduler] = root, subprocess.CompletedProcess(proc.args, proc.returncode,
+                                                                out, err)
+        yield done
+    finally:
+        import ray
+
+        ray.shutdown()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("scheduler", ["pbt", "pb2"])
 def test_pbt_sweep_clones_the_better_trial_and_trains_with_the_perturbed_rate(
-        tmp_path: Path, scheduler: str) -> None:
-    from tests.conftest import make_workspace
-
-    pipeline = make_workspace(tmp_path, n_train=4, n_eval=2)
-    (tmp_path / "s.yaml").write_text(SPACE)
-    # Slow enough that both trials are alive at the first perturbation (PBT compares only
-    # unfinished trials): 10 steps every 3 s.
-    os.environ.update(SWEEP_WORKER_MODULE="tests.fake_worker", FAKE_MODE="slow",
-                      FAKE_STEP_SLEEP="3", FAKE_SCORE_LR="1")
-    try:
-        out = run_cli(["run", "--space", str(tmp_path / "s.yaml"), "--pipeline", str(pipeline),
-                       "--name", "pbt", "--no-dashboard", "--scheduler", scheduler,
-                       "--eval-every", "10", "--perturbation-interval", "20",
-                       "--num-trials", "2", "--max-concurrent", "2"], tmp_path, timeout=600)
-    finally:
-        for k in ("SWEEP_WORKER_MODULE", "FAKE_MODE", "FAKE_STEP_SLEEP", "FAKE_SCORE_LR"):
-            del os.environ[k]
+        pbt_sweeps: dict[str, tuple], scheduler: str) -> None:
+    tmp_path, out = pbt_sweeps[scheduler]
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     exp = Experiment(tmp_path / "experiments" / "pbt")
     clones = [t for t in exp.trials() if t.status().get("parent")]
