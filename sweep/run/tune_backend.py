@@ -614,6 +614,19 @@ def _loopback_only() -> Iterator[None]:
 
 
 _STARTED_RAY = False  # whether init_ray started or joined the Ray that stop_ray ends
+JOB_ENV = "SWEEP_JOB_ENV"
+
+
+def job_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The driver's environment variables named in ``SWEEP_JOB_ENV`` (comma-separated names, a
+    trailing ``*`` for a prefix, e.g. ``TF_CPP_MIN_LOG_LEVEL,WANDB_*``). A Ray that was already
+    running (``--address``: a cluster, or one Ray many sweeps share) started its workers with
+    its own environment, not this driver's: these reach the trials' jobs through the sweep's
+    Ray job (its runtime_env), on every node."""
+    environ = os.environ if environ is None else environ
+    patterns = [p.strip() for p in environ.get(JOB_ENV, "").split(",") if p.strip()]
+    return {k: v for k, v in environ.items()
+            if any(k.startswith(p[:-1]) if p.endswith("*") else k == p for p in patterns)}
 
 
 def init_ray(settings: SweepSettings) -> str | None:
@@ -627,7 +640,7 @@ def init_ray(settings: SweepSettings) -> str | None:
     _STARTED_RAY = True
     # Workers must import this package the way the driver does.
     pkg_root = str(Path(__file__).resolve().parents[2])
-    env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
+    env = {"env_vars": {**job_env(), "PYTHONPATH": os.pathsep.join(
         p for p in (pkg_root, os.environ.get("PYTHONPATH", "")) if p)}}
     if settings.address:
         _probe_address(settings.address)

@@ -7,9 +7,13 @@ import json
 import math
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -29,32 +33,86 @@ parameters:
 """
 
 
+REUSE_POINTS = ("points:\n  - {l2_weight: 1.0e-5, focal_loss.gamma: 2.0}\n"
+                "  - {l2_weight: 1.0e-2, focal_loss.gamma: 2.0}\n"
+                "  - {l2_weight: 2.0e-5, focal_loss.gamma: 2.0}\n")
+# name: (stand-in mode, its other settings, the sweep's options)
+SWEEPS = {
+    "mo": ("ok", {}, ["--metric", "total_loss", "--metric", "mAP", "--sampler", "nsga2",
+                      "--num-trials", "4", "--scheduler", "fifo"]),
+    "allnan": ("nan", {}, ["--num-trials", "6", "--max-concurrent", "1",
+                           "--max-consecutive-failures", "2", "--scheduler", "median"]),
+    "hung": ("hang", {}, ["--num-trials", "2", "--stall-minutes", "0.03", "--max-failures", "0",
+                          "--max-consecutive-failures", "5", "--scheduler", "fifo"]),
+    "lost": ("slow", {"FAKE_STEP_SLEEP": "0.3"}, ["--num-trials", "2", "--max-concurrent", "1",
+                                                  "--max-failures", "0", "--scheduler", "fifo"]),
+    "reuse": ("ok", {}, ["--space", "reuse_space.yaml", "--num-trials", "3",
+                         "--max-concurrent", "1", "--scheduler", "asha"]),
+}
+
+
 @pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from tests.conftest import make_workspace
+def sweeps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The module's five stand-in sweeps, side by side on one Ray (a Ray start is ~15 s of
+    both cores here; the stand-in's trials mostly wait). Each sweep's stand-in settings reach
+    its trials through the sweep's own Ray job (SWEEP_JOB_ENV), not through Ray's start."""
+    from tests.conftest import REPO, make_workspace, start_local_ray
 
     root = tmp_path_factory.mktemp("fakeray")
     pipeline = make_workspace(root, n_train=8, n_eval=4)
-    space = root / "space.yaml"
-    space.write_text(SPACE)
-    return root, pipeline
-
-
-def _run(root: Path, pipeline: Path, name: str, mode: str, *extra: str):  # noqa: ANN202
-    os.environ["SWEEP_WORKER_MODULE"] = "tests.fake_worker"
-    os.environ["FAKE_MODE"] = mode
+    (root / "space.yaml").write_text(SPACE)
+    (root / "reuse_space.yaml").write_text(SPACE + REUSE_POINTS)
+    saved = dict(os.environ)
+    os.environ.update(SWEEP_WORKER_MODULE="tests.fake_worker", SWEEP_JOB_ENV="FAKE_*")
+    stop, killed = threading.Event(), {}
     try:
-        return run_cli(["run", "--space", str(root / "space.yaml"), "--pipeline", str(pipeline),
-                        "--name", name, "--no-dashboard", "--eval-every", "20", "--no-report",
-                        *extra], root, timeout=600)
+        address = start_local_ray(8)
+        killer = threading.Thread(target=_kill_first_actor,
+                                  args=(root / "experiments" / "lost" / "trials", stop, killed),
+                                  daemon=True)
+        killer.start()
+        procs = {}
+        for name, (mode, extra_env, options) in SWEEPS.items():
+            args = ["--space", str(root / "space.yaml"), *options]  # a later --space wins
+            procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "sweep.cli", "run", "--pipeline", str(pipeline),
+                 "--name", name, "--no-dashboard", "--eval-every", "20", "--no-report",
+                 "--address", address, *args], cwd=root, text=True,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1",
+                     "FAKE_MODE": mode, **extra_env})
+        out = {}
+        for name, proc in procs.items():
+            stdout, stderr = proc.communicate(timeout=900)
+            out[name] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+        stop.set()
+        yield {"root": root, "out": out, "killed": killed}
     finally:
-        del os.environ["SWEEP_WORKER_MODULE"], os.environ["FAKE_MODE"]
+        import ray
+
+        stop.set()
+        ray.shutdown()
+        os.environ.clear()
+        os.environ.update(saved)
 
 
-def test_multi_objective_study_and_pareto_front(base: tuple[Path, Path]) -> None:
-    root, pipeline = base
-    out = _run(root, pipeline, "mo", "ok", "--metric", "total_loss", "--metric", "mAP",
-               "--sampler", "nsga2", "--num-trials", "4", "--scheduler", "fifo")
+def _kill_first_actor(trials: Path, stop: threading.Event, killed: dict) -> None:
+    """kill -9 the first trial's Ray actor as soon as its folder names it."""
+    while not stop.is_set():
+        for st in trials.glob("*/status.json"):
+            try:
+                pid = json.loads(st.read_text()).get("pid")
+            except ValueError:
+                continue
+            if pid:
+                os.kill(pid, signal.SIGKILL)
+                killed[st.parent.name] = pid
+                return
+        time.sleep(0.05)
+
+
+def test_multi_objective_study_and_pareto_front(sweeps: dict[str, Any]) -> None:
+    root, out = sweeps["root"], sweeps["out"]["mo"]
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     exp = Experiment(root / "experiments" / "mo")
     s = exp.settings()
@@ -73,10 +131,8 @@ def test_multi_objective_study_and_pareto_front(base: tuple[Path, Path]) -> None
     assert study.best_trials  # the Pareto front the report draws
 
 
-def test_consecutive_failures_stop_the_sweep(base: tuple[Path, Path]) -> None:
-    root, pipeline = base
-    out = _run(root, pipeline, "allnan", "nan", "--num-trials", "6", "--max-concurrent", "1",
-               "--max-consecutive-failures", "2", "--scheduler", "median")
+def test_consecutive_failures_stop_the_sweep(sweeps: dict[str, Any]) -> None:
+    root, out = sweeps["root"], sweeps["out"]["allnan"]
     assert out.returncode == 3, out.stdout[-3000:] + out.stderr[-3000:]
     assert "2 trials failed in a row" in out.stderr
     trials = Experiment(root / "experiments" / "allnan").trials()
@@ -90,13 +146,11 @@ def _study(exp: Experiment) -> optuna.Study:
     return optuna.load_study(study_name=s["study_name"], storage=s["storage_url"])
 
 
-def test_stalled_trials_fail_with_their_reason_everywhere(base: tuple[Path, Path]) -> None:
+def test_stalled_trials_fail_with_their_reason_everywhere(sweeps: dict[str, Any]) -> None:
     """A hung training job (no summary, no checkpoint) is `stalled` within seconds with a low
     --stall-minutes: FAILED in status.json, FAIL with the reason in the study, in `sweep
     status`, exit code 1 and a last line that says where to look."""
-    root, pipeline = base
-    out = _run(root, pipeline, "hung", "hang", "--num-trials", "2", "--stall-minutes", "0.03",
-               "--max-failures", "0", "--max-consecutive-failures", "5", "--scheduler", "fifo")
+    root, out = sweeps["root"], sweeps["out"]["hung"]
     assert out.returncode == errors.EXIT_TRIALS_FAILED, out.stdout[-3000:] + out.stderr[-3000:]
     assert "2 of 2 trials failed (stalled 2)" in out.stderr.strip().splitlines()[-1]
     exp = Experiment(root / "experiments" / "hung")
@@ -108,36 +162,11 @@ def test_stalled_trials_fail_with_their_reason_everywhere(base: tuple[Path, Path
     assert status.stdout.count("stalled") == 2
 
 
-def test_a_lost_ray_actor_fails_the_trial_with_its_reason(base: tuple[Path, Path]) -> None:
+def test_a_lost_ray_actor_fails_the_trial_with_its_reason(sweeps: dict[str, Any]) -> None:
     """kill -9 of a trial's Ray actor with --max-failures 0: Ray gives up on it; the trial is
     FAILED "actor died" in its folder and the study (never left RUNNING or PENDING), and it
     counts as a failed trial in the exit code."""
-    root, pipeline = base
-    trials = root / "experiments" / "lost" / "trials"
-    stop, killed = threading.Event(), {}
-
-    def kill_first_actor() -> None:
-        while not stop.is_set():
-            for st in trials.glob("*/status.json"):
-                try:
-                    pid = json.loads(st.read_text()).get("pid")
-                except ValueError:
-                    continue
-                if pid:
-                    os.kill(pid, signal.SIGKILL)
-                    killed[st.parent.name] = pid
-                    return
-            time.sleep(0.05)
-
-    killer = threading.Thread(target=kill_first_actor, daemon=True)
-    killer.start()
-    os.environ["FAKE_STEP_SLEEP"] = "0.3"
-    try:
-        out = _run(root, pipeline, "lost", "slow", "--num-trials", "2", "--max-concurrent", "1",
-                   "--max-failures", "0", "--scheduler", "fifo")
-    finally:
-        stop.set()
-        del os.environ["FAKE_STEP_SLEEP"]
+    root, out, killed = sweeps["root"], sweeps["out"]["lost"], sweeps["killed"]
     assert killed, out.stdout[-2000:]
     assert out.returncode == errors.EXIT_TRIALS_FAILED, out.stdout[-3000:] + out.stderr[-3000:]
     exp = Experiment(root / "experiments" / "lost")
@@ -165,24 +194,12 @@ def _alive(pid: int | None) -> bool:
 
 
 def test_trials_reuse_one_actor_and_an_early_stopped_one_is_ended_first(
-        base: tuple[Path, Path]) -> None:
+        sweeps: dict[str, Any]) -> None:
     """With one trial at a time, all three trials run in one Ray actor (reset_config, not a
     new actor process per trial). The second, worse at the step-20 rung, is stopped by ASHA:
     Ray keeps its actor for the third without stopping it, so reset_config must end it first:
     STOPPED with its processes gone before the third starts, PRUNED in the study."""
-    root, pipeline = base
-    space = root / "reuse_space.yaml"
-    space.write_text(SPACE + "points:\n  - {l2_weight: 1.0e-5, focal_loss.gamma: 2.0}\n"
-                     "  - {l2_weight: 1.0e-2, focal_loss.gamma: 2.0}\n"
-                     "  - {l2_weight: 2.0e-5, focal_loss.gamma: 2.0}\n")
-    os.environ["SWEEP_WORKER_MODULE"] = "tests.fake_worker"
-    try:
-        out = run_cli(["run", "--space", str(space), "--pipeline", str(pipeline), "--name",
-                       "reuse", "--no-dashboard", "--eval-every", "20", "--no-report",
-                       "--num-trials", "3", "--max-concurrent", "1", "--scheduler", "asha"],
-                      root, timeout=600)
-    finally:
-        del os.environ["SWEEP_WORKER_MODULE"]
+    root, out = sweeps["root"], sweeps["out"]["reuse"]
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     exp = Experiment(root / "experiments" / "reuse")
     by_l2 = {t.params()["l2_weight"]: t.status() for t in exp.trials()}
@@ -197,3 +214,13 @@ def test_trials_reuse_one_actor_and_an_early_stopped_one_is_ended_first(
     # The trial folder is the state: no Ray checkpoint per result outside PBT (each would make
     # Ray rewrite the whole experiment state, O(trials) after every result).
     assert exp.ray_dir.is_dir() and not list(exp.ray_dir.rglob("checkpoint_0*"))
+
+
+def test_job_env_forwards_the_named_variables_and_prefixes_only() -> None:
+    from sweep.run.tune_backend import job_env
+
+    environ = {"SWEEP_JOB_ENV": "TF_CPP_MIN_LOG_LEVEL, WANDB_*", "TF_CPP_MIN_LOG_LEVEL": "2",
+               "TF_CPP_VMODULE": "x", "WANDB_MODE": "offline", "WANDB_DIR": "/w", "HOME": "/r"}
+    assert job_env(environ) == {"TF_CPP_MIN_LOG_LEVEL": "2", "WANDB_MODE": "offline",
+                                "WANDB_DIR": "/w"}
+    assert job_env({"HOME": "/r"}) == {} and job_env({"SWEEP_JOB_ENV": "", "A": "1"}) == {}
