@@ -35,7 +35,10 @@ case "$cmd" in
     # Two workers (pytest-xdist): a real TF sweep in one while the other runs the stand-in and
     # fast tests, which mostly wait. SWEEP_TEST_WORKERS=0 runs everything in this process.
     # The 30 slowest tests are listed at the end: where the suite's time goes, run by run.
-    exec .venv/bin/pytest -n "${SWEEP_TEST_WORKERS:-2}" --dist loadgroup --durations=30 "$@" ;;
+    # --no-loadscope-reorder: xdist would hand out the groups with the most tests first; the
+    # order tests/conftest.py sets (the real TensorFlow group, then the slow ones) is kept.
+    exec .venv/bin/pytest -n "${SWEEP_TEST_WORKERS:-2}" --dist loadgroup --no-loadscope-reorder \
+      --durations=30 "$@" ;;
   sweep)
     ensure_uv; sync_env
     exec .venv/bin/sweep "$@" ;;

@@ -160,6 +160,7 @@ def _tiny_table(tmp_path: Path) -> tuple[Path, Path]:
     return tmp_path / "tiny", space_path
 
 
+@pytest.mark.slow  # seconds, not milliseconds: the fast set stays under 2 min
 def test_replay_benchmark_finds_the_known_best_and_measures_the_winners_curse(
         tmp_path: Path) -> None:
     table_path, space_path = _tiny_table(tmp_path)

@@ -46,6 +46,15 @@ def _raise(sig: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(name(sig))
 
 
+def check() -> None:
+    """Raise the interrupt now if a signal came and was lost. A ``KeyboardInterrupt`` raised
+    while Python runs a finalizer or a weakref callback is printed ("Exception ignored in")
+    and dropped: seen when a Ctrl-C landed during Ray's start, in SQLAlchemy's clean-up, and
+    the sweep went on as if nothing had happened. Called before Ray Tune takes over."""
+    if _received is not None:
+        raise KeyboardInterrupt(name())
+
+
 def install() -> dict[int, Any]:
     """From now on SIGINT and SIGTERM raise ``KeyboardInterrupt`` (SIGTERM's default would end
     the process with no cleanup and no closing line). Returns the previous handlers."""
@@ -86,3 +95,5 @@ def hand_to_ray(marker: Path) -> None:
 
     for s in SIGNALS:
         signal.signal(s, first)
+    if _received is not None:  # one came between check() and here and was lost: act on it
+        first(_received, None)

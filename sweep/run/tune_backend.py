@@ -752,6 +752,7 @@ def run_confirmations(settings: SweepSettings, space: Any, configs: list[dict[st
     if url:
         print(f"Ray dashboard: {url}", flush=True)
     quiet_ray_logs()
+    interrupt.check()
     grid = tuner.fit()
     for c in configs:  # nothing may be left RUNNING in a folder
         t = exp.trial(c[marks.CONFIRM]["name"])
@@ -873,6 +874,7 @@ def run_sweep(settings: SweepSettings, space: Any, points: list[dict[str, Any]],
         # folders are the truth before Ray and the searcher go on from their saved state.
         reconcile(exp, settings.storage_url(), study_name, interrupted=True,
                   keys=[result_key(m) for m in settings.metrics])
+    interrupt.check()
     grid = tuner.fit()
     errored = len(grid.errors)
     sig = interrupt.received()

@@ -103,7 +103,8 @@ def test_two_replica_training_under_mirrored_strategy_and_its_checkpoints_evalua
     assert (model_dir / f"{rows[-1]['checkpoint']}.index").exists()
     assert "DetectionBoxes_Precision/mAP" in rows[-1]["metrics"]
     loss = "Loss/total_loss"
-    assert len({round(r["metrics"][loss], 4) for r in rows}) == 3, rows  # each its own weights
+    # Step 10 through step 5's trace: its own weights, not those the trace was made with.
+    assert rows[1]["metrics"][loss] != pytest.approx(rows[2]["metrics"][loss], rel=1e-3)
 
 
 @pytest.mark.slow

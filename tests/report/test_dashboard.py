@@ -21,6 +21,7 @@ def _get(url: str) -> bytes:
         return r.read()
 
 
+@pytest.mark.slow  # seconds, not milliseconds: the fast set stays under 2 min
 def test_dashboard_serves_the_experiments_study(tmp_path: Path) -> None:
     se = make_experiment(tmp_path / "exps", seed=3, name="dash")
     settings = se.exp.settings()

@@ -81,6 +81,7 @@ def _md_table(text: str, column: str) -> list[dict[str, str]]:
 
 # ---------------------------------------------------------------- numbers
 
+@pytest.mark.slow  # seconds, not milliseconds: the fast set stays under 2 min
 @pytest.mark.parametrize("which", ["finished", "partial"])
 def test_leaderboard_numbers_are_the_event_files(which: str, request: pytest.FixtureRequest
                                                  ) -> None:
@@ -225,6 +226,7 @@ def test_best_trial_and_its_config(which: str, request: pytest.FixtureRequest) -
     assert info["value"] == pytest.approx(value)
 
 
+@pytest.mark.slow  # seconds, not milliseconds: the fast set stays under 2 min
 def test_best_config_can_fine_tune_from_the_best_checkpoint(tmp_path: Path) -> None:
     from sweep.odapi.render import changed_fields, load_pipeline
 
@@ -259,6 +261,7 @@ def test_nearest_kept_checkpoint_without_the_runners_best_copy(tmp_path: Path) -
             assert abs(step - target) == min(abs(s - target) for s in kept.values())
 
 
+@pytest.mark.slow  # seconds, not milliseconds: the fast set stays under 2 min
 def test_no_best_before_any_evaluation(tmp_path: Path) -> None:
     se = make_experiment(tmp_path, finished=False, seed=5)
     out = tmp_path / "report"
@@ -454,6 +457,7 @@ def test_report_touches_only_its_own_files(tmp_path: Path) -> None:
     assert not (out / "plots" / "pareto.png").exists()
 
 
+@pytest.mark.slow  # seconds, not milliseconds: the fast set stays under 2 min
 def test_default_out_dir_is_reports_experiment(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     se = make_experiment(tmp_path / "exps", seed=9, name="my_sweep")
@@ -494,6 +498,7 @@ def _chromium(page: Path, profile: Path, *args: str) -> subprocess.CompletedProc
         capture_output=True, text=True, timeout=180)
 
 
+@pytest.mark.slow  # seconds, not milliseconds: the fast set stays under 2 min
 @pytest.mark.skipif(CHROMIUM is None,
                     reason="needs Debian's chromium (apt-get install -y chromium, as .ci/run does)")
 @pytest.mark.parametrize("which", ["finished", "partial"])
@@ -578,6 +583,7 @@ def test_numbers_from_event_files_tensorflow_wrote(tmp_path: Path) -> None:
                                                      pytest.approx(t.eval[best_step][m.MAP]))
 
 
+@pytest.mark.slow  # seconds, not milliseconds: the fast set stays under 2 min
 def test_an_unreadable_trial_config_does_not_stop_the_report(tmp_path: Path) -> None:
     se = make_experiment(tmp_path, seed=19)
     se.exp.trial("trial_0002").pipeline_path.write_text("model { ssd { nonsense: 1 } }")
@@ -630,6 +636,7 @@ def test_an_unconfirmed_verdict_never_claims_a_win_beyond_the_noise(finished: tu
     assert csv.loc["trial_0000", "map_behind_best"] == pytest.approx(iv.diff)
 
 
+@pytest.mark.slow  # seconds, not milliseconds: the fast set stays under 2 min
 def test_noise_flag_when_the_gap_is_within_the_interval(tmp_path: Path) -> None:
     """Give a trial the best's own detections but one: its gap is noise, marked '~'."""
     from report_fixtures import detections_for
@@ -684,6 +691,7 @@ def test_detection_pictures_of_best_and_base(finished: tuple) -> None:
         assert not (out / "plots" / f"detections_{role}_3.png").exists()  # 3 per trial
 
 
+@pytest.mark.slow  # seconds, not milliseconds: the fast set stays under 2 min
 @pytest.mark.skipif(CHROMIUM is None,
                     reason="needs Debian's chromium (apt-get install -y chromium, as .ci/run does)")
 def test_leaderboard_sorts_and_filters_in_the_browser(finished: tuple, tmp_path: Path) -> None:

@@ -162,6 +162,7 @@ def test_a_restarted_trial_keeps_its_first_parameters(tmp_path: Path) -> None:
 
 # --- no clock kills a healthy trial; a stalled one is caught by its lack of progress -----------
 
+@pytest.mark.slow  # seconds, not milliseconds: the fast set stays under 2 min
 def test_a_slow_trial_with_progress_is_never_stalled(tmp_path: Path) -> None:
     """12 s from start to its only checkpoint, a summary every 3 s: longer without a
     checkpoint than the stall setting (8 s, with room for a slow start on a loaded machine),

@@ -282,6 +282,7 @@ points:
             s, row[metrics.LEARNING_RATE], expected)
 
 
+@pytest.mark.slow  # seconds, not milliseconds: the fast set stays under 2 min
 def test_pbt_without_perturbable_parameters_is_refused_before_launch(tmp_path: Path) -> None:
     from tests.conftest import make_workspace
 
