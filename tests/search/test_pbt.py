@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,32 +89,30 @@ PBT_FAKE = {"SWEEP_WORKER_MODULE": "tests.fake_worker", "FAKE_MODE": "slow",
 
 
 @pytest.fixture(scope="module")
-def pbt_sweeps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple]]:
-    """A `--scheduler pbt` and a `--scheduler pb2` sweep, side by side on one Ray (the
-    stand-in's trials mostly sleep): {scheduler: (folder, finished process)}."""
-    from tests.conftest import REPO, make_workspace, start_local_ray
+def pbt_sweeps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Side by side on one Ray (the stand-in's trials mostly sleep): a `--scheduler pbt` and a
+    `--scheduler pb2` sweep run to their end ({scheduler: (folder, finished process)}), and a
+    pbt sweep killed mid-run and resumed ("killed": see _killed_then_resumed)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.conftest import start_local_ray
 
     saved = dict(os.environ)
     os.environ.update(PBT_FAKE)  # Ray's workers (and the trials' jobs) take this environment
     try:
-        address = start_local_ray(4)
-        procs = {}
-        for scheduler in ("pbt", "pb2"):
-            root = tmp_path_factory.mktemp(scheduler)
-            pipeline = make_workspace(root, n_train=4, n_eval=2)
-            (root / "s.yaml").write_text(SPACE)
-            procs[scheduler] = root, subprocess.Popen(
-                [sys.executable, "-m", "sweep.cli", "run", "--space", str(root / "s.yaml"),
-                 "--pipeline", str(pipeline), "--name", "pbt", "--no-dashboard",
-                 "--scheduler", scheduler, "--eval-every", "10", "--perturbation-interval", "20",
-                 "--num-trials", "2", "--max-concurrent", "2", "--address", address],
-                cwd=root, env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        done = {}
-        for scheduler, (root, proc) in procs.items():
-            out, err = proc.communicate(timeout=900)
-            done[scheduler] = root, subprocess.CompletedProcess(proc.args, proc.returncode,
-                                                                out, err)
+        address = start_local_ray(6)
+        with ThreadPoolExecutor(3) as pool:
+            killed = pool.submit(_killed_then_resumed, tmp_path_factory.mktemp("killed"), address)
+            procs = {}
+            for scheduler in ("pbt", "pb2"):
+                root = tmp_path_factory.mktemp(scheduler)
+                procs[scheduler] = root, _pbt_run(root, "pbt", address, scheduler, [])
+            done: dict[str, Any] = {}
+            for scheduler, (root, proc) in procs.items():
+                out, err = proc.communicate(timeout=900)
+                done[scheduler] = root, subprocess.CompletedProcess(proc.args, proc.returncode,
+                                                                    out, err)
+            done["killed"] = killed.result(timeout=1200)
         yield done
     finally:
         import ray
@@ -123,10 +122,63 @@ def pbt_sweeps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, t
         os.environ.update(saved)
 
 
+def _pbt_run(root: Path, name: str, address: str, scheduler: str, extra: list[str],
+             **popen: Any) -> subprocess.Popen:
+    """`sweep run` of SPACE (2 trials, perturbations every 20 steps) on the Ray at ``address``."""
+    from tests.conftest import REPO, make_workspace
+
+    pipeline = make_workspace(root, n_train=4, n_eval=2)
+    (root / "s.yaml").write_text(SPACE)
+    popen = popen or {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    return subprocess.Popen(
+        [sys.executable, "-m", "sweep.cli", "run", "--space", str(root / "s.yaml"),
+         "--pipeline", str(pipeline), "--name", name, "--no-dashboard", "--scheduler", scheduler,
+         "--eval-every", "10", "--perturbation-interval", "20", "--num-trials", "2",
+         "--max-concurrent", "2", "--address", address, *extra],
+        cwd=root, env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
+        text=True, **popen)
+
+
+def _killed_then_resumed(root: Path, address: str) -> dict[str, Any]:
+    """kill -9 of a pbt sweep's driver once a clone has happened; once its trials' processes
+    are gone, `sweep resume`. Returns the resume's process and each trial's lineage before."""
+    import signal
+    import time
+
+    from tests.conftest import run_cli
+    from tests.run.test_resume import _kill_tree, _wait_gone
+
+    log = open(root / "run.log", "w")  # noqa: SIM115 - the child writes it
+    driver = _pbt_run(root, "pr", address, "pbt", ["--no-report"], stdout=log,
+                      stderr=subprocess.STDOUT)
+    exp = Experiment(root / "experiments" / "pr")
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and driver.poll() is None:
+            if any(t.status().get("parent") for t in exp.trials()) and not all(
+                    t.status().get("state") == COMPLETED for t in exp.trials()):
+                break
+            time.sleep(0.25)
+        alive = driver.poll() is None
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        log.close()
+    # Ray ends a dead driver's actors, and their jobs follow their actor: wait for all of them.
+    pids = [p for t in exp.trials() for k in ("pid", "train_pid", "eval_pid")
+            if (p := t.status().get(k))]
+    _kill_tree(_wait_gone(pids, 60))
+    before = {t.name: t.status().get("lineage") for t in exp.trials()}
+    res = run_cli(["resume", "pr", "--no-dashboard", "--no-report", "--address", address], root,
+                  timeout=600)
+    return {"root": root, "alive_at_kill": alive, "before": before, "resume": res,
+            "log": (root / "run.log").read_text()}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("scheduler", ["pbt", "pb2"])
 def test_pbt_sweep_clones_the_better_trial_and_trains_with_the_perturbed_rate(
-        pbt_sweeps: dict[str, tuple], scheduler: str) -> None:
+        pbt_sweeps: dict[str, Any], scheduler: str) -> None:
     tmp_path, out = pbt_sweeps[scheduler]
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     exp = Experiment(tmp_path / "experiments" / "pbt")
@@ -311,68 +363,21 @@ def test_pb2_refuses_a_categorical_to_perturb(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_pbt_sweep_killed_mid_run_resumes_to_its_end(tmp_path: Path) -> None:
+def test_a_pbt_sweep_killed_mid_run_resumes_to_its_end(pbt_sweeps: dict[str, Any]) -> None:
     """kill -9 of the driver once a clone has happened; `sweep resume` continues the same PBT
     sweep: both trials end COMPLETED at their last step, the clone's lineage is kept, and no
     trial is started anew."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    import psutil
-
-    from tests.conftest import REPO, make_workspace
-    from tests.run.test_resume import _kill_tree, _wait_gone
-
-    pipeline = make_workspace(tmp_path, n_train=4, n_eval=2)
-    (tmp_path / "s.yaml").write_text(SPACE)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1",
-           "SWEEP_WORKER_MODULE": "tests.fake_worker", "FAKE_MODE": "slow",
-           "FAKE_STEP_SLEEP": "3", "FAKE_SCORE_LR": "1"}
-    log = open(tmp_path / "run.log", "w")  # noqa: SIM115 - the child writes it
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "sweep.cli", "run", "--space", str(tmp_path / "s.yaml"),
-         "--pipeline", str(pipeline), "--name", "pr", "--no-dashboard", "--no-report",
-         "--scheduler", "pbt", "--eval-every", "10", "--perturbation-interval", "20",
-         "--num-trials", "2", "--max-concurrent", "2"],
-        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    exp = Experiment(tmp_path / "experiments" / "pr")
-    descendants: list[int] = []
-    try:
-        deadline = time.time() + 600
-        while time.time() < deadline and driver.poll() is None:
-            if any(t.status().get("parent") for t in exp.trials()) and not all(
-                    t.status().get("state") == COMPLETED for t in exp.trials()):
-                break
-            time.sleep(0.25)
-        assert driver.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
-        descendants = [p.pid for p in psutil.Process(driver.pid).children(recursive=True)]
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.wait(timeout=30)
-        _kill_tree(_wait_gone(descendants, 60))
-        before = {t.name: t.status().get("lineage") for t in exp.trials()}
-        keys = ("SWEEP_WORKER_MODULE", "FAKE_MODE", "FAKE_STEP_SLEEP", "FAKE_SCORE_LR")
-        os.environ.update({k: env[k] for k in keys})
-        try:
-            res = run_cli(["resume", "pr", "--no-dashboard", "--no-report"], tmp_path,
-                          timeout=600)
-        finally:
-            for k in keys:
-                del os.environ[k]
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-        log.close()
-        _kill_tree([p for p in descendants if psutil.pid_exists(p)])
+    k = pbt_sweeps["killed"]
+    assert k["alive_at_kill"], k["log"][-3000:]
+    res = k["resume"]
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
-    trials = exp.trials()
+    trials = Experiment(k["root"] / "experiments" / "pr").trials()
     assert len(trials) == 2
     for t in trials:
         st = t.status()
         assert st["state"] == COMPLETED and metrics.read_trial(t.path).last_train_step == 80
         # What the lineage said before the kill is still its beginning.
-        assert st.get("lineage")[:len(before[t.name])] == before[t.name]
+        assert st.get("lineage")[:len(k["before"][t.name])] == k["before"][t.name]
 
 
 @pytest.mark.slow
