@@ -5,6 +5,7 @@ inspect: the report, status, GPU placement, divergence, early stopping.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,6 +131,23 @@ def start_local_ray(num_cpus: int) -> str:
     raise AssertionError("unreachable")
 
 
+@contextlib.contextmanager
+def local_ray(num_cpus: int, env: dict[str, str]) -> Iterator[str]:
+    """``start_local_ray`` with ``env`` in os.environ (Ray's workers, and the trials' jobs they
+    start, take the environment of Ray's start); yields its address. On leaving, Ray is shut
+    down and os.environ is as it was."""
+    import ray
+
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        yield start_local_ray(num_cpus)
+    finally:
+        ray.shutdown()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def make_workspace(root: Path, *, n_train: int = 64, n_eval: int = 16) -> Path:
     """Synthetic data + tutorial layout under ``root``; returns the base pipeline.config."""
     from sweep.data.dataset import make_dataset
@@ -139,10 +158,28 @@ def make_workspace(root: Path, *, n_train: int = 64, n_eval: int = 16) -> Path:
     return init_workspace(ws, dataset=info)
 
 
+def _cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", **(extra or {})}
+
+
 def run_cli(args: list[str], cwd: Path, timeout: float = 1500) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "sweep.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "sweep.cli", *args], cwd=cwd, env=_cli_env(),
                           capture_output=True, text=True, timeout=timeout)
+
+
+def start_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None,
+              **popen: object) -> subprocess.Popen:
+    """``sweep ARGS`` started, not waited for (sweeps side by side); output piped unless
+    ``popen`` says where; ``env`` on top of this process's environment."""
+    popen = popen or {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    return subprocess.Popen([sys.executable, "-m", "sweep.cli", *args], cwd=cwd,
+                            env=_cli_env(env), text=True, **popen)
+
+
+def finish_cli(proc: subprocess.Popen, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Wait for a ``start_cli`` process with piped output; returns it as ``run_cli`` would."""
+    out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def kill_train_after_first_eval_checkpoint(trials_dir: Path, l2: float, stop: threading.Event,

@@ -7,8 +7,6 @@ import json
 import math
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -56,44 +54,30 @@ def sweeps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     """The module's five stand-in sweeps, side by side on one Ray (a Ray start is ~15 s of
     both cores here; the stand-in's trials mostly wait). Each sweep's stand-in settings reach
     its trials through the sweep's own Ray job (SWEEP_JOB_ENV), not through Ray's start."""
-    from tests.conftest import REPO, make_workspace, start_local_ray
+    from tests.conftest import finish_cli, local_ray, make_workspace, start_cli
 
     root = tmp_path_factory.mktemp("fakeray")
     pipeline = make_workspace(root, n_train=8, n_eval=4)
     (root / "space.yaml").write_text(SPACE)
     (root / "reuse_space.yaml").write_text(SPACE + REUSE_POINTS)
-    saved = dict(os.environ)
-    os.environ.update(SWEEP_WORKER_MODULE="tests.fake_worker", SWEEP_JOB_ENV="FAKE_*")
     stop, killed = threading.Event(), {}
     try:
-        address = start_local_ray(8)
-        killer = threading.Thread(target=_kill_first_actor,
-                                  args=(root / "experiments" / "lost" / "trials", stop, killed),
-                                  daemon=True)
-        killer.start()
-        procs = {}
-        for name, (mode, extra_env, options) in SWEEPS.items():
-            args = ["--space", str(root / "space.yaml"), *options]  # a later --space wins
-            procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "sweep.cli", "run", "--pipeline", str(pipeline),
-                 "--name", name, "--no-dashboard", "--eval-every", "20", "--no-report",
-                 "--address", address, *args], cwd=root, text=True,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1",
-                     "FAKE_MODE": mode, **extra_env})
-        out = {}
-        for name, proc in procs.items():
-            stdout, stderr = proc.communicate(timeout=900)
-            out[name] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-        stop.set()
-        yield {"root": root, "out": out, "killed": killed}
+        with local_ray(8, {"SWEEP_WORKER_MODULE": "tests.fake_worker",
+                           "SWEEP_JOB_ENV": "FAKE_*"}) as address:
+            threading.Thread(target=_kill_first_actor,
+                             args=(root / "experiments" / "lost" / "trials", stop, killed),
+                             daemon=True).start()
+            procs = {name: start_cli(
+                ["run", "--pipeline", str(pipeline), "--name", name, "--no-dashboard",
+                 "--eval-every", "20", "--no-report", "--address", address,
+                 "--space", str(root / "space.yaml"), *options],  # a later --space wins
+                root, {"FAKE_MODE": mode, **extra_env})
+                for name, (mode, extra_env, options) in SWEEPS.items()}
+            out = {name: finish_cli(proc) for name, proc in procs.items()}
+            stop.set()
+            yield {"root": root, "out": out, "killed": killed}
     finally:
-        import ray
-
         stop.set()
-        ray.shutdown()
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def _kill_first_actor(trials: Path, stop: threading.Event, killed: dict) -> None:

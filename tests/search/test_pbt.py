@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -95,48 +94,30 @@ def pbt_sweeps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
     pbt sweep killed mid-run and resumed ("killed": see _killed_then_resumed)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from tests.conftest import start_local_ray
+    from tests.conftest import finish_cli, local_ray
 
-    saved = dict(os.environ)
-    os.environ.update(PBT_FAKE)  # Ray's workers (and the trials' jobs) take this environment
-    try:
-        address = start_local_ray(6)
-        with ThreadPoolExecutor(3) as pool:
-            killed = pool.submit(_killed_then_resumed, tmp_path_factory.mktemp("killed"), address)
-            procs = {}
-            for scheduler in ("pbt", "pb2"):
-                root = tmp_path_factory.mktemp(scheduler)
-                procs[scheduler] = root, _pbt_run(root, "pbt", address, scheduler, [])
-            done: dict[str, Any] = {}
-            for scheduler, (root, proc) in procs.items():
-                out, err = proc.communicate(timeout=900)
-                done[scheduler] = root, subprocess.CompletedProcess(proc.args, proc.returncode,
-                                                                    out, err)
-            done["killed"] = killed.result(timeout=1200)
+    with local_ray(6, PBT_FAKE) as address, ThreadPoolExecutor(1) as pool:
+        killed = pool.submit(_killed_then_resumed, tmp_path_factory.mktemp("killed"), address)
+        roots = {scheduler: tmp_path_factory.mktemp(scheduler) for scheduler in ("pbt", "pb2")}
+        procs = {scheduler: _pbt_run(root, "pbt", address, scheduler, [])
+                 for scheduler, root in roots.items()}
+        done: dict[str, Any] = {s: (roots[s], finish_cli(proc)) for s, proc in procs.items()}
+        done["killed"] = killed.result(timeout=1200)
         yield done
-    finally:
-        import ray
-
-        ray.shutdown()
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def _pbt_run(root: Path, name: str, address: str, scheduler: str, extra: list[str],
              **popen: Any) -> subprocess.Popen:
     """`sweep run` of SPACE (2 trials, perturbations every 20 steps) on the Ray at ``address``."""
-    from tests.conftest import REPO, make_workspace
+    from tests.conftest import make_workspace, start_cli
 
     pipeline = make_workspace(root, n_train=4, n_eval=2)
     (root / "s.yaml").write_text(SPACE)
-    popen = popen or {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
-    return subprocess.Popen(
-        [sys.executable, "-m", "sweep.cli", "run", "--space", str(root / "s.yaml"),
-         "--pipeline", str(pipeline), "--name", name, "--no-dashboard", "--scheduler", scheduler,
-         "--eval-every", "10", "--perturbation-interval", "20", "--num-trials", "2",
-         "--max-concurrent", "2", "--address", address, *extra],
-        cwd=root, env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
-        text=True, **popen)
+    return start_cli(
+        ["run", "--space", str(root / "s.yaml"), "--pipeline", str(pipeline), "--name", name,
+         "--no-dashboard", "--scheduler", scheduler, "--eval-every", "10",
+         "--perturbation-interval", "20", "--num-trials", "2", "--max-concurrent", "2",
+         "--address", address, *extra], root, **popen)
 
 
 def _killed_then_resumed(root: Path, address: str) -> dict[str, Any]:
