@@ -13,3 +13,7 @@ How a sweep flows, and where each step lives (each floor imports only the floors
              gate and child processes, study URLs
     cli.py   the ``sweep`` command on top
 """
+
+from sweep.core import protos as _protos
+
+_protos.install()  # before anything imports the OD API's protobuf modules (sweep/core/protos.py)

@@ -129,14 +129,18 @@ def _trainable_class():  # noqa: ANN202 - a Ray Trainable subclass, built lazily
 
 
 def _checkpoint_config(settings: SweepSettings):  # noqa: ANN202
-    """Ray checkpoints only under PBT/PB2, which clone from a trial's last saved one (keep a
-    few: Ray warns at <= 2). Otherwise the trial folder is the whole state (a restarted or
-    resumed trial goes on from it), and a Ray checkpoint per result would also make Ray
-    rewrite the whole experiment state after every result: O(trials) each, slow at 1000s."""
+    """Ray checkpoints only under PBT/PB2, which clone from a trial's last saved one. All are
+    kept: each is a few hundred bytes (save_checkpoint names an OD API checkpoint in the trial
+    folder), and a clone that has not saved since its exploit is restored, after a driver's
+    death, from its source's checkpoint of then, which keeping the last 4 had deleted ("Could
+    not recover from checkpoint as it does not exist on storage anymore": the resumed sweep
+    failed that trial). Otherwise the trial folder is the whole state (a restarted or resumed
+    trial goes on from it), and a Ray checkpoint per result would also make Ray rewrite the
+    whole experiment state after every result: O(trials) each, slow at 1000s."""
     from ray import tune
 
     if settings.population_based:
-        return tune.CheckpointConfig(num_to_keep=4, checkpoint_frequency=1)
+        return tune.CheckpointConfig(num_to_keep=None, checkpoint_frequency=1)
     return tune.CheckpointConfig(checkpoint_frequency=0, checkpoint_at_end=False)
 
 

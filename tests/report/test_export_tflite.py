@@ -52,26 +52,38 @@ def exported(real_sweep, tmp_path_factory: pytest.TempPathFactory) -> dict:  # n
             "saved_info": saved_info, "plan": plan_export(exp, None)}
 
 
-def test_the_savedmodel_export_names_its_checkpoint_and_detects(exported: dict) -> None:
-    import tensorflow as tf
+@pytest.fixture(scope="module")
+def saved_detector(exported: dict):  # noqa: ANN201 - exported_eval.Detector
+    """The exported SavedModel, loaded once for the tests (a load is ~25 s here)."""
+    from sweep.odapi import exported_eval
 
+    return exported_eval.savedmodel_detector(exported["out"] / "saved_model")
+
+
+def test_the_savedmodel_export_names_its_checkpoint_and_detects(exported: dict,
+                                                                 saved_detector) -> None:  # noqa: ANN001
     out, info, plan = exported["out"], exported["saved_info"], exported["plan"]
     assert exported["saved"] == out / "saved_model"
     assert (out / "pipeline.config").is_file() and (out / "checkpoint").is_dir()
     assert info["trial"] == plan.trial.name and info["checkpoint"] == str(plan.checkpoint)
     assert info["checkpoint_step"] == plan.step and info["input_type"] == "image_tensor"
-    detect = tf.saved_model.load(str(out / "saved_model"))
-    image = tf.constant(np.random.default_rng(0).integers(0, 255, (1, 128, 128, 3)),
-                        dtype=tf.uint8)
-    result = detect(image)
-    boxes = result["detection_boxes"].numpy()
-    assert boxes.shape[0] == 1 and boxes.shape[2] == 4 and boxes.shape[1] > 0
-    assert result["detection_scores"].shape[:2] == boxes.shape[:2]
+    boxes, classes, scores = saved_detector(_eval_images(out, 1)[0].image)
+    assert boxes.shape[1] == 4 and len(boxes) > 0
+    assert classes.shape == scores.shape == boxes.shape[:1]
     # the TFLite exports that followed reused it (same checkpoint, no second export), and int8
     # reused the float export's TFLite graph (no second build and trace)
     assert exported["info"]["checkpoint"] == info["checkpoint"]
     assert exported["info"]["tflite_graph"]["checkpoint"] == info["checkpoint"]
     assert not exported["graph_rewritten"]
+
+
+def _eval_images(out: Path, n: int) -> list:
+    from sweep.odapi import exported_eval
+    from sweep.odapi.render import load_pipeline
+
+    cfg = load_pipeline(out / "pipeline.config")
+    records = list(cfg.eval_input_reader[0].tf_record_input_reader.input_path)
+    return list(exported_eval.read_examples(records, limit=n))
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -82,18 +94,17 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def test_float_tflite_detections_match_the_savedmodels(exported: dict) -> None:
+def test_float_tflite_detections_match_the_savedmodels(exported: dict,
+                                                       saved_detector) -> None:  # noqa: ANN001
     from sweep.odapi import exported_eval
     from sweep.odapi.render import load_pipeline
 
     out = exported["out"]
-    cfg = load_pipeline(out / "pipeline.config")
-    saved = exported_eval.savedmodel_detector(out / "saved_model")
-    lite = exported_eval.tflite_detector(out / "tflite" / "model.tflite",
-                                         exported_eval.model_input(cfg))
-    records = list(cfg.eval_input_reader[0].tf_record_input_reader.input_path)
+    saved = saved_detector
+    lite = exported_eval.tflite_detector(out / "tflite" / "model.tflite", exported_eval.model_input(
+        load_pipeline(out / "pipeline.config")))
     checked = 0
-    for ex in exported_eval.read_examples(records, limit=IMAGES):
+    for ex in _eval_images(out, IMAGES):
         (sb, sc, ss), (lb, lc, ls) = saved(ex.image), lite(ex.image)
         assert len(ss) > 0 and len(ls) == len(ss), (len(ss), len(ls))
         for i in np.argsort(-ss)[:TOP]:

@@ -45,6 +45,15 @@ FAKE = {"SWEEP_WORKER_MODULE": "tests.fake_worker", "FAKE_MODE": "slow", "FAKE_S
         "FAKE_NAN_L2": "7.7e-3"}
 
 
+BUDGET_MIN = 2  # --time-budget of the "ic" sweep
+
+
+def _wait_until(ready: Callable[[], bool], timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and not ready():
+        time.sleep(0.2)
+
+
 def _start(root: Path, pipeline: Path, name: str, address: str, *extra: str,
            num_trials: int = 3, space: str = "space.yaml") -> tuple[subprocess.Popen, Path]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", **FAKE}
@@ -141,12 +150,16 @@ def _sweeps(root: Path, pipeline: Path, address: str) -> dict:
                            address, _one_midway)
         # A step budget: trial 1 trains 80 steps, trial 2 is stopped at 20 (100 in all).
         steps = pool.submit(_budget_sweep, root, pipeline, "ib", address, "--step-budget", "100")
-        # A time budget of 5 min, spent while a trial trains: each trains 4,000 steps (~7 min),
+        # A time budget of 2 min, spent while a trial trains: each trains 4,000 steps (~7 min),
         # so the budget never ends between two trials (with 8-s trials it did: 25 completed,
-        # none stopped). The first trial starts a while after the budget's clock does when the
-        # other worker runs real TF (1.5 min here).
-        clock = pool.submit(_budget_sweep, root, pipeline, "ic", address, "--time-budget", "5",
-                            "--num-trials", "100", "--eval-every", "200", space="clock.yaml")
+        # none stopped). Its clock starts with its driver, and a first trial started with four
+        # other sweeps' on a loaded machine took up to 3 min: it starts once another sweep's
+        # trial trains (Ray's worker start-up is past), so its first trial starts in seconds.
+        _wait_until(lambda: any(int(t.status().get("reported_step", -1)) >= 0 for t in
+                                Experiment(root / "experiments" / "ia").trials()), 900)
+        clock = pool.submit(_budget_sweep, root, pipeline, "ic", address,
+                            "--time-budget", str(BUDGET_MIN), "--num-trials", "100",
+                            "--eval-every", "200", space="clock.yaml")
         out["int"] = _interrupt_when(root, pipeline, "ir", signal.SIGINT, True, address,
                                      _one_done_and_one_midway)
         exp = Experiment(root / "experiments" / "ir")
@@ -262,11 +275,11 @@ def test_a_spent_time_budget_stops_the_sweep_as_a_budget(interrupted: dict) -> N
     assert r["rc"] == 0, r["out"][-3000:]
     assert "killed driver" not in r["out"] and "lost" not in r["out"], r["out"][-3000:]
     last = r["out"].strip().splitlines()[-1]
-    assert last.startswith("sweep ic stopped: the time budget (5 min) is spent; ") and \
+    assert last.startswith(f"sweep ic stopped: the time budget ({BUDGET_MIN} min) is spent; ") and \
         last.endswith(" of 100 trials ran (completed, or stopped early or by the budget)"), last
     states = [(st["state"], st.get("reason") or "") for st in r["states"].values()]
     stopped = [reason for state, reason in states if state == "STOPPED"]
-    assert len(stopped) == 1 and "the time budget (5 min) is spent" in stopped[0], states
+    assert len(stopped) == 1 and f"the time budget ({BUDGET_MIN} min) is spent" in stopped[0], states
     assert {state for state, _ in states} <= {COMPLETED, "STOPPED"}, states
     study = r["study"]
     for name, st in r["states"].items():

@@ -362,6 +362,23 @@ def test_a_pbt_sweep_killed_mid_run_resumes_to_its_end(pbt_sweeps: dict[str, Any
 
 
 @pytest.mark.slow
+def test_pbt_keeps_every_ray_checkpoint_a_clone_may_be_restored_from(tmp_path: Path) -> None:
+    """A clone that has not saved since its exploit is restored, after the driver's death, from
+    its source's checkpoint of then: a retention limit had deleted it (the resumed sweep failed
+    that trial, seen in a full run). Without PBT, no Ray checkpoints at all."""
+    from sweep.run.settings import SweepSettings
+    from sweep.run.tune_backend import _checkpoint_config
+
+    def config(scheduler: str):  # noqa: ANN202
+        return _checkpoint_config(SweepSettings(name="k", space=tmp_path / "s.yaml",
+                                                pipeline=tmp_path / "p", storage=tmp_path,
+                                                scheduler=scheduler))
+
+    for scheduler in ("pbt", "pb2"):
+        assert config(scheduler).num_to_keep is None and config(scheduler).checkpoint_frequency == 1
+    assert config("asha").checkpoint_frequency == 0 and not config("asha").checkpoint_at_end
+
+
 @pytest.mark.parametrize("moving_average", [False, True])
 def test_a_restore_keeps_the_perturbed_momentum(tmp_path: Path, moving_average: bool) -> None:
     """The OD API's optimizer (tf.compat.v1 Keras: the legacy OptimizerV2) saves `momentum` in
