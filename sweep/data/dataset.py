@@ -99,8 +99,7 @@ def _example_classes() -> tuple[Any, Any]:
                       type_name=".sweep_example.Features")
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fd)
-    factory = message_factory.MessageFactory(pool)
-    get = factory.GetPrototype
+    get = message_factory.GetMessageClass  # protobuf 4's (MessageFactory.GetPrototype warns)
     return get(pool.FindMessageTypeByName("sweep_example.Example")), get(
         pool.FindMessageTypeByName("sweep_example.Feature")
     )
