@@ -70,7 +70,9 @@ def test_best_is_a_whole_checkpoint_while_rotation_races_the_copy(tmp_path: Path
 def test_exploit_of_a_checkpoint_mid_rotation_keeps_the_clones_own(tmp_path: Path) -> None:
     """rotate: PBT hands b a's ckpt-1 while a's train job is deleting it (its index is gone,
     shards remain). b must not drop its own checkpoints for half of a's: it goes on as itself."""
-    b = _runner(tmp_path, name="b", params={"num_steps": 40})
+    # Held at each evaluation (the train gate): ungated, a loaded machine's eval job started
+    # after training had reached step 40 and its first result was step 40 (seen in a full run).
+    b = _runner(tmp_path, name="b", params={"num_steps": 40}, pause=True)
     b.start()
     assert b.next_result(timeout=30)["step"] == 20
     b.stop()
