@@ -19,6 +19,11 @@ from pathlib import Path
 
 import pytest
 
+# sweep lets the OD API's protobuf modules load on protobuf 4 (sweep/core/protos.py); test
+# modules import them at their top (alone, `pytest tests/data/test_dataset.py` failed:
+# "Descriptors cannot be created directly").
+import sweep  # noqa: F401
+
 REPO = Path(__file__).resolve().parent.parent
 
 # Ray runs its workers (a trial's actor and the jobs it starts) at niceness 15. Beside a real TF
